@@ -1,0 +1,141 @@
+"""Webhook dispatcher: ``enqueue()`` an event, every subscribed endpoint gets a signed POST.
+
+The module-level functions use one ``Dispatcher`` built from the environment on first use; build
+your own ``Dispatcher(Settings(...))`` to configure it in code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .client import Dispatcher
+from .errors import (
+    DeliveryError,
+    DeliveryNotFound,
+    DispatcherError,
+    EndpointNotFound,
+    EventNotFound,
+    InvalidEventType,
+    InvalidInput,
+    InvalidState,
+    InvalidURL,
+    NotFound,
+    PayloadNotSerializable,
+    PayloadTooLarge,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    StoreUnavailable,
+    UnsafeTarget,
+)
+from .models import Attempt, Delivery, DeliveryState, Endpoint
+from .settings import Settings
+
+__version__ = "0.1.0"
+
+_default: Dispatcher | None = None
+
+
+def default() -> Dispatcher:
+    """The process-wide Dispatcher, built from the environment the first time it is needed."""
+    global _default
+    if _default is None:
+        _default = Dispatcher()
+    return _default
+
+
+def configure(settings: Settings | None = None) -> Dispatcher:
+    """Replace the process-wide Dispatcher (e.g. with explicit settings)."""
+    global _default
+    if _default is not None:
+        _default.close()
+    _default = Dispatcher(settings)
+    return _default
+
+
+def subscribe(url: str, event_types: Iterable[str] = ("*",), secret: str | None = None, **options: Any) -> Endpoint:
+    return default().subscribe(url, event_types, secret, **options)
+
+
+def unsubscribe(endpoint_id: str) -> None:
+    default().unsubscribe(endpoint_id)
+
+
+def get_endpoint(endpoint_id: str) -> Endpoint:
+    return default().get_endpoint(endpoint_id)
+
+
+def list_endpoints() -> list[Endpoint]:
+    return default().list_endpoints()
+
+
+def update_endpoint(endpoint_id: str, **changes: Any) -> Endpoint:
+    return default().update_endpoint(endpoint_id, **changes)
+
+
+def enable_endpoint(endpoint_id: str) -> Endpoint:
+    return default().enable_endpoint(endpoint_id)
+
+
+def disable_endpoint(endpoint_id: str, reason: str | None = None) -> Endpoint:
+    return default().disable_endpoint(endpoint_id, reason)
+
+
+def enqueue(event_type: str, data: Any, *, event_id: str | None = None, idempotency_key: str | None = None) -> str:
+    return default().enqueue(event_type, data, event_id=event_id, idempotency_key=idempotency_key)
+
+
+def enqueue_many(items: Iterable[Any]) -> list[str]:
+    return default().enqueue_many(items)
+
+
+def deliveries(event_id: str) -> list[Delivery]:
+    return default().deliveries(event_id)
+
+
+def endpoint_deliveries(endpoint_id: str, state: DeliveryState | str | None = None, limit: int = 100) -> list[Delivery]:
+    return default().endpoint_deliveries(endpoint_id, state, limit)
+
+
+def replay(delivery_id: str | None = None, *, endpoint_id: str | None = None, since: float | None = None) -> int:
+    return default().replay(delivery_id, endpoint_id=endpoint_id, since=since)
+
+
+__all__ = [
+    "Attempt",
+    "Delivery",
+    "DeliveryError",
+    "DeliveryNotFound",
+    "DeliveryState",
+    "Dispatcher",
+    "DispatcherError",
+    "Endpoint",
+    "EndpointNotFound",
+    "EventNotFound",
+    "InvalidEventType",
+    "InvalidInput",
+    "InvalidState",
+    "InvalidURL",
+    "NotFound",
+    "PayloadNotSerializable",
+    "PayloadTooLarge",
+    "PermanentDeliveryError",
+    "RetryableDeliveryError",
+    "Settings",
+    "StoreUnavailable",
+    "UnsafeTarget",
+    "configure",
+    "default",
+    "deliveries",
+    "disable_endpoint",
+    "enable_endpoint",
+    "endpoint_deliveries",
+    "enqueue",
+    "enqueue_many",
+    "get_endpoint",
+    "list_endpoints",
+    "replay",
+    "subscribe",
+    "unsubscribe",
+    "update_endpoint",
+]

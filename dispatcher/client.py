@@ -1,0 +1,163 @@
+"""``Dispatcher``: what producers and operators hold. One per process, built from ``Settings``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+
+from .endpoints import EndpointStore
+from .errors import StoreUnavailable
+from .events import CHUNK, NewEvent, build_event, build_many, script_args
+from .keys import Keys
+from .models import Delivery, DeliveryState, Endpoint
+from .records import Records
+from .scripts import ENQUEUE
+from .settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _store_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    return wrapper
+
+
+class Dispatcher:
+    """Subscribe endpoints, publish events, read and replay deliveries."""
+
+    def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None) -> None:
+        self.settings = settings or Settings()
+        self.keys = Keys(self.settings.key_prefix)
+        self.redis = client or redis.Redis.from_url(
+            self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        )
+        self.endpoints = EndpointStore(self.redis, self.keys, self.settings)
+        self.records = Records(self.redis, self.keys)
+        self._enqueue = self.redis.register_script(ENQUEUE)
+        self._kicker: Any = None
+
+    # -- kicks -------------------------------------------------------------------------------
+    @property
+    def kicker(self) -> Any:
+        if self._kicker is None:
+            from .celeryconf import make_celery
+            from .kick import Kicker
+
+            self._kicker = Kicker(self.settings, self.redis, make_celery(self.settings, "dispatcher-producer"))
+        return self._kicker
+
+    # -- endpoints ---------------------------------------------------------------------------
+    @_store_errors
+    def subscribe(
+        self, url: str, event_types: Iterable[str] = ("*",), secret: str | None = None, **options: Any
+    ) -> Endpoint:
+        """Register ``url`` for ``event_types`` (``*``, exact types, or ``prefix.*``)."""
+        return self.endpoints.create(url, event_types, secret, **options)
+
+    @_store_errors
+    def unsubscribe(self, endpoint_id: str) -> None:
+        self.endpoints.delete(endpoint_id)
+
+    @_store_errors
+    def get_endpoint(self, endpoint_id: str) -> Endpoint:
+        return self.endpoints.get(endpoint_id)
+
+    @_store_errors
+    def list_endpoints(self) -> list[Endpoint]:
+        return self.endpoints.list()
+
+    @_store_errors
+    def update_endpoint(self, endpoint_id: str, **changes: Any) -> Endpoint:
+        return self.endpoints.update(endpoint_id, **changes)
+
+    @_store_errors
+    def enable_endpoint(self, endpoint_id: str) -> Endpoint:
+        return self.endpoints.set_enabled(endpoint_id, True)
+
+    @_store_errors
+    def disable_endpoint(self, endpoint_id: str, reason: str | None = None) -> Endpoint:
+        return self.endpoints.set_enabled(endpoint_id, False, reason)
+
+    # -- events ------------------------------------------------------------------------------
+    def enqueue(
+        self, event_type: str, data: Any, *, event_id: str | None = None, idempotency_key: str | None = None
+    ) -> str:
+        """Store one event durably and schedule its fan-out; returns the event id.
+
+        With an ``idempotency_key`` (or an ``event_id``) already seen within the retention window,
+        returns the first event's id and sends nothing again.
+        """
+        ev = build_event(
+            event_type,
+            data,
+            event_id=event_id,
+            idempotency_key=idempotency_key,
+            max_bytes=self.settings.max_payload_bytes,
+        )
+        return self._write([ev])[0]
+
+    def enqueue_many(self, items: Iterable[Any]) -> list[str]:
+        """Store many events (``(type, data)`` pairs or dicts); all are validated before any is written."""
+        events = build_many(items, self.settings.max_payload_bytes)
+        ids: list[str] = []
+        for start in range(0, len(events), CHUNK):
+            ids.extend(self._write(events[start : start + CHUNK]))
+        return ids
+
+    @_store_errors
+    def _write(self, events: list[NewEvent]) -> list[str]:
+        s = self.settings
+        keys = [self.keys.fanout, self.keys.kick("fanout", 1)]
+        args = [s.key_prefix, s.retention_s, s.idempotency_ttl_s, 30_000, *script_args(events)]
+        out = self._enqueue(keys=keys, args=args)
+        if int(out[0]):
+            self.kicker.publish("fanout", 1)
+        return [v.decode() for v in out[1 : 1 + len(events)]]
+
+    # -- deliveries --------------------------------------------------------------------------
+    @_store_errors
+    def event(self, event_id: str) -> dict[str, Any]:
+        return self.records.event(event_id)
+
+    @_store_errors
+    def deliveries(self, event_id: str) -> list[Delivery]:
+        """Every delivery of an event (empty until it is fanned out), with each attempt."""
+        return self.records.for_event(event_id)
+
+    @_store_errors
+    def get_delivery(self, delivery_id: str) -> Delivery:
+        return self.records.get(delivery_id)
+
+    @_store_errors
+    def endpoint_deliveries(
+        self, endpoint_id: str, state: DeliveryState | str | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        return self.records.for_endpoint(endpoint_id, state, limit)
+
+    @_store_errors
+    def replay(self, delivery_id: str | None = None, *, endpoint_id: str | None = None, since: float | None = None) -> int:
+        """Replay one dead delivery, or every dead delivery of ``endpoint_id``; returns how many."""
+        if (delivery_id is None) == (endpoint_id is None):
+            raise TypeError("replay() takes a delivery id or endpoint_id=..., not both")
+        if delivery_id is not None:
+            self.records.replay(delivery_id)
+            n = 1
+        else:
+            assert endpoint_id is not None
+            n = self.records.replay_endpoint(endpoint_id, since)
+        if n:
+            self.kicker.kick("deliver")
+        return n
+
+    def close(self) -> None:
+        self.redis.close()

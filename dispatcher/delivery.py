@@ -1,0 +1,315 @@
+"""Delivery: claim due deliveries, POST them concurrently, record every attempt, schedule retries.
+
+One call of ``run_deliver`` is one Celery task: it keeps up to ``deliver_inflight`` requests in
+flight on one keep-alive HTTP pool, claiming more from Redis as requests finish, and writes the
+outcomes back in batches. Deliveries to one endpoint are capped at ``endpoint_inflight`` at a time
+so a slow endpoint cannot take every slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+
+from .endpoints import Target
+from .errors import UnsafeTarget
+from .kick import SLOT_TTL_MS
+from .retry import next_delay, parse_retry_after
+from .runtime import Runtime
+from .signing import webhook_headers
+from .ssrf import check_literal_host
+
+FLUSH_EVERY = 256  # outcomes written per Redis round trip at most
+FLUSH_INTERVAL_S = 0.02
+DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
+
+
+@dataclass(slots=True)
+class Job:
+    """One claimed delivery."""
+
+    id: str
+    endpoint_id: str
+    event_id: str
+    n: int  # attempts made so far
+    r: int  # attempts made in this round (replay starts a new round)
+    body: bytes | None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one POST came to."""
+
+    status: int | None = None
+    error: str | None = None
+    latency_ms: float = 0.0
+    response: str = ""
+    retry_after_s: float | None = None
+    at: float = field(default_factory=time.time)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+def batch_message_id(jobs: list[Job]) -> str:
+    """The ``webhook-id`` of a batched POST: the same for the same set of events."""
+    digest = hashlib.blake2b("|".join(sorted(j.event_id for j in jobs)).encode(), digest_size=12).hexdigest()
+    return f"batch_{digest}"
+
+
+def build_request(jobs: list[Job], max_batch: int) -> tuple[str, bytes]:
+    """(webhook-id, body) for one POST: the event itself, or a JSON array of events when batching."""
+    if max_batch <= 1:
+        job = jobs[0]
+        assert job.body is not None
+        return job.event_id, job.body
+    return batch_message_id(jobs), b"[" + b",".join(j.body for j in jobs if j.body is not None) + b"]"
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+    """Up to ``cap`` bytes of the body, and whether the body ended within them."""
+    buf = b""
+    while len(buf) < cap:
+        chunk = await resp.content.read(cap - len(buf))
+        if not chunk:
+            return buf, True
+        buf += chunk
+    return buf, resp.content.at_eof()
+
+
+async def post(rt: Runtime, target: Target, msg_id: str, body: bytes) -> Outcome:
+    """One signed POST; never raises for network or HTTP failures, it reports them."""
+    s = rt.settings
+    out = Outcome()
+    try:
+        check_literal_host(target.url.host or "", s.allow_private_targets)
+    except UnsafeTarget as exc:
+        out.error = f"refused: {exc}"
+        return out
+    headers = webhook_headers(target.keys, msg_id, int(out.at), body)
+    session = await rt.session()
+    t0 = time.perf_counter()
+    try:
+        async with session.post(target.url, data=body, headers=headers, allow_redirects=False) as resp:
+            out.status = resp.status
+            raw, complete = await _read_capped(resp, s.response_body_max_bytes)
+            if not complete:
+                resp.close()  # do not read a huge (or endless) body just to reuse the connection
+            out.response = raw.decode("utf-8", "replace")
+            if resp.status == 429 or resp.status >= 500 or "Retry-After" in resp.headers:
+                out.retry_after_s = parse_retry_after(resp.headers.get("Retry-After"))
+    except asyncio.TimeoutError:
+        out.error = "timeout"
+    except aiohttp.ClientConnectorError as exc:
+        out.error = f"connection error: {exc.os_error.strerror or type(exc.os_error).__name__}"
+    except (aiohttp.ClientError, OSError) as exc:
+        out.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+    out.latency_ms = round((time.perf_counter() - t0) * 1000, 2)
+    return out
+
+
+class Batch:
+    """The state of one ``run_deliver`` call."""
+
+    def __init__(self, rt: Runtime, slot: int) -> None:
+        self.rt = rt
+        self.slot_key = rt.keys.kick("deliver", slot) if slot else ""
+        self.inflight: set[asyncio.Task[tuple[list[Job], Target | None, Outcome]]] = set()
+        self.per_endpoint: Counter[str] = Counter()
+        self.results: list[tuple[list[Job], Target | None, Outcome]] = []
+        self.stats: Counter[str] = Counter()
+        self.clock_ms = 0  # Redis' clock at the last claim
+        self.clock_mono = 0.0
+        self.to_disable: dict[str, str] = {}
+
+    def redis_now_ms(self) -> int:
+        """Redis' clock, extrapolated from the last claim with our monotonic clock (no skew)."""
+        return self.clock_ms + int((time.monotonic() - self.clock_mono) * 1000)
+
+    # -- claiming ---------------------------------------------------------------------------------
+    def claim(self, limit: int, release_if_empty: bool) -> list[Job]:
+        rt, s, k = self.rt, self.rt.settings, self.rt.keys
+        out = rt.claim(
+            keys=[k.due, self.slot_key],
+            args=[limit, int(s.lease_s * 1000), SLOT_TTL_MS, 1 if release_if_empty else 0],
+        )
+        self.clock_ms, self.clock_mono = int(out[0]), time.monotonic()
+        if len(out) == 1:
+            return []
+        rows = rt.load(keys=[k.due], args=[s.key_prefix, *out[1:]])
+        rt.refresh_endpoints()
+        return [
+            Job(r[0].decode(), r[1].decode(), r[2].decode(), int(r[3]), int(r[4]), r[5] or None)
+            for r in rows
+            if r[1]
+        ]
+
+    def start(self, jobs: list[Job]) -> None:
+        """Group claimed jobs per endpoint, start the sends, and defer what is over an endpoint's cap."""
+        s = self.rt.settings
+        groups: dict[str, list[Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.endpoint_id, []).append(job)
+        deferred: list[Job] = []
+        for ep_id, group in groups.items():
+            target = self.rt.cache.targets.get(ep_id)
+            if target is None or not target.endpoint.enabled:
+                reason = "endpoint deleted" if target is None else "endpoint disabled"
+                for job in group:
+                    self.results.append(([job], target, Outcome(error=reason)))
+                continue
+            size = max(1, target.endpoint.max_batch)
+            for i in range(0, len(group), size):
+                chunk = group[i : i + size]
+                if self.per_endpoint[ep_id] >= s.endpoint_inflight:
+                    deferred.extend(chunk)
+                    continue
+                missing = [j for j in chunk if j.body is None]
+                for job in missing:
+                    self.results.append(([job], target, Outcome(error="event expired")))
+                chunk = [j for j in chunk if j.body is not None]
+                if chunk:
+                    self.per_endpoint[ep_id] += 1
+                    self.inflight.add(asyncio.ensure_future(self._send(chunk, target)))
+        if deferred:
+            when = self.redis_now_ms() + DEFER_MS
+            self.rt.redis.zadd(self.rt.keys.due, {j.id: when for j in deferred})
+            self.stats["deferred"] += len(deferred)
+
+    async def _send(self, jobs: list[Job], target: Target) -> tuple[list[Job], Target | None, Outcome]:
+        msg_id, body = build_request(jobs, target.endpoint.max_batch)
+        return jobs, target, await post(self.rt, target, msg_id, body)
+
+    # -- recording --------------------------------------------------------------------------------
+    def flush(self) -> None:
+        if not self.results:
+            return
+        rt, s, k = self.rt, self.rt.settings, self.rt.keys
+        now_ms = self.redis_now_ms()
+        pipe = rt.redis.pipeline(transaction=False)
+        done: list[str] = []
+        due: dict[str, int] = {}
+        for jobs, target, outcome in self.results:
+            state, delay = self._decide(jobs, target, outcome)
+            self.stats[state] += len(jobs)
+            attempt = {
+                "at": round(outcome.at, 3),
+                "status": outcome.status,
+                "error": outcome.error,
+                "latency_ms": outcome.latency_ms,
+                "response": outcome.response,
+            }
+            for job in jobs:
+                n = job.n + 1
+                attempt["n"] = n
+                dk = k.delivery(job.id)
+                fields: dict[str, str | int | bytes] = {
+                    "state": state,
+                    "n": n,
+                    "r": job.r + 1,
+                    f"a{n}": orjson.dumps(attempt),
+                }
+                if state == "retrying":
+                    assert delay is not None
+                    fields["next"] = due[job.id] = now_ms + int(delay * 1000)
+                else:
+                    fields["next"] = ""
+                    done.append(job.id)
+                    if state == "dead" and target is not None:
+                        pipe.zadd(k.endpoint_dead(job.endpoint_id), {job.id: now_ms})
+                pipe.hset(dk, mapping=fields)
+                pipe.expire(dk, s.retention_s)
+        if due:
+            pipe.zadd(k.due, due)
+        if done:
+            pipe.zrem(k.due, *done)
+        pipe.execute()
+        self.results.clear()
+        for ep_id, reason in self.to_disable.items():
+            try:
+                rt.endpoints.set_enabled(ep_id, False, reason)
+            except LookupError:
+                pass
+        self.to_disable.clear()
+
+    def _decide(self, jobs: list[Job], target: Target | None, outcome: Outcome) -> tuple[str, float | None]:
+        """'delivered', 'retrying' (with the delay in seconds) or 'dead'."""
+        if outcome.ok:
+            return "delivered", None
+        if target is None or outcome.error in ("endpoint disabled", "event expired") or (
+            outcome.error or ""
+        ).startswith("refused"):
+            return "dead", None
+        if outcome.status == 410:
+            self.to_disable[target.endpoint.id] = "endpoint answered 410 Gone"
+            return "dead", None
+        s = self.rt.settings
+        delay = next_delay(
+            target.schedule,
+            max(j.r for j in jobs) + 1,
+            jitter=s.retry_jitter,
+            retry_after_s=outcome.retry_after_s,
+            retry_after_max_s=s.retry_after_max_s,
+        )
+        return ("dead", None) if delay is None else ("retrying", delay)
+
+
+async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, int]:
+    """Deliver until nothing is due (after lingering briefly) or the budget is spent."""
+    s = rt.settings
+    b = Batch(rt, slot)
+    deadline = time.monotonic() + (s.task_budget_s if budget_s is None else budget_s)
+    idle_since: float | None = None
+    last_flush = time.monotonic()
+    threshold = max(1, s.deliver_inflight // 4)
+    released = False
+    while True:
+        now = time.monotonic()
+        free = s.deliver_inflight - len(b.inflight)
+        if now < deadline and (free >= threshold or (free > 0 and not b.inflight)):
+            release = not b.inflight and idle_since is not None and now - idle_since >= s.idle_linger_s
+            jobs = b.claim(free, release)
+            if jobs:
+                idle_since = None
+                b.stats["claimed"] += len(jobs)
+                b.start(jobs)
+            elif not b.inflight and not b.results:
+                if release:
+                    released = True
+                    break
+                idle_since = idle_since or now
+                await asyncio.sleep(0.02)
+                continue
+        elif not b.inflight and not b.results:
+            break
+        if b.inflight:
+            done, _ = await asyncio.wait(b.inflight, timeout=FLUSH_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                b.inflight.discard(task)
+                jobs_done, target, outcome = task.result()
+                if target is not None:
+                    b.per_endpoint[target.endpoint.id] -= 1
+                b.results.append((jobs_done, target, outcome))
+        if b.results and (
+            len(b.results) >= FLUSH_EVERY or not b.inflight or time.monotonic() - last_flush >= FLUSH_INTERVAL_S
+        ):
+            b.flush()
+            last_flush = time.monotonic()
+    b.flush()
+    if slot and not released:
+        k = rt.keys
+        if rt.handoff(keys=[k.due, b.slot_key], args=[SLOT_TTL_MS]) and rt.kicker is not None:
+            rt.kicker.publish("deliver", slot)
+    return {key: b.stats[key] for key in ("claimed", "delivered", "retrying", "dead", "deferred")}
+
+
+def run_deliver(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, int]:
+    """The body of the ``deliver`` task: run the loop on this process' event loop."""
+    return rt.loop.run_until_complete(deliver_loop(rt, slot, budget_s))

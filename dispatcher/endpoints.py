@@ -1,0 +1,169 @@
+"""Endpoints: saving, reading and changing subscriptions, and the worker-side cache of them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+from yarl import URL
+
+from .errors import EndpointNotFound, InvalidInput
+from .ids import new_id
+from .keys import Keys
+from .matching import PatternIndex, validate_patterns
+from .models import Endpoint
+from .settings import Settings, parse_schedule
+from .signing import generate_secret, secret_key
+from .ssrf import check_url
+
+MAX_BATCH_LIMIT = 1000
+
+
+def _validate_secret(secret: str | None) -> str:
+    if secret is None:
+        return generate_secret()
+    if not isinstance(secret, str):
+        raise InvalidInput("secret must be a string")
+    try:
+        key = secret_key(secret)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid secret: {exc}") from None
+    if not 24 <= len(key) <= 64:
+        raise InvalidInput("secret must hold 24 to 64 bytes (whsec_ + base64)")
+    return secret
+
+
+def _validate_fields(settings: Settings, fields: dict[str, Any]) -> dict[str, Any]:
+    out = dict(fields)
+    if "url" in out:
+        out["url"] = check_url(out["url"], settings.allow_private_targets)
+    if "event_types" in out:
+        out["event_types"] = validate_patterns(out["event_types"])
+    if "max_batch" in out:
+        mb = out["max_batch"]
+        if not isinstance(mb, int) or isinstance(mb, bool) or not 1 <= mb <= MAX_BATCH_LIMIT:
+            raise InvalidInput(f"max_batch must be an integer from 1 to {MAX_BATCH_LIMIT}")
+    if out.get("retry_schedule") is not None:
+        try:
+            out["retry_schedule"] = list(parse_schedule(out["retry_schedule"]))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+    if "enabled" in out and not isinstance(out["enabled"], bool):
+        raise InvalidInput("enabled must be true or false")
+    if "description" in out and not isinstance(out["description"], str):
+        raise InvalidInput("description must be a string")
+    return out
+
+
+class EndpointStore:
+    """Endpoints in one Redis hash; every change bumps a version counter that worker caches watch."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings) -> None:
+        self._r = client
+        self._k = keys
+        self._s = settings
+
+    def create(
+        self,
+        url: str,
+        event_types: Iterable[str] = ("*",),
+        secret: str | None = None,
+        **options: Any,
+    ) -> Endpoint:
+        unknown = set(options) - {"description", "max_batch", "retry_schedule", "enabled"}
+        if unknown:
+            raise InvalidInput(f"unknown endpoint option(s): {', '.join(sorted(unknown))}")
+        fields = _validate_fields(self._s, {"url": url, "event_types": event_types, **options})
+        endpoint = Endpoint(id=new_id("ep"), secret=_validate_secret(secret), created_at=time.time(), **fields)
+        self._save(endpoint)
+        return endpoint
+
+    def get(self, endpoint_id: str) -> Endpoint:
+        raw = self._r.hget(self._k.endpoints, endpoint_id)
+        if raw is None:
+            raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
+        return Endpoint.model_validate_json(raw)
+
+    def list(self) -> list[Endpoint]:
+        raw = self._r.hgetall(self._k.endpoints)
+        return sorted((Endpoint.model_validate_json(v) for v in raw.values()), key=lambda e: e.id)
+
+    def update(self, endpoint_id: str, **changes: Any) -> Endpoint:
+        allowed = {"url", "event_types", "description", "max_batch", "retry_schedule", "enabled", "secret"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise InvalidInput(f"unknown endpoint field(s): {', '.join(sorted(unknown))}")
+        fields = _validate_fields(self._s, changes)
+        if "secret" in fields:
+            fields["secret"] = _validate_secret(fields["secret"])
+        if fields.get("enabled") is True:
+            fields["disabled_reason"] = None
+        endpoint = self.get(endpoint_id).model_copy(update=fields)
+        self._save(endpoint)
+        return endpoint
+
+    def set_enabled(self, endpoint_id: str, enabled: bool, reason: str | None = None) -> Endpoint:
+        endpoint = self.get(endpoint_id).model_copy(
+            update={"enabled": enabled, "disabled_reason": None if enabled else reason or "disabled by user"}
+        )
+        self._save(endpoint)
+        return endpoint
+
+    def delete(self, endpoint_id: str) -> None:
+        pipe = self._r.pipeline()
+        pipe.hdel(self._k.endpoints, endpoint_id)
+        pipe.incr(self._k.endpoints_version)
+        if not pipe.execute()[0]:
+            raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
+
+    def _save(self, endpoint: Endpoint) -> None:
+        pipe = self._r.pipeline()
+        pipe.hset(self._k.endpoints, endpoint.id, endpoint.model_dump_json())
+        pipe.incr(self._k.endpoints_version)
+        pipe.execute()
+
+
+@dataclass(slots=True)
+class Target:
+    """What a worker needs to deliver to one endpoint, computed once per cache refresh."""
+
+    endpoint: Endpoint
+    url: URL
+    keys: list[bytes]
+    schedule: tuple[float, ...]
+
+
+class EndpointCache:
+    """A worker's copy of every endpoint, reloaded when the version counter moves."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._s = settings
+        self.version: bytes | None = None
+        self.targets: dict[str, Target] = {}
+        self.index: PatternIndex[Target] = PatternIndex()
+
+    def load(self, version: bytes | None, raw: dict[bytes, bytes]) -> None:
+        targets: dict[str, Target] = {}
+        index: PatternIndex[Target] = PatternIndex()
+        for value in raw.values():
+            ep = Endpoint.model_validate(orjson.loads(value))
+            schedule = tuple(ep.retry_schedule) if ep.retry_schedule is not None else self._s.retry_schedule
+            target = Target(ep, URL(ep.url, encoded=False), [secret_key(ep.secret)], schedule)
+            targets[ep.id] = target
+            if ep.enabled:
+                index.add(ep.event_types, target)
+        self.targets, self.index, self.version = targets, index, version
+
+    def refresh(self, client: redis.Redis, keys: Keys) -> None:
+        """Reload from Redis if anything changed since the last load (one GET when nothing did)."""
+        version = client.get(keys.endpoints_version)
+        if version != self.version or self.version is None:
+            pipe = client.pipeline(transaction=True)
+            pipe.get(keys.endpoints_version)
+            pipe.hgetall(keys.endpoints)
+            version, raw = pipe.execute()
+            self.load(version, raw)

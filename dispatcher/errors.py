@@ -1,0 +1,73 @@
+"""The dispatcher's exception tree: everything raised on purpose derives from ``DispatcherError``."""
+
+from __future__ import annotations
+
+
+class DispatcherError(Exception):
+    """Raised when anything in the dispatcher fails on purpose; the root of every error here."""
+
+
+class InvalidInput(DispatcherError, ValueError):
+    """Raised when a caller passes input that can never succeed; nothing was written."""
+
+
+class InvalidEventType(InvalidInput):
+    """Raised when an event type or a subscription pattern is empty or malformed."""
+
+
+class PayloadNotSerializable(InvalidInput):
+    """Raised when event data cannot be encoded as JSON."""
+
+
+class PayloadTooLarge(InvalidInput):
+    """Raised when an encoded event is larger than ``max_payload_bytes``."""
+
+
+class InvalidURL(InvalidInput):
+    """Raised when an endpoint URL is not an absolute http(s) URL."""
+
+
+class UnsafeTarget(InvalidInput):
+    """Raised when an endpoint URL points at a loopback, private or otherwise non-global address."""
+
+
+class NotFound(DispatcherError, LookupError):
+    """Raised when a looked-up record does not exist."""
+
+
+class EndpointNotFound(NotFound):
+    """Raised when no endpoint has the given id."""
+
+
+class DeliveryNotFound(NotFound):
+    """Raised when no delivery has the given id (or it has expired)."""
+
+
+class EventNotFound(NotFound):
+    """Raised when no event has the given id (or it has expired)."""
+
+
+class InvalidState(DispatcherError):
+    """Raised when an operation does not apply to a record in its current state (e.g. replaying a delivered one)."""
+
+
+class StoreUnavailable(DispatcherError):
+    """Raised when Redis cannot be reached; the operation did not happen."""
+
+
+class DeliveryError(DispatcherError):
+    """Raised when one HTTP delivery attempt fails; ``retryable`` tells whether the schedule applies."""
+
+    retryable: bool = True
+
+
+class RetryableDeliveryError(DeliveryError):
+    """Raised when an attempt failed in a way that may succeed later (5xx, timeout, refused connection)."""
+
+    retryable = True
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Raised when an attempt failed in a way retries cannot fix (410 Gone, a forbidden target)."""
+
+    retryable = False

@@ -1,0 +1,95 @@
+"""Publishing: validating events, encoding their bodies once, and writing them to Redis atomically."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .errors import InvalidInput, PayloadNotSerializable, PayloadTooLarge
+from .ids import new_id
+from .matching import validate_event_type
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,128}$")
+MAX_IDEMPOTENCY_KEY = 256
+CHUNK = 1000  # events per Redis script call
+
+
+@dataclass(slots=True, frozen=True)
+class NewEvent:
+    """A validated event, its exact body and its optional idempotency key."""
+
+    id: str
+    type: str
+    body: bytes
+    idempotency_key: str
+
+
+def _check_id(value: object, what: str, max_len: int = 128) -> str:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise InvalidInput(f"{what} must be a non-empty string of at most {max_len} characters")
+    if what == "event_id" and not _ID_RE.match(value):
+        raise InvalidInput("event_id may hold only letters, digits, '_', '-' and '.'")
+    return value
+
+
+def build_event(
+    event_type: object,
+    data: object,
+    *,
+    event_id: object = None,
+    idempotency_key: object = None,
+    max_bytes: int,
+) -> NewEvent:
+    """Validate one event and encode its body ``{"id", "type", "timestamp", "data"}``."""
+    etype = validate_event_type(event_type)
+    eid = new_id("msg") if event_id is None else _check_id(event_id, "event_id")
+    idem = "" if idempotency_key is None else _check_id(idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY)
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        body = orjson.dumps({"id": eid, "type": etype, "timestamp": stamp, "data": data})
+    except TypeError as exc:
+        raise PayloadNotSerializable(f"event data is not JSON-serialisable: {exc}") from None
+    if len(body) > max_bytes:
+        raise PayloadTooLarge(f"event is {len(body)} bytes encoded; the limit is {max_bytes}")
+    return NewEvent(eid, etype, body, idem)
+
+
+def build_many(items: Iterable[Any], max_bytes: int) -> list[NewEvent]:
+    """Validate every item (a ``(type, data)`` pair or a mapping) before anything is written."""
+    out = []
+    for n, item in enumerate(items):
+        try:
+            if isinstance(item, Mapping):
+                unknown = set(item) - {"type", "data", "event_id", "id", "idempotency_key"}
+                if unknown:
+                    raise InvalidInput(f"unknown field(s) {sorted(unknown)}")
+                if "type" not in item:
+                    raise InvalidInput("missing 'type'")
+                out.append(
+                    build_event(
+                        item["type"],
+                        item.get("data"),
+                        event_id=item.get("event_id", item.get("id")),
+                        idempotency_key=item.get("idempotency_key"),
+                        max_bytes=max_bytes,
+                    )
+                )
+            elif isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and len(item) == 2:
+                out.append(build_event(item[0], item[1], max_bytes=max_bytes))
+            else:
+                raise InvalidInput("each item must be a (type, data) pair or a mapping with 'type' and 'data'")
+        except InvalidInput as exc:
+            raise type(exc)(f"item {n}: {exc}") from None
+    return out
+
+
+def script_args(events: Sequence[NewEvent]) -> list[Any]:
+    args: list[Any] = []
+    for ev in events:
+        args.extend((ev.id, ev.type, ev.body, ev.idempotency_key))
+    return args

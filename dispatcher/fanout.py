@@ -1,0 +1,69 @@
+"""Fan-out: turn claimed events into one delivery per matching enabled endpoint."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .ids import delivery_id
+from .kick import SLOT_TTL_MS
+from .runtime import Runtime
+
+
+@dataclass
+class FanoutResult:
+    events: int = 0
+    deliveries: int = 0
+    batches: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"events": self.events, "deliveries": self.deliveries, "batches": self.batches}
+
+
+def fanout_once(rt: Runtime, slot_key: str = "", release_if_empty: bool = True) -> tuple[int, int]:
+    """Claim up to ``fanout_batch`` events and record their deliveries; returns (events, deliveries)."""
+    s, k = rt.settings, rt.keys
+    out = rt.claim(
+        keys=[k.fanout, slot_key],
+        args=[s.fanout_batch, int(s.lease_s * 1000), SLOT_TTL_MS, 1 if release_if_empty else 0],
+    )
+    ids = [v.decode() for v in out[1:]]
+    if not ids:
+        return 0, 0
+    rt.refresh_endpoints()
+    pipe = rt.redis.pipeline(transaction=False)
+    for eid in ids:
+        pipe.hget(k.event(eid), "type")
+    types = pipe.execute()
+    args: list[str | int] = [s.key_prefix, s.retention_s]
+    match = rt.cache.index.match
+    for eid, etype in zip(ids, types, strict=True):
+        targets = match(etype.decode()) if etype is not None else []
+        args.append(eid)
+        args.append(len(targets))
+        for t in targets:
+            args.append(t.endpoint.id)
+            args.append(delivery_id(eid, t.endpoint.id))
+    created = int(rt.fanout_commit(keys=[k.fanout, k.due], args=args))
+    return len(ids), created
+
+
+def run_fanout(rt: Runtime, slot: int = 0) -> FanoutResult:
+    """Fan out until no event is due or the task budget is spent; wakes delivery as it goes."""
+    s, k = rt.settings, rt.keys
+    slot_key = k.kick("fanout", slot) if slot else ""
+    result = FanoutResult()
+    deadline = time.monotonic() + s.task_budget_s
+    while True:
+        events, created = fanout_once(rt, slot_key)
+        if not events:
+            return result
+        result.events += events
+        result.deliveries += created
+        result.batches += 1
+        if created:
+            rt.kick("deliver", -(-created // s.deliver_inflight))
+        if time.monotonic() > deadline:
+            if slot and rt.handoff(keys=[k.fanout, slot_key], args=[SLOT_TTL_MS]) and rt.kicker:
+                rt.kicker.publish("fanout", slot)
+            return result

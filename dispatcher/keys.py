@@ -1,0 +1,42 @@
+"""Every Redis key the dispatcher uses, in one place. All share the configured prefix."""
+
+from __future__ import annotations
+
+
+class Keys:
+    """Key names under one prefix (``Settings.key_prefix``)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        # hash: endpoint id -> endpoint JSON
+        self.endpoints = f"{prefix}endpoints"
+        # counter bumped on every endpoint change; workers reload their cache when it moves
+        self.endpoints_version = f"{prefix}endpoints:ver"
+        # zset: event id -> due time (ms); events waiting for fan-out (score = lease while claimed)
+        self.fanout = f"{prefix}fanout"
+        # zset: delivery id -> due time (ms); new deliveries, retries and claimed leases
+        self.due = f"{prefix}due"
+
+    def event(self, event_id: str) -> str:
+        """hash: body (exact JSON sent), type, ts, deliveries (comma-separated ids after fan-out)."""
+        return f"{self.prefix}evt:{event_id}"
+
+    def idempotency(self, key: str) -> str:
+        """string: idempotency key -> first event id."""
+        return f"{self.prefix}idem:{key}"
+
+    def delivery(self, delivery_id: str) -> str:
+        """hash: evt, ep, state, n (attempts), r (attempts this round), created, next, a<N> attempt JSON."""
+        return f"{self.prefix}dlv:{delivery_id}"
+
+    def endpoint_deliveries(self, endpoint_id: str) -> str:
+        """zset: delivery id -> created ms, for per-endpoint listing."""
+        return f"{self.prefix}ep:{endpoint_id}:dlv"
+
+    def endpoint_dead(self, endpoint_id: str) -> str:
+        """zset: delivery id -> dead-lettered ms (the endpoint's dead letter queue)."""
+        return f"{self.prefix}ep:{endpoint_id}:dead"
+
+    def kick(self, stage: str, slot: int) -> str:
+        """string with a short TTL: debounces publishing of kick tasks per stage and slot."""
+        return f"{self.prefix}kick:{stage}:{slot}"

@@ -1,0 +1,63 @@
+"""Records the dispatcher stores and returns: endpoints, deliveries and their attempts."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DeliveryState(str, enum.Enum):
+    """Where a delivery stands."""
+
+    PENDING = "pending"  # created, first attempt not made yet
+    RETRYING = "retrying"  # failed at least once, next attempt scheduled
+    DELIVERED = "delivered"  # a 2xx was received
+    DEAD = "dead"  # out of attempts (or the endpoint is gone/disabled); replayable
+
+
+class Endpoint(BaseModel):
+    """A subscriber: where to POST, which event types, and how to sign."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    url: str
+    event_types: list[str]
+    secret: str = Field(repr=False)
+    enabled: bool = True
+    description: str = ""
+    max_batch: int = 1
+    retry_schedule: list[float] | None = None
+    created_at: float = 0.0
+    disabled_reason: str | None = None
+
+    def masked(self) -> dict[str, Any]:
+        """The endpoint as a dict with the secret hidden, safe for logs and listings."""
+        data = self.model_dump()
+        data["secret"] = self.secret[:9] + "…" if self.secret else ""
+        return data
+
+
+class Attempt(BaseModel):
+    """One HTTP attempt of a delivery."""
+
+    n: int
+    at: float  # unix seconds
+    status: int | None = None  # HTTP status, None when no response
+    error: str | None = None  # timeout, connection error, ...
+    latency_ms: float = 0.0
+    response: str = ""  # first bytes of the response body
+
+
+class Delivery(BaseModel):
+    """One event to one endpoint, with every attempt made."""
+
+    id: str
+    event_id: str
+    endpoint_id: str
+    state: DeliveryState
+    attempts: list[Attempt] = []
+    created_at: float = 0.0
+    next_attempt_at: float | None = None

@@ -1,0 +1,84 @@
+"""Per-process worker state: Redis clients, scripts, the endpoint cache, an event loop and HTTP session.
+
+Built lazily in the process that uses it (after Celery forks its pool), never shared across forks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import aiohttp
+import redis
+
+from .endpoints import EndpointCache, EndpointStore
+from .keys import Keys
+from .kick import Kicker
+from .scripts import CLAIM, FANOUT_COMMIT, HANDOFF, LOAD
+from .settings import Settings
+from .ssrf import GuardedResolver
+
+
+class Runtime:
+    """Everything a worker process reuses between tasks."""
+
+    def __init__(self, settings: Settings, celery_app: Any = None) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        )
+        self.cache = EndpointCache(settings)
+        self.endpoints = EndpointStore(self.redis, self.keys, settings)
+        self.claim = self.redis.register_script(CLAIM)
+        self.load = self.redis.register_script(LOAD)
+        self.fanout_commit = self.redis.register_script(FANOUT_COMMIT)
+        self.handoff = self.redis.register_script(HANDOFF)
+        self.kicker = Kicker(settings, self.redis, celery_app) if celery_app is not None else None
+        self.loop = asyncio.new_event_loop()
+        self._session: aiohttp.ClientSession | None = None
+        self.pid = os.getpid()
+
+    def refresh_endpoints(self) -> None:
+        self.cache.refresh(self.redis, self.keys)
+
+    async def session(self) -> aiohttp.ClientSession:
+        """The process' HTTP client (keep-alive pool, SSRF-guarded resolver); made inside the loop."""
+        if self._session is None or self._session.closed:
+            s = self.settings
+            connector = aiohttp.TCPConnector(
+                limit=max(s.deliver_inflight * 2, 100),
+                limit_per_host=0,
+                ttl_dns_cache=10,
+                resolver=GuardedResolver(s.allow_private_targets),
+                enable_cleanup_closed=True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=s.timeout_s, connect=min(s.connect_timeout_s, s.timeout_s)),
+                headers={"user-agent": s.user_agent},
+                auto_decompress=False,
+                skip_auto_headers=("Accept-Encoding",),
+            )
+        return self._session
+
+    def kick(self, stage: str, wanted: int = 1) -> int:
+        return self.kicker.kick(stage, wanted) if self.kicker is not None else 0
+
+    def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            self.loop.run_until_complete(self._session.close())
+        self.loop.close()
+        self.redis.close()
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime(settings: Settings, celery_app: Any = None) -> Runtime:
+    """This process' Runtime, rebuilt after a fork."""
+    global _runtime
+    if _runtime is None or _runtime.pid != os.getpid():
+        _runtime = Runtime(settings, celery_app)
+    return _runtime

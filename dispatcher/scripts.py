@@ -1,0 +1,193 @@
+"""Lua scripts: the few steps that must be atomic in Redis. Times come from Redis' own clock."""
+
+from __future__ import annotations
+
+_NOW = """
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS[1] fanout zset, KEYS[2] kick slot key
+# ARGV: prefix, retention_s, idempotency_ttl_s, kick_ttl_ms, then per event: id, type, body, idem ('' = none)
+# Returns {kick (0/1), id or first id per event..., new (0/1) per event...}
+ENQUEUE = (
+    _NOW
+    + """
+local prefix = ARGV[1]
+local retention = tonumber(ARGV[2])
+local idem_ttl = tonumber(ARGV[3])
+local ids = {}
+local fresh = {}
+local added = 0
+for i = 5, #ARGV, 4 do
+  local id, typ, body, idem = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local result = id
+  local dup = false
+  if idem ~= '' then
+    local prev = redis.call('GET', prefix .. 'idem:' .. idem)
+    if prev then result = prev; dup = true end
+  end
+  local key = prefix .. 'evt:' .. id
+  if not dup and redis.call('EXISTS', key) == 1 then dup = true end
+  if not dup then
+    redis.call('HSET', key, 'body', body, 'type', typ, 'ts', now)
+    redis.call('EXPIRE', key, retention)
+    redis.call('ZADD', KEYS[1], now, id)
+    if idem ~= '' then redis.call('SET', prefix .. 'idem:' .. idem, id, 'EX', idem_ttl) end
+    added = added + 1
+  end
+  ids[#ids + 1] = result
+  fresh[#fresh + 1] = dup and 0 or 1
+end
+local kick = 0
+if added > 0 and redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then kick = 1 end
+local out = {kick}
+for _, v in ipairs(ids) do out[#out + 1] = v end
+for _, v in ipairs(fresh) do out[#out + 1] = v end
+return out
+"""
+)
+
+# Take up to ARGV[1] due members of a zset, hiding them for ARGV[2] ms (the lease).
+# KEYS[1] zset, KEYS[2] the caller's kick slot ('' = none)
+# ARGV: limit, lease_ms, slot_ttl_ms, release_slot_if_empty (0/1)
+# Returns {now_ms, member...}
+CLAIM = (
+    _NOW
+    + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local slot = KEYS[2]
+if #ids == 0 then
+  if slot ~= '' then
+    if ARGV[4] == '1' then redis.call('DEL', slot) else redis.call('PEXPIRE', slot, ARGV[3]) end
+  end
+  return {now}
+end
+local until_ms = now + tonumber(ARGV[2])
+local args = {}
+for i, id in ipairs(ids) do
+  args[#args + 1] = until_ms
+  args[#args + 1] = id
+  if #args >= 1000 then redis.call('ZADD', KEYS[1], unpack(args)); args = {} end
+end
+if #args > 0 then redis.call('ZADD', KEYS[1], unpack(args)) end
+if slot ~= '' then redis.call('SET', slot, '1', 'PX', ARGV[3]) end
+local out = {now}
+for _, id in ipairs(ids) do out[#out + 1] = id end
+return out
+"""
+)
+
+# Try to take kick slots. KEYS: slot keys. ARGV[1] ttl ms, ARGV[2] how many to take at most.
+# Returns the 1-based indexes of the slots taken.
+TAKE_SLOTS = """
+local taken = {}
+local want = tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  if #taken >= want then break end
+  if redis.call('SET', key, '1', 'NX', 'PX', ARGV[1]) then taken[#taken + 1] = i end
+end
+return taken
+"""
+
+# Count due members of a zset (by Redis' clock). KEYS[1] zset. ARGV[1] cap.
+COUNT_DUE = (
+    _NOW
+    + """
+return #redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+"""
+)
+
+# Move a dead delivery back to the queue. KEYS[1] delivery hash, KEYS[2] due zset, KEYS[3] endpoint dead zset
+# ARGV[1] delivery id. Returns 1 if replayed, 0 if not dead, -1 if missing.
+REPLAY = (
+    _NOW
+    + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return -1 end
+if state ~= 'dead' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'pending', 'r', 0, 'next', now)
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+)
+
+# Record the fan-out of claimed events. KEYS[1] fanout zset, KEYS[2] due zset.
+# ARGV: prefix, retention_s, then per event: id, count, then count x (endpoint id, delivery id).
+# An event already fanned out (a worker that lost its lease) is skipped, so nothing is created twice.
+# Returns the number of deliveries created.
+FANOUT_COMMIT = (
+    _NOW
+    + """
+local prefix = ARGV[1]
+local retention = tonumber(ARGV[2])
+local created = 0
+local touched = {}
+local i = 3
+while i <= #ARGV do
+  local id = ARGV[i]
+  local count = tonumber(ARGV[i + 1])
+  i = i + 2
+  local ek = prefix .. 'evt:' .. id
+  local ts = redis.call('HGET', ek, 'ts')
+  if ts and redis.call('HEXISTS', ek, 'deliveries') == 0 then
+    local dids = {}
+    for j = 0, count - 1 do
+      local ep, did = ARGV[i + 2 * j], ARGV[i + 2 * j + 1]
+      local dk = prefix .. 'dlv:' .. did
+      redis.call('HSET', dk, 'evt', id, 'ep', ep, 'state', 'pending', 'n', 0, 'r', 0, 'created', now, 'next', ts)
+      redis.call('EXPIRE', dk, retention)
+      redis.call('ZADD', prefix .. 'ep:' .. ep .. ':dlv', now, did)
+      redis.call('ZADD', KEYS[2], ts, did)
+      touched[ep] = true
+      dids[#dids + 1] = did
+    end
+    redis.call('HSET', ek, 'deliveries', table.concat(dids, ','))
+    created = created + count
+  end
+  i = i + 2 * count
+  redis.call('ZREM', KEYS[1], id)
+end
+for ep, _ in pairs(touched) do
+  redis.call('ZREMRANGEBYSCORE', prefix .. 'ep:' .. ep .. ':dlv', '-inf', now - retention * 1000)
+end
+return created
+"""
+)
+
+# Load claimed deliveries. ARGV: prefix, then delivery ids.
+# Returns per id: {id, endpoint id, event id, n, r, body or false}; ids whose record expired are
+# dropped from the due zset (KEYS[1]) and returned with an empty endpoint id.
+LOAD = """
+local prefix = ARGV[1]
+local out = {}
+for i = 2, #ARGV do
+  local did = ARGV[i]
+  local f = redis.call('HMGET', prefix .. 'dlv:' .. did, 'ep', 'evt', 'n', 'r')
+  if not f[1] then
+    redis.call('ZREM', KEYS[1], did)
+    out[#out + 1] = {did, '', '', 0, 0, false}
+  else
+    local body = redis.call('HGET', prefix .. 'evt:' .. f[2], 'body')
+    out[#out + 1] = {did, f[1], f[2], f[3], f[4], body}
+  end
+end
+return out
+"""
+
+# At the end of a task: keep the kick slot (and say so) if due work remains, else free it.
+# KEYS[1] zset, KEYS[2] slot. ARGV[1] slot ttl ms. Returns 1 when the caller should publish a follow-up.
+HANDOFF = (
+    _NOW
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
+if #due > 0 then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+  return 1
+end
+redis.call('DEL', KEYS[2])
+return 0
+"""
+)

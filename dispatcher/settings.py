@@ -1,0 +1,100 @@
+"""Every tunable of the dispatcher, read once from the environment (``DISPATCHER_`` prefix)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_RETRY_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+def parse_schedule(value: object) -> tuple[float, ...]:
+    """Turn ``"5,300,1800"`` (or a sequence of numbers) into a validated schedule in seconds."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            items = [float(p) for p in parts]
+        except ValueError as exc:
+            raise ValueError(f"retry schedule must be comma-separated seconds, got {value!r}") from exc
+    elif isinstance(value, (list, tuple)):
+        items = [float(v) for v in value]
+    else:
+        raise ValueError(f"retry schedule must be comma-separated seconds, got {value!r}")
+    if any(v < 0 for v in items):
+        raise ValueError("retry schedule delays must be >= 0 seconds")
+    return tuple(items)
+
+
+class Settings(BaseSettings):
+    """Dispatcher configuration. Build one at process start and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="DISPATCHER_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = Field(default=None, description="Celery broker; defaults to redis_url")
+    key_prefix: str = "whd:"
+
+    # producer side
+    max_payload_bytes: int = 256 * 1024
+    idempotency_ttl_s: int = 24 * 3600
+    retention_s: int = 7 * 24 * 3600
+
+    # delivery
+    timeout_s: float = 15.0
+    connect_timeout_s: float = 5.0
+    allow_private_targets: bool = False
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE_S
+    retry_jitter: float = 0.2
+    retry_after_max_s: float = 36000.0
+    response_body_max_bytes: int = 1024
+    user_agent: str = "webhook-dispatcher/0.1"
+
+    # batching and concurrency inside one worker process
+    fanout_batch: int = 500
+    deliver_inflight: int = 64
+    endpoint_inflight: int = 16
+    task_budget_s: float = 5.0
+    idle_linger_s: float = 0.2
+    lease_margin_s: float = 30.0
+
+    # kicks and the scheduler
+    kick_debounce_ms: int = 20
+    kick_parallelism: int = 4
+    scheduler_interval_s: float = 0.5
+    embedded_scheduler: bool = True
+
+    @field_validator("retry_schedule", mode="before")
+    @classmethod
+    def _schedule(cls, value: object) -> tuple[float, ...]:
+        return parse_schedule(value)
+
+    @field_validator("retry_jitter")
+    @classmethod
+    def _jitter(cls, value: float) -> float:
+        if not 0 <= value < 1:
+            raise ValueError("retry_jitter must be in [0, 1)")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("key_prefix must be non-empty and without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _retention_outlives_retries(self) -> Settings:
+        if self.retention_s < sum(self.retry_schedule) * (1 + self.retry_jitter) + self.timeout_s:
+            raise ValueError("retention_s must outlive the whole retry schedule")
+        return self
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def lease_s(self) -> float:
+        """How long a claimed delivery stays invisible before another worker may take it."""
+        return self.timeout_s + self.lease_margin_s

@@ -1,0 +1,49 @@
+"""Standard Webhooks signatures: secrets, the signed content and the ``webhook-*`` headers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from collections.abc import Sequence
+
+SECRET_PREFIX = "whsec_"
+
+
+def generate_secret(nbytes: int = 24) -> str:
+    """A new ``whsec_`` secret holding ``nbytes`` random bytes."""
+    return SECRET_PREFIX + base64.b64encode(os.urandom(nbytes)).decode()
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key inside a ``whsec_`` secret (the base64-decoded part)."""
+    raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("secret must be 'whsec_' followed by base64") from exc
+    if not key:
+        raise ValueError("secret must not be empty")
+    return key
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256>`` over ``{id}.{timestamp}.{body}``."""
+    content = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
+
+
+def signature_header(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: one signature per key, space-separated (key rotation)."""
+    return " ".join(sign(k, msg_id, timestamp, body) for k in keys)
+
+
+def webhook_headers(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The three Standard Webhooks headers plus the content type."""
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(keys, msg_id, timestamp, body),
+    }

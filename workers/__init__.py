@@ -1,0 +1,1 @@
+"""Celery workers of the webhook dispatcher: ``celery -A workers.app worker``."""
