@@ -145,7 +145,9 @@ class Dispatcher:
         return self.records.for_endpoint(endpoint_id, state, limit)
 
     @_store_errors
-    def replay(self, delivery_id: str | None = None, *, endpoint_id: str | None = None, since: float | None = None) -> int:
+    def replay(
+        self, delivery_id: str | None = None, *, endpoint_id: str | None = None, since: float | None = None
+    ) -> int:
         """Replay one dead delivery, or every dead delivery of ``endpoint_id``; returns how many."""
         if (delivery_id is None) == (endpoint_id is None):
             raise TypeError("replay() takes a delivery id or endpoint_id=..., not both")

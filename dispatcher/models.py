@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class DeliveryState(str, enum.Enum):
+class DeliveryState(enum.StrEnum):
     """Where a delivery stands."""
 
     PENDING = "pending"  # created, first attempt not made yet

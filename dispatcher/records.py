@@ -13,11 +13,14 @@ from .models import Attempt, Delivery, DeliveryState
 from .scripts import REPLAY
 
 
-def _s(value: bytes | None) -> str:
-    return value.decode() if value is not None else ""
+def _s(value: Any) -> str:
+    """Text of a Redis reply (bytes, or None for a missing field)."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def parse_delivery(delivery_id: str, raw: dict[bytes, bytes]) -> Delivery:
+def parse_delivery(delivery_id: str, raw: dict[Any, Any]) -> Delivery:
     """A Delivery from its Redis hash (fields: evt, ep, state, n, created, next, a<N>)."""
     attempts = []
     n = int(raw.get(b"n", b"0"))
@@ -59,7 +62,7 @@ class Records:
             if not self._r.exists(self._k.event(event_id)):
                 raise EventNotFound(f"no event {event_id!r}")
             return []
-        return [d for d in value.decode().split(",") if d]
+        return [d for d in _s(value).split(",") if d]
 
     def get_many(self, delivery_ids: list[str]) -> list[Delivery]:
         pipe = self._r.pipeline(transaction=False)
@@ -82,9 +85,9 @@ class Records:
         """Newest first. ``state='dead'`` reads the dead-letter queue directly."""
         if state is not None and DeliveryState(state) is DeliveryState.DEAD:
             ids = self._r.zrevrange(self._k.endpoint_dead(endpoint_id), 0, limit - 1)
-            return self.get_many([i.decode() for i in ids])
+            return self.get_many([_s(i) for i in ids])
         ids = self._r.zrevrange(self._k.endpoint_deliveries(endpoint_id), 0, -1 if state else limit - 1)
-        found = self.get_many([i.decode() for i in ids])
+        found = self.get_many([_s(i) for i in ids])
         if state is not None:
             found = [d for d in found if d.state == DeliveryState(state)][:limit]
         return found
@@ -94,7 +97,7 @@ class Records:
         ep = self._r.hget(self._k.delivery(delivery_id), "ep")
         if ep is None:
             raise DeliveryNotFound(f"no delivery {delivery_id!r}")
-        keys = [self._k.delivery(delivery_id), self._k.due, self._k.endpoint_dead(ep.decode())]
+        keys = [self._k.delivery(delivery_id), self._k.due, self._k.endpoint_dead(_s(ep))]
         result = int(self._replay(keys=keys, args=[delivery_id]))
         if result == -1:
             raise DeliveryNotFound(f"no delivery {delivery_id!r}")
@@ -104,12 +107,12 @@ class Records:
     def replay_endpoint(self, endpoint_id: str, since: float | None = None) -> int:
         """Replay every dead delivery of an endpoint (dead-lettered at or after ``since``); returns the count."""
         low = "-inf" if since is None else int(since * 1000)
-        ids = self._r.zrangebyscore(self._k.endpoint_dead(endpoint_id), low, "+inf")
+        ids = [_s(i) for i in self._r.zrangebyscore(self._k.endpoint_dead(endpoint_id), low, "+inf")]
         count = 0
-        for raw in ids:
+        for delivery_id in ids:
             try:
-                self.replay(raw.decode())
+                self.replay(delivery_id)
                 count += 1
             except (DeliveryNotFound, InvalidState):
-                self._r.zrem(self._k.endpoint_dead(endpoint_id), raw)
+                self._r.zrem(self._k.endpoint_dead(endpoint_id), delivery_id)
         return count

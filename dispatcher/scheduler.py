@@ -34,13 +34,15 @@ def run_scheduler(kicker: Kicker, interval_s: float, stop: threading.Event) -> N
             if not failing:
                 log.warning("scheduler: cannot reach Redis or the broker (%s); retrying", type(exc).__name__)
                 failing = True
-        except Exception:  # noqa: BLE001 - a scheduler must outlive one bad tick
+        except Exception:
             log.exception("scheduler tick failed")
         stop.wait(interval_s)
 
 
 def start_scheduler_thread(kicker: Kicker, interval_s: float) -> tuple[threading.Thread, threading.Event]:
     stop = threading.Event()
-    thread = threading.Thread(target=run_scheduler, args=(kicker, interval_s, stop), name="dispatcher-scheduler", daemon=True)
+    thread = threading.Thread(
+        target=run_scheduler, args=(kicker, interval_s, stop), name="dispatcher-scheduler", daemon=True
+    )
     thread.start()
     return thread, stop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
@@ -19,11 +20,14 @@ def parse_schedule(value: object) -> tuple[float, ...]:
         except ValueError as exc:
             raise ValueError(f"retry schedule must be comma-separated seconds, got {value!r}") from exc
     elif isinstance(value, (list, tuple)):
-        items = [float(v) for v in value]
+        try:
+            items = [float(v) for v in value]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"retry schedule must be a list of seconds, got {value!r}") from exc
     else:
         raise ValueError(f"retry schedule must be comma-separated seconds, got {value!r}")
-    if any(v < 0 for v in items):
-        raise ValueError("retry schedule delays must be >= 0 seconds")
+    if any(not math.isfinite(v) or v < 0 for v in items):
+        raise ValueError("retry schedule delays must be finite and >= 0 seconds")
     return tuple(items)
 
 

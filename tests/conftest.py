@@ -226,7 +226,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class Worker:
     """A real ``celery -A workers.app worker`` process."""
 
-    def __init__(self, settings: Settings, log_path: Path, concurrency: int = 1, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self, settings: Settings, log_path: Path, concurrency: int = 1, extra_env: dict[str, str] | None = None
+    ):
         env = {**os.environ, **settings_env(settings), **(extra_env or {})}
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.log_path = log_path

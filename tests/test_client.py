@@ -136,7 +136,9 @@ def test_explicit_event_id_is_sent_once(dsp: Dispatcher) -> None:
 
 
 def test_enqueue_many_dedupes_within_batch(dsp: Dispatcher) -> None:
-    ids = dsp.enqueue_many([{"type": "a.b", "data": 1, "idempotency_key": "k"}, {"type": "a.b", "data": 2, "idempotency_key": "k"}])
+    ids = dsp.enqueue_many(
+        [{"type": "a.b", "data": 1, "idempotency_key": "k"}, {"type": "a.b", "data": 2, "idempotency_key": "k"}]
+    )
     assert ids[0] == ids[1]
     assert dsp.redis.zcard(dsp.keys.fanout) == 1
 

@@ -15,7 +15,6 @@ from standardwebhooks.webhooks import Webhook
 from dispatcher import Dispatcher, InvalidState
 from dispatcher.delivery import run_deliver
 from dispatcher.fanout import run_fanout
-from dispatcher.models import DeliveryState
 from dispatcher.runtime import Runtime
 from dispatcher.settings import Settings
 from tests.conftest import Receiver, make_settings, wait_until
@@ -37,7 +36,9 @@ def states(dsp: Dispatcher, event_id: str) -> list[str]:
     return [d.state.value for d in dsp.deliveries(event_id)]
 
 
-def test_fanout_only_to_matching_endpoints(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]) -> None:
+def test_fanout_only_to_matching_endpoints(
+    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+) -> None:
     receivers = {pattern: receiver_factory() for pattern in ("*", "user.*", "user.created", "order.*", "user.deleted")}
     for pattern, rec in receivers.items():
         dsp.subscribe(rec.url, [pattern])
@@ -62,7 +63,9 @@ def test_deliveries_verify_with_standardwebhooks(dsp: Dispatcher, runtime: Runti
     assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(ids)
 
 
-def test_500_twice_then_200_keeps_webhook_id(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]) -> None:
+def test_500_twice_then_200_keeps_webhook_id(
+    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+) -> None:
     rec = receiver_factory(reply=lambda n, r: (500, {}, b"boom") if n <= 2 else (200, {}, b"fine"))
     dsp.subscribe(rec.url, ["*"])
     eid = dsp.enqueue("a.b", {})
@@ -76,7 +79,9 @@ def test_500_twice_then_200_keeps_webhook_id(dsp: Dispatcher, runtime: Runtime, 
     assert gaps[0] >= 0.18 and gaps[1] >= 0.38  # schedule 0.2 s, 0.4 s
 
 
-def test_exhausted_goes_dead_then_replay_delivers(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]) -> None:
+def test_exhausted_goes_dead_then_replay_delivers(
+    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+) -> None:
     healthy = {"on": False}
     rec = receiver_factory(reply=lambda n, r: (200, {}, b"") if healthy["on"] else (503, {}, b"down"))
     ep = dsp.subscribe(rec.url, ["*"])
@@ -144,7 +149,9 @@ def test_retry_after_http_date_and_cap(redis_url: str, prefix: str, receiver_fac
     dsp.close()
 
 
-def test_retry_after_never_pulls_earlier(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]) -> None:
+def test_retry_after_never_pulls_earlier(
+    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+) -> None:
     dsp_settings: Settings = dsp.settings
     assert dsp_settings.retry_schedule[0] == 0.2
     rec = receiver_factory(reply=lambda n, r: (503, {"Retry-After": "0"}, b"") if n == 1 else (200, {}, b""))
@@ -164,7 +171,9 @@ def test_redirect_is_a_failure(dsp: Dispatcher, runtime: Runtime, receiver_facto
     assert {a.status for a in dsp.deliveries(eid)[0].attempts} == {302}
 
 
-def test_timeout_and_connection_errors_are_retried(redis_url: str, prefix: str, receiver_factory: Callable[..., Receiver]) -> None:
+def test_timeout_and_connection_errors_are_retried(
+    redis_url: str, prefix: str, receiver_factory: Callable[..., Receiver]
+) -> None:
     settings = make_settings(redis_url, prefix, timeout_s=0.3, retry_schedule=(0.1,))
     dsp, rt = Dispatcher(settings), Runtime(settings)
     slow = receiver_factory(delay_s=1.0)

@@ -13,7 +13,10 @@ from tests.conftest import Receiver, Worker, wait_until
 
 
 def test_enqueue_reaches_every_subscriber_signed(
-    dsp: Dispatcher, settings: Settings, receiver_factory: Callable[..., Receiver], worker_factory: Callable[..., Worker]
+    dsp: Dispatcher,
+    settings: Settings,
+    receiver_factory: Callable[..., Receiver],
+    worker_factory: Callable[..., Worker],
 ) -> None:
     worker_factory(settings)
     a, b, c = receiver_factory(), receiver_factory(), receiver_factory()
@@ -30,7 +33,10 @@ def test_enqueue_reaches_every_subscriber_signed(
 
 
 def test_retries_are_driven_by_the_worker_scheduler(
-    dsp: Dispatcher, settings: Settings, receiver_factory: Callable[..., Receiver], worker_factory: Callable[..., Worker]
+    dsp: Dispatcher,
+    settings: Settings,
+    receiver_factory: Callable[..., Receiver],
+    worker_factory: Callable[..., Worker],
 ) -> None:
     worker_factory(settings)
     rec = receiver_factory(reply=lambda n, r: (500, {}, b"") if n <= 2 else (200, {}, b""))
@@ -42,7 +48,10 @@ def test_retries_are_driven_by_the_worker_scheduler(
 
 
 def test_two_workers_2000_deliveries_no_loss_no_duplicates(
-    dsp: Dispatcher, settings: Settings, receiver_factory: Callable[..., Receiver], worker_factory: Callable[..., Worker]
+    dsp: Dispatcher,
+    settings: Settings,
+    receiver_factory: Callable[..., Receiver],
+    worker_factory: Callable[..., Worker],
 ) -> None:
     w1, w2 = worker_factory(settings, concurrency=2), worker_factory(settings, concurrency=2)
     receivers = [receiver_factory() for _ in range(4)]

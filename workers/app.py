@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import redis
 from celery import Celery, bootsteps
@@ -23,7 +23,7 @@ app.conf.update(include=["workers.tasks"])
 class EmbeddedScheduler(bootsteps.StartStopStep):
     """Runs the (idempotent) scheduler loop in the worker's main process when enabled."""
 
-    requires = {"celery.worker.components:Pool"}
+    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         self._stop: Any = None
