@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
@@ -12,10 +13,13 @@ from .endpoints import EndpointStore
 from .errors import StoreUnavailable
 from .events import CHUNK, NewEvent, build_event, build_many, script_args
 from .keys import Keys
+from .kick import SLOT_TTL_MS
 from .models import Delivery, DeliveryState, Endpoint
 from .records import Records
 from .scripts import ENQUEUE
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -118,10 +122,13 @@ class Dispatcher:
     def _write(self, events: list[NewEvent]) -> list[str]:
         s = self.settings
         keys = [self.keys.fanout, self.keys.kick("fanout", 1)]
-        args = [s.key_prefix, s.retention_s, s.idempotency_ttl_s, 30_000, *script_args(events)]
+        args = [s.key_prefix, s.retention_s, s.idempotency_ttl_s, SLOT_TTL_MS, *script_args(events)]
         out = self._enqueue(keys=keys, args=args)
         if int(out[0]):
-            self.kicker.publish("fanout", 1)
+            try:
+                self.kicker.publish("fanout", 1)
+            except Exception as exc:  # the event is stored; the scheduler will kick it
+                log.warning("event stored but the fan-out kick failed (%s); the scheduler will pick it up", exc)
         return [v.decode() for v in out[1 : 1 + len(events)]]
 
     # -- deliveries --------------------------------------------------------------------------
