@@ -18,6 +18,8 @@ from aiohttp.resolver import DefaultResolver
 from .errors import InvalidURL, UnsafeTarget
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPAT = ipaddress.IPv6Network("::/96")
 
 
 def is_public_address(addr: IPAddress) -> bool:
@@ -26,8 +28,10 @@ def is_public_address(addr: IPAddress) -> bool:
         mapped = addr.ipv4_mapped or addr.sixtofour
         if mapped is not None:
             return is_public_address(mapped)
-        if addr.teredo is not None:
+        if addr.teredo is not None or addr in _IPV4_COMPAT:
             return False
+        if addr in _NAT64:  # NAT64 reaches the embedded IPv4 address
+            return is_public_address(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
     return addr.is_global and not addr.is_multicast
 
 
