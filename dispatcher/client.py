@@ -85,6 +85,11 @@ class Dispatcher:
         return self.endpoints.update(endpoint_id, **changes)
 
     @_store_errors
+    def rotate_secret(self, endpoint_id: str, grace_s: float = 86400.0, new_secret: str | None = None) -> Endpoint:
+        """New signing secret; the old one keeps signing alongside it for ``grace_s`` seconds."""
+        return self.endpoints.rotate_secret(endpoint_id, grace_s, new_secret)
+
+    @_store_errors
     def enable_endpoint(self, endpoint_id: str) -> Endpoint:
         return self.endpoints.set_enabled(endpoint_id, True)
 

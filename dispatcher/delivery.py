@@ -27,6 +27,8 @@ from .runtime import Runtime
 from .signing import webhook_headers
 from .ssrf import check_literal_host
 
+LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+STATS_MINUTE_TTL_S = 7200
 FLUSH_EVERY = 256  # outcomes written per Redis round trip at most
 FLUSH_INTERVAL_S = 0.02
 DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
@@ -58,6 +60,14 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+
+def latency_bucket(ms: float) -> str:
+    """The Prometheus-style bucket (upper bound in ms) an attempt's latency falls in."""
+    for bound in LATENCY_BUCKETS_MS:
+        if ms <= bound:
+            return str(bound)
+    return "+Inf"
 
 
 def batch_message_id(jobs: list[Job]) -> str:
@@ -95,7 +105,7 @@ async def post(rt: Runtime, target: Target, msg_id: str, body: bytes) -> Outcome
     except UnsafeTarget as exc:
         out.error = f"refused: {exc}"
         return out
-    headers = webhook_headers(target.keys, msg_id, int(out.at), body)
+    headers = webhook_headers(target.signing_keys(out.at), msg_id, int(out.at), body)
     session = await rt.session()
     t0 = time.perf_counter()
     try:
@@ -196,9 +206,18 @@ class Batch:
         pipe = rt.redis.pipeline(transaction=False)
         done: list[str] = []
         due: dict[str, int] = {}
+        outcomes: Counter[str] = Counter()
+        minute: Counter[str] = Counter()
+        latency: Counter[str] = Counter()
         for jobs, target, outcome in self.results:
             state, delay = self._decide(jobs, target, outcome)
             self.stats[state] += len(jobs)
+            outcomes[f"{jobs[0].endpoint_id}:{state}"] += len(jobs)
+            minute[state] += len(jobs)
+            if outcome.latency_ms:  # an HTTP attempt was made (not a skipped one)
+                latency[latency_bucket(outcome.latency_ms)] += 1
+                latency["count"] += 1
+                latency["sum_ms"] += int(outcome.latency_ms)
             attempt = {
                 "at": round(outcome.at, 3),
                 "status": outcome.status,
@@ -230,6 +249,14 @@ class Batch:
             pipe.zadd(k.due, due)
         if done:
             pipe.zrem(k.due, *done)
+        for name, value in outcomes.items():
+            pipe.hincrby(k.stats_outcomes, name, value)
+        for name, value in latency.items():
+            pipe.hincrby(k.stats_latency, name, value)
+        mkey = k.stats_minute(now_ms // 60000)
+        for name, value in minute.items():
+            pipe.hincrby(mkey, name, value)
+        pipe.expire(mkey, STATS_MINUTE_TTL_S)
         pipe.execute()
         self.results.clear()
         for ep_id, reason in self.to_disable.items():

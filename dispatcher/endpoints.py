@@ -15,7 +15,7 @@ from .errors import EndpointNotFound, InvalidInput
 from .ids import new_id
 from .keys import Keys
 from .matching import PatternIndex, validate_patterns
-from .models import Endpoint
+from .models import Endpoint, PreviousSecret
 from .settings import Settings, parse_schedule
 from .signing import generate_secret, secret_key
 from .ssrf import check_url
@@ -52,6 +52,11 @@ def _validate_fields(settings: Settings, fields: dict[str, Any]) -> dict[str, An
             out["retry_schedule"] = list(parse_schedule(out["retry_schedule"]))
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
+    if out.get("rate_limit_per_s") is not None:
+        rl = out["rate_limit_per_s"]
+        if isinstance(rl, bool) or not isinstance(rl, (int, float)) or not 0 < rl <= 100_000:
+            raise InvalidInput("rate_limit_per_s must be a number above 0 (deliveries per second) or null")
+        out["rate_limit_per_s"] = float(rl)
     if "enabled" in out and not isinstance(out["enabled"], bool):
         raise InvalidInput("enabled must be true or false")
     if "description" in out and not isinstance(out["description"], str):
@@ -74,7 +79,7 @@ class EndpointStore:
         secret: str | None = None,
         **options: Any,
     ) -> Endpoint:
-        unknown = set(options) - {"description", "max_batch", "retry_schedule", "enabled"}
+        unknown = set(options) - {"description", "max_batch", "retry_schedule", "enabled", "rate_limit_per_s"}
         if unknown:
             raise InvalidInput(f"unknown endpoint option(s): {', '.join(sorted(unknown))}")
         fields = _validate_fields(self._s, {"url": url, "event_types": event_types, **options})
@@ -93,7 +98,16 @@ class EndpointStore:
         return sorted((Endpoint.model_validate_json(v) for v in raw.values()), key=lambda e: e.id)
 
     def update(self, endpoint_id: str, **changes: Any) -> Endpoint:
-        allowed = {"url", "event_types", "description", "max_batch", "retry_schedule", "enabled", "secret"}
+        allowed = {
+            "url",
+            "event_types",
+            "description",
+            "max_batch",
+            "retry_schedule",
+            "enabled",
+            "secret",
+            "rate_limit_per_s",
+        }
         unknown = set(changes) - allowed
         if unknown:
             raise InvalidInput(f"unknown endpoint field(s): {', '.join(sorted(unknown))}")
@@ -110,6 +124,20 @@ class EndpointStore:
         endpoint = self.get(endpoint_id).model_copy(
             update={"enabled": enabled, "disabled_reason": None if enabled else reason or "disabled by user"}
         )
+        self._save(endpoint)
+        return endpoint
+
+    def rotate_secret(self, endpoint_id: str, grace_s: float = 86400.0, new_secret: str | None = None) -> Endpoint:
+        """Give the endpoint a new secret; the old one keeps signing alongside it for ``grace_s``."""
+        if not isinstance(grace_s, (int, float)) or isinstance(grace_s, bool) or grace_s < 0:
+            raise InvalidInput("grace_s must be a number of seconds >= 0")
+        secret = _validate_secret(new_secret)
+        endpoint = self.get(endpoint_id)
+        now = time.time()
+        kept = [p for p in endpoint.previous_secrets if p.expires_at > now]
+        if grace_s > 0:
+            kept.append(PreviousSecret(secret=endpoint.secret, expires_at=now + grace_s))
+        endpoint = endpoint.model_copy(update={"secret": secret, "previous_secrets": kept})
         self._save(endpoint)
         return endpoint
 
@@ -133,8 +161,15 @@ class Target:
 
     endpoint: Endpoint
     url: URL
-    keys: list[bytes]
+    key: bytes
+    previous: list[tuple[bytes, float]]  # rotated-out keys and when they stop signing
     schedule: tuple[float, ...]
+
+    def signing_keys(self, now: float) -> list[bytes]:
+        """The current key, then every rotated-out key still within its grace period."""
+        if not self.previous:
+            return [self.key]
+        return [self.key, *(k for k, until in self.previous if until > now)]
 
 
 class EndpointCache:
@@ -152,7 +187,8 @@ class EndpointCache:
         for value in raw.values():
             ep = Endpoint.model_validate(orjson.loads(value))
             schedule = tuple(ep.retry_schedule) if ep.retry_schedule is not None else self._s.retry_schedule
-            target = Target(ep, URL(ep.url, encoded=False), [secret_key(ep.secret)], schedule)
+            previous = [(secret_key(p.secret), p.expires_at) for p in ep.previous_secrets]
+            target = Target(ep, URL(ep.url, encoded=False), secret_key(ep.secret), previous, schedule)
             targets[ep.id] = target
             if ep.enabled:
                 index.add(ep.event_types, target)

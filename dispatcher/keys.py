@@ -16,6 +16,12 @@ class Keys:
         self.fanout = f"{prefix}fanout"
         # zset: delivery id -> due time (ms); new deliveries, retries and claimed leases
         self.due = f"{prefix}due"
+        # hash: "<endpoint id>:<delivered|retrying|dead>" -> attempts with that outcome
+        self.stats_outcomes = f"{prefix}stats:outcomes"
+        # hash: latency bucket upper bound in ms ("5", ..., "+Inf") -> attempts; plus "sum_ms", "count"
+        self.stats_latency = f"{prefix}stats:latency"
+        # counter: events accepted by enqueue()
+        self.stats_enqueued = f"{prefix}stats:enqueued"
 
     def event(self, event_id: str) -> str:
         """hash: body (exact JSON sent), type, ts, deliveries (comma-separated ids after fan-out)."""
@@ -36,6 +42,10 @@ class Keys:
     def endpoint_dead(self, endpoint_id: str) -> str:
         """zset: delivery id -> dead-lettered ms (the endpoint's dead letter queue)."""
         return f"{self.prefix}ep:{endpoint_id}:dead"
+
+    def stats_minute(self, minute: int) -> str:
+        """hash with a 2 h TTL: delivered / retrying / dead attempts in one unix minute."""
+        return f"{self.prefix}stats:min:{minute}"
 
     def kick(self, stage: str, slot: int) -> str:
         """string with a short TTL: debounces publishing of kick tasks per stage and slot."""

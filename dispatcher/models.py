@@ -17,6 +17,13 @@ class DeliveryState(enum.StrEnum):
     DEAD = "dead"  # out of attempts (or the endpoint is gone/disabled); replayable
 
 
+class PreviousSecret(BaseModel):
+    """A rotated-out secret that keeps signing until ``expires_at`` (unix seconds)."""
+
+    secret: str = Field(repr=False)
+    expires_at: float
+
+
 class Endpoint(BaseModel):
     """A subscriber: where to POST, which event types, and how to sign."""
 
@@ -32,12 +39,23 @@ class Endpoint(BaseModel):
     retry_schedule: list[float] | None = None
     created_at: float = 0.0
     disabled_reason: str | None = None
+    kind: str = "webhook"
+    rate_limit_per_s: float | None = None
+    previous_secrets: list[PreviousSecret] = Field(default_factory=list, repr=False)
 
     def masked(self) -> dict[str, Any]:
-        """The endpoint as a dict with the secret hidden, safe for logs and listings."""
+        """The endpoint as a dict with every secret hidden, safe for logs and listings."""
         data = self.model_dump()
-        data["secret"] = self.secret[:9] + "…" if self.secret else ""
+        data["secret"] = mask_secret(self.secret)
+        data["previous_secrets"] = [
+            {"secret": mask_secret(p.secret), "expires_at": p.expires_at} for p in self.previous_secrets
+        ]
         return data
+
+
+def mask_secret(secret: str) -> str:
+    """``whsec_abc…``: enough to tell secrets apart, too little to use one."""
+    return secret[:9] + "…" if secret else ""
 
 
 class Attempt(BaseModel):

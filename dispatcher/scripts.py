@@ -41,7 +41,10 @@ for i = 5, #ARGV, 4 do
   fresh[#fresh + 1] = dup and 0 or 1
 end
 local kick = 0
-if added > 0 and redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then kick = 1 end
+if added > 0 then
+  redis.call('INCRBY', prefix .. 'stats:enqueued', added)
+  if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[4]) then kick = 1 end
+end
 local out = {kick}
 for _, v in ipairs(ids) do out[#out + 1] = v end
 for _, v in ipairs(fresh) do out[#out + 1] = v end
