@@ -99,21 +99,35 @@ class Dispatcher:
 
     # -- events ------------------------------------------------------------------------------
     def enqueue(
-        self, event_type: str, data: Any, *, event_id: str | None = None, idempotency_key: str | None = None
+        self,
+        event_type: str,
+        data: Any,
+        *,
+        event_id: str | None = None,
+        idempotency_key: str | None = None,
+        endpoint_ids: list[str] | None = None,
     ) -> str:
         """Store one event durably and schedule its fan-out; returns the event id.
 
         With an ``idempotency_key`` (or an ``event_id``) already seen within the retention window,
-        returns the first event's id and sends nothing again.
+        returns the first event's id and sends nothing again. ``endpoint_ids`` addresses the event to
+        those endpoints only, whatever their type filters.
         """
         ev = build_event(
             event_type,
             data,
             event_id=event_id,
             idempotency_key=idempotency_key,
+            endpoint_ids=endpoint_ids,
             max_bytes=self.settings.max_payload_bytes,
         )
         return self._write([ev])[0]
+
+    def send_test(self, endpoint_id: str, data: Any = None) -> str:
+        """Send a ``webhook.test`` event to one endpoint (enabled or not subscribed to that type)."""
+        self.get_endpoint(endpoint_id)
+        payload = data if data is not None else {"message": "test event from webhook-dispatcher"}
+        return self.enqueue("webhook.test", payload, endpoint_ids=[endpoint_id])
 
     def enqueue_many(self, items: Iterable[Any]) -> list[str]:
         """Store many events (``(type, data)`` pairs or dicts); all are validated before any is written."""

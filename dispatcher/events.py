@@ -27,13 +27,14 @@ class NewEvent:
     type: str
     body: bytes
     idempotency_key: str
+    only: str = ""  # comma-separated endpoint ids; empty = every matching subscriber
 
 
-def _check_id(value: object, what: str, max_len: int = 128) -> str:
+def _check_id(value: object, what: str, max_len: int = 128, charset: bool = True) -> str:
     if not isinstance(value, str) or not value or len(value) > max_len:
         raise InvalidInput(f"{what} must be a non-empty string of at most {max_len} characters")
-    if what == "event_id" and not _ID_RE.fullmatch(value):
-        raise InvalidInput("event_id may hold only letters, digits, '_', '-' and '.'")
+    if charset and not _ID_RE.fullmatch(value):
+        raise InvalidInput(f"{what} may hold only letters, digits, '_', '-' and '.'")
     return value
 
 
@@ -43,12 +44,17 @@ def build_event(
     *,
     event_id: object = None,
     idempotency_key: object = None,
+    endpoint_ids: object = None,
     max_bytes: int,
 ) -> NewEvent:
     """Validate one event and encode its body ``{"id", "type", "timestamp", "data"}``."""
     etype = validate_event_type(event_type)
     eid = new_id("msg") if event_id is None else _check_id(event_id, "event_id")
-    idem = "" if idempotency_key is None else _check_id(idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY)
+    idem = (
+        ""
+        if idempotency_key is None
+        else _check_id(idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY, charset=False)
+    )
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     try:
         body = orjson.dumps({"id": eid, "type": etype, "timestamp": stamp, "data": data})
@@ -56,7 +62,14 @@ def build_event(
         raise PayloadNotSerializable(f"event data is not JSON-serialisable: {exc}") from None
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"event is {len(body)} bytes encoded; the limit is {max_bytes}")
-    return NewEvent(eid, etype, body, idem)
+    only = ""
+    if endpoint_ids is not None:
+        if isinstance(endpoint_ids, str) or not isinstance(endpoint_ids, (list, tuple, set, frozenset)):
+            raise InvalidInput("endpoint_ids must be a list of endpoint ids")
+        if not endpoint_ids:
+            raise InvalidInput("endpoint_ids must not be empty (leave it out to reach every subscriber)")
+        only = ",".join(_check_id(e, "endpoint id") for e in endpoint_ids)
+    return NewEvent(eid, etype, body, idem, only)
 
 
 def build_many(items: Iterable[Any], max_bytes: int) -> list[NewEvent]:
@@ -91,5 +104,5 @@ def build_many(items: Iterable[Any], max_bytes: int) -> list[NewEvent]:
 def script_args(events: Sequence[NewEvent]) -> list[Any]:
     args: list[Any] = []
     for ev in events:
-        args.extend((ev.id, ev.type, ev.body, ev.idempotency_key))
+        args.extend((ev.id, ev.type, ev.body, ev.idempotency_key, ev.only))
     return args

@@ -33,12 +33,18 @@ def fanout_once(rt: Runtime, slot_key: str = "", release_if_empty: bool = True) 
     rt.refresh_endpoints()
     pipe = rt.redis.pipeline(transaction=False)
     for eid in ids:
-        pipe.hget(k.event(eid), "type")
-    types = pipe.execute()
+        pipe.hmget(k.event(eid), "type", "only")
+    rows = pipe.execute()
     args: list[str | int] = [s.key_prefix, s.retention_s]
     match = rt.cache.index.match
-    for eid, etype in zip(ids, types, strict=True):
-        targets = match(etype.decode()) if etype is not None else []
+    for eid, (etype, only) in zip(ids, rows, strict=True):
+        if etype is None:
+            targets = []
+        elif only:  # addressed to named endpoints (e.g. a test event), whatever their type filters
+            found = (rt.cache.targets.get(ep) for ep in only.decode().split(","))
+            targets = [t for t in found if t is not None and t.endpoint.enabled]
+        else:
+            targets = match(etype.decode())
         args.append(eid)
         args.append(len(targets))
         for t in targets:

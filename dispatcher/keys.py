@@ -47,6 +47,10 @@ class Keys:
         """hash with a 2 h TTL: delivered / retrying / dead attempts in one unix minute."""
         return f"{self.prefix}stats:min:{minute}"
 
+    def worker(self, name: str) -> str:
+        """string with a TTL: a live worker's heartbeat (JSON: name, pid, concurrency, at)."""
+        return f"{self.prefix}worker:{name}"
+
     def kick(self, stage: str, slot: int) -> str:
         """string with a short TTL: debounces publishing of kick tasks per stage and slot."""
         return f"{self.prefix}kick:{stage}:{slot}"

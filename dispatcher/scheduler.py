@@ -37,12 +37,3 @@ def run_scheduler(kicker: Kicker, interval_s: float, stop: threading.Event) -> N
         except Exception:
             log.exception("scheduler tick failed")
         stop.wait(interval_s)
-
-
-def start_scheduler_thread(kicker: Kicker, interval_s: float) -> tuple[threading.Thread, threading.Event]:
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=run_scheduler, args=(kicker, interval_s, stop), name="dispatcher-scheduler", daemon=True
-    )
-    thread.start()
-    return thread, stop

@@ -9,7 +9,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # KEYS[1] fanout zset, KEYS[2] kick slot key
-# ARGV: prefix, retention_s, idempotency_ttl_s, kick_ttl_ms, then per event: id, type, body, idem ('' = none)
+# ARGV: prefix, retention_s, idempotency_ttl_s, kick_ttl_ms, then per event: id, type, body, idem ('' = none),
+#   only (comma-separated endpoint ids the event is restricted to; '' = every subscriber)
 # Returns {kick (0/1), id or first id per event..., new (0/1) per event...}
 ENQUEUE = (
     _NOW
@@ -20,8 +21,8 @@ local idem_ttl = tonumber(ARGV[3])
 local ids = {}
 local fresh = {}
 local added = 0
-for i = 5, #ARGV, 4 do
-  local id, typ, body, idem = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+for i = 5, #ARGV, 5 do
+  local id, typ, body, idem, only = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local result = id
   local dup = false
   if idem ~= '' then
@@ -32,6 +33,7 @@ for i = 5, #ARGV, 4 do
   if not dup and redis.call('EXISTS', key) == 1 then dup = true end
   if not dup then
     redis.call('HSET', key, 'body', body, 'type', typ, 'ts', now)
+    if only ~= '' then redis.call('HSET', key, 'only', only) end
     redis.call('EXPIRE', key, retention)
     redis.call('ZADD', KEYS[1], now, id)
     if idem ~= '' then redis.call('SET', prefix .. 'idem:' .. idem, id, 'EX', idem_ttl) end

@@ -251,3 +251,15 @@ def test_lease_expiry_redelivers_claimed_work(redis_url: str, prefix: str, recei
     assert states(dsp, eid) == ["delivered"]
     rt.close()
     dsp.close()
+
+
+def test_send_test_reaches_only_that_endpoint(
+    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+) -> None:
+    a, b = receiver_factory(), receiver_factory()
+    ep_a = dsp.subscribe(a.url, ["order.*"])
+    dsp.subscribe(b.url, ["*"])
+    eid = dsp.send_test(ep_a.id)
+    pump(runtime, lambda: states(dsp, eid) == ["delivered"])
+    assert a.count() == 1 and b.count() == 0
+    assert orjson.loads(a.requests[0].body)["type"] == "webhook.test"

@@ -158,4 +158,12 @@ def test_build_many_rejects_bad_item_with_its_index(bad: object, error: type[Exc
 def test_script_args_flattens_events() -> None:
     events = build_many([("a", 1), ("b", 2)], MAX)
     args = script_args(events)
-    assert args == [events[0].id, "a", events[0].body, "", events[1].id, "b", events[1].body, ""]
+    assert args == [events[0].id, "a", events[0].body, "", "", events[1].id, "b", events[1].body, "", ""]
+
+
+def test_endpoint_ids_restrict_the_event() -> None:
+    ev = build_event("a.b", {}, endpoint_ids=["ep_1", "ep_2"], max_bytes=MAX)
+    assert ev.only == "ep_1,ep_2"
+    for bad in ("ep_1", [], ["ep 1"], [None]):
+        with pytest.raises(InvalidInput):
+            build_event("a.b", {}, endpoint_ids=bad, max_bytes=MAX)
