@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ import orjson
 
 from .endpoints import Target
 from .errors import UnsafeTarget
+from .fanout import fanout_once
 from .kick import SLOT_TTL_MS
 from .retry import next_delay, parse_retry_after
 from .runtime import Runtime
@@ -32,6 +33,8 @@ STATS_MINUTE_TTL_S = 7200
 FLUSH_EVERY = 256  # outcomes written per Redis round trip at most
 FLUSH_INTERVAL_S = 0.02
 DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
+FANOUT_EVERY_S = 0.005
+LINGER_POLL_S = 0.01
 
 
 @dataclass(slots=True)
@@ -135,6 +138,7 @@ class Batch:
         self.slot_key = rt.keys.kick("deliver", slot) if slot else ""
         self.inflight: set[asyncio.Task[tuple[list[Job], Target | None, Outcome]]] = set()
         self.per_endpoint: Counter[str] = Counter()
+        self.waiting: dict[str, deque[tuple[list[Job], Target]]] = {}
         self.results: list[tuple[list[Job], Target | None, Outcome]] = []
         self.stats: Counter[str] = Counter()
         self.clock_ms = 0  # Redis' clock at the last claim
@@ -162,36 +166,57 @@ class Batch:
         ]
 
     def start(self, jobs: list[Job]) -> None:
-        """Group claimed jobs per endpoint, start the sends, and defer what is over an endpoint's cap."""
-        s = self.rt.settings
+        """Queue claimed jobs per endpoint (in ``max_batch`` chunks) and start what the limits allow."""
         groups: dict[str, list[Job]] = {}
         for job in jobs:
             groups.setdefault(job.endpoint_id, []).append(job)
-        deferred: list[Job] = []
         for ep_id, group in groups.items():
             target = self.rt.cache.targets.get(ep_id)
             if target is None or not target.endpoint.enabled:
                 reason = "endpoint deleted" if target is None else "endpoint disabled"
-                for job in group:
-                    self.results.append(([job], target, Outcome(error=reason)))
+                self.results.extend(([job], target, Outcome(error=reason)) for job in group)
                 continue
+            self.results.extend(([job], target, Outcome(error="event expired")) for job in group if job.body is None)
+            group = [j for j in group if j.body is not None]
             size = max(1, target.endpoint.max_batch)
-            for i in range(0, len(group), size):
-                chunk = group[i : i + size]
-                if self.per_endpoint[ep_id] >= s.endpoint_inflight:
-                    deferred.extend(chunk)
-                    continue
-                missing = [j for j in chunk if j.body is None]
-                for job in missing:
-                    self.results.append(([job], target, Outcome(error="event expired")))
-                chunk = [j for j in chunk if j.body is not None]
-                if chunk:
-                    self.per_endpoint[ep_id] += 1
-                    self.inflight.add(asyncio.ensure_future(self._send(chunk, target)))
-        if deferred:
-            when = self.redis_now_ms() + DEFER_MS
-            self.rt.redis.zadd(self.rt.keys.due, {j.id: when for j in deferred})
-            self.stats["deferred"] += len(deferred)
+            queue = self.waiting.setdefault(ep_id, deque())
+            queue.extend((group[i : i + size], target) for i in range(0, len(group), size))
+        self.pump()
+        # what an endpoint cannot take within about one round of its limit goes back to Redis for
+        # a moment, so no claimed delivery waits here long enough for its lease to run out
+        limits = self.rt.limits
+        for ep_id, queue in self.waiting.items():
+            deferred: list[Job] = []
+            while len(queue) > limits.get(ep_id):
+                deferred.extend(queue.pop()[0])
+            # a failing endpoint's surplus waits longer, so it is not claimed over and over
+            self.defer(deferred, int(DEFER_MS * limits.degraded(ep_id)))
+
+    def pump(self) -> None:
+        """Start waiting chunks while their endpoint is under its concurrency limit."""
+        limits = self.rt.limits
+        for ep_id in list(self.waiting):
+            queue = self.waiting[ep_id]
+            while queue and self.per_endpoint[ep_id] < limits.get(ep_id):
+                chunk, target = queue.popleft()
+                self.per_endpoint[ep_id] += 1
+                self.inflight.add(asyncio.ensure_future(self._send(chunk, target)))
+            if not queue:
+                del self.waiting[ep_id]
+
+    def waiting_count(self) -> int:
+        return sum(len(q) for q in self.waiting.values())
+
+    def defer(self, jobs: list[Job], delay_ms: int) -> None:
+        """Hand claimed jobs back to Redis, due again after ``delay_ms``."""
+        if jobs:
+            when = self.redis_now_ms() + delay_ms
+            self.rt.redis.zadd(self.rt.keys.due, {j.id: when for j in jobs})
+            self.stats["deferred"] += len(jobs)
+
+    def defer_all_waiting(self) -> None:
+        self.defer([job for q in self.waiting.values() for chunk, _ in q for job in chunk], 0)
+        self.waiting.clear()
 
     async def _send(self, jobs: list[Job], target: Target) -> tuple[list[Job], Target | None, Outcome]:
         msg_id, body = build_request(jobs, target.endpoint.max_batch)
@@ -289,19 +314,30 @@ class Batch:
 
 
 async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, int]:
-    """Deliver until nothing is due (after lingering briefly) or the budget is spent."""
+    """Deliver until nothing is due (after lingering briefly) or the budget is spent.
+
+    While it runs, the loop also fans out due events (every ``FANOUT_EVERY_S``), so a busy worker
+    never leaves new events waiting behind its own long-running task.
+    """
     s = rt.settings
     b = Batch(rt, slot)
     deadline = time.monotonic() + (s.task_budget_s if budget_s is None else budget_s)
     idle_since: float | None = None
-    last_flush = time.monotonic()
+    last_flush = last_fanout = time.monotonic()
     threshold = max(1, s.deliver_inflight // 4)
     released = False
     while True:
         now = time.monotonic()
-        free = s.deliver_inflight - len(b.inflight)
-        if now < deadline and (free >= threshold or (free > 0 and not b.inflight)):
-            release = not b.inflight and idle_since is not None and now - idle_since >= s.idle_linger_s
+        if now - last_fanout >= FANOUT_EVERY_S and now < deadline:
+            last_fanout = now
+            events, created = fanout_once(rt)
+            b.stats["fanned_out"] += created
+            if events:
+                idle_since = None
+        busy = len(b.inflight) + b.waiting_count()
+        free = s.deliver_inflight - busy
+        if now < deadline and (free >= threshold or (free > 0 and not busy)):
+            release = not busy and idle_since is not None and now - idle_since >= s.idle_linger_s
             jobs = b.claim(free, release)
             if jobs:
                 idle_since = None
@@ -312,9 +348,12 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
                     released = True
                     break
                 idle_since = idle_since or now
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(LINGER_POLL_S)
+                last_fanout = 0.0  # look for new events on the next pass
                 continue
-        elif not b.inflight and not b.results:
+        elif now >= deadline and b.waiting:
+            b.defer_all_waiting()
+        if not b.inflight and not b.results and not b.waiting and now >= deadline:
             break
         if b.inflight:
             done, _ = await asyncio.wait(b.inflight, timeout=FLUSH_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
@@ -322,8 +361,11 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
                 b.inflight.discard(task)
                 jobs_done, target, outcome = task.result()
                 if target is not None:
-                    b.per_endpoint[target.endpoint.id] -= 1
+                    ep_id = target.endpoint.id
+                    b.per_endpoint[ep_id] -= 1
+                    rt.limits.record(ep_id, outcome)
                 b.results.append((jobs_done, target, outcome))
+            b.pump()
         if b.results and (
             len(b.results) >= FLUSH_EVERY or not b.inflight or time.monotonic() - last_flush >= FLUSH_INTERVAL_S
         ):
@@ -334,7 +376,7 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
         k = rt.keys
         if rt.handoff(keys=[k.due, b.slot_key], args=[SLOT_TTL_MS]) and rt.kicker is not None:
             rt.kicker.publish("deliver", slot)
-    return {key: b.stats[key] for key in ("claimed", "delivered", "retrying", "dead", "deferred")}
+    return {key: b.stats[key] for key in ("claimed", "delivered", "retrying", "dead", "deferred", "fanned_out")}
 
 
 def run_deliver(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, int]:

@@ -20,6 +20,34 @@ from .settings import Settings
 from .ssrf import GuardedResolver
 
 
+class EndpointLimits:
+    """Per-endpoint concurrency that adapts, like TCP's congestion window.
+
+    An endpoint starts with ``initial`` requests in flight, gains one per answer (any HTTP status)
+    up to ``maximum``, and is halved by each timeout or connection failure. An endpoint that hangs
+    soon holds one request slot instead of ``maximum``, so it cannot starve healthy endpoints.
+    """
+
+    def __init__(self, maximum: int, initial: int = 4) -> None:
+        self.maximum = maximum
+        self.initial = min(initial, maximum)
+        self._limits: dict[str, float] = {}
+
+    def get(self, endpoint_id: str) -> int:
+        return int(self._limits.get(endpoint_id, self.initial))
+
+    def degraded(self, endpoint_id: str) -> float:
+        """How far below the initial window the endpoint has fallen (1.0 = not at all)."""
+        return max(1.0, self.initial / self._limits.get(endpoint_id, self.initial))
+
+    def record(self, endpoint_id: str, outcome: Any) -> None:
+        current = self._limits.get(endpoint_id, self.initial)
+        if outcome.status is None:
+            self._limits[endpoint_id] = max(1.0, current / 2)
+        elif current < self.maximum:
+            self._limits[endpoint_id] = min(float(self.maximum), current + 1)
+
+
 class Runtime:
     """Everything a worker process reuses between tasks."""
 
@@ -30,6 +58,7 @@ class Runtime:
             settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
         )
         self.cache = EndpointCache(settings)
+        self.limits = EndpointLimits(settings.endpoint_inflight)
         self.endpoints = EndpointStore(self.redis, self.keys, settings)
         self.claim = self.redis.register_script(CLAIM)
         self.load = self.redis.register_script(LOAD)

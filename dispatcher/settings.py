@@ -31,6 +31,19 @@ def parse_schedule(value: object) -> tuple[float, ...]:
     return tuple(items)
 
 
+def parse_api_keys(value: object) -> tuple[str, ...]:
+    """Turn ``"key1,key2"`` (or a sequence of strings) into API keys; blanks are dropped."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        items = [p.strip() for p in value.split(",")]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        items = [v.strip() for v in value]
+    else:
+        raise ValueError("api_keys must be comma-separated strings")
+    return tuple(k for k in items if k)
+
+
 class Settings(BaseSettings):
     """Dispatcher configuration. Build one at process start and pass it down."""
 
@@ -58,7 +71,7 @@ class Settings(BaseSettings):
     # batching and concurrency inside one worker process
     fanout_batch: int = 500
     deliver_inflight: int = 64
-    endpoint_inflight: int = 16
+    endpoint_inflight: int = 32
     task_budget_s: float = 5.0
     idle_linger_s: float = 0.2
     lease_margin_s: float = 30.0
@@ -69,10 +82,22 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = 0.5
     embedded_scheduler: bool = True
 
+    # HTTP API and web page (``dispatcher.api``)
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), repr=False, description="bearer API keys, comma-separated in DISPATCHER_API_KEYS"
+    )
+    api_insecure_no_auth: bool = False
+    api_max_body_bytes: int = 8 * 1024 * 1024
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _schedule(cls, value: object) -> tuple[float, ...]:
         return parse_schedule(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, value: object) -> tuple[str, ...]:
+        return parse_api_keys(value)
 
     @field_validator("retry_jitter")
     @classmethod
