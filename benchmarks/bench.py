@@ -113,7 +113,7 @@ class Bench:
             except subprocess.TimeoutExpired:
                 proc.kill()
         client = redis.Redis.from_url(self.redis_url)
-        for pattern in (f"{self.prefix}*", "handwritten*"):
+        for pattern in (f"{self.prefix}*",):
             batch = []
             for key in client.scan_iter(pattern, count=5000):
                 batch.append(key)
@@ -227,7 +227,7 @@ class Bench:
 
         n = self.sizes.handwritten
         queue = f"handwritten{uuid.uuid4().hex[:6]}"
-        env = {**self.env(), "BENCH_BROKER_URL": self.redis_url, "BENCH_QUEUE": queue}
+        env = {**self.env(), "BENCH_BROKER_URL": self.redis_url, "BENCH_QUEUE": queue, "BENCH_PREFIX": self.prefix}
         proc = self.spawn(
             [sys.executable, "-m", "celery", "-A", "benchmarks.handwritten", "worker", "-c", str(self.workers),
              "-l", "warning", "--without-mingle", "--without-gossip", "-n", f"hw{uuid.uuid4().hex[:4]}@%h"],
@@ -235,6 +235,7 @@ class Bench:
         )  # fmt: skip
         app = Celery("hw-producer", broker=self.redis_url)
         app.conf.task_default_queue = queue
+        app.conf.broker_transport_options = {"global_keyprefix": self.prefix}
         key = secret_key(SECRET)
         self.reset()
         time.sleep(2.0)  # worker boot (not timed)
@@ -248,7 +249,10 @@ class Bench:
         elapsed = end - t0
         rate = st["unique"] / elapsed
         self.results["handwritten"] = {"deliveries": st["unique"], "seconds": round(elapsed, 3), "per_s": round(rate)}
-        line(f"(b) hand-written: one Celery task per delivery, requests.post: {st['unique']} in {elapsed:.2f}s = {rate:,.0f}/s")
+        line(
+            "(b) hand-written: one Celery task per delivery, requests.post: "
+            f"{st['unique']} in {elapsed:.2f}s = {rate:,.0f}/s"
+        )
         return rate
 
     # -- scenarios -----------------------------------------------------------------------------
@@ -320,7 +324,10 @@ class Bench:
             "stored": stored,
             "expected": s.enqueue_single + s.enqueue_many + 1,
         }
-        line(f"3 enqueue(): {single:,.0f} calls/s one by one; enqueue_many() chunks of 1000: {many:,.0f} events/s; stored {stored:,}")
+        line(
+            f"3 enqueue(): {single:,.0f} calls/s one by one; "
+            f"enqueue_many() chunks of 1000: {many:,.0f} events/s; stored {stored:,}"
+        )
 
     def scenario_latency(self) -> None:
         s = self.sizes

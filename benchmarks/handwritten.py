@@ -18,6 +18,7 @@ app.conf.update(
     task_ignore_result=True,
     worker_prefetch_multiplier=4,
     broker_connection_retry_on_startup=True,
+    broker_transport_options={"global_keyprefix": os.environ.get("BENCH_PREFIX", "handwritten:")},
 )
 _session: dict[str, Any] = {}
 
