@@ -11,6 +11,7 @@ from typing import Any
 
 from .client import Dispatcher
 from .errors import (
+    AlreadyProcessed,
     DeliveryError,
     DeliveryNotFound,
     DispatcherError,
@@ -18,18 +19,27 @@ from .errors import (
     EventNotFound,
     InvalidEventType,
     InvalidInput,
+    InvalidPayload,
+    InvalidSignature,
     InvalidState,
     InvalidURL,
+    MalformedHeader,
+    MissingHeader,
     NotFound,
     PayloadNotSerializable,
     PayloadTooLarge,
     PermanentDeliveryError,
+    RawBodyRequired,
     RetryableDeliveryError,
     StoreUnavailable,
+    TimestampTooNew,
+    TimestampTooOld,
     UnsafeTarget,
+    VerificationError,
 )
 from .models import Attempt, Delivery, DeliveryState, Endpoint
 from .settings import Settings
+from .verify import SeenIds, verify
 
 __version__ = "0.1.0"
 
@@ -102,6 +112,7 @@ def replay(delivery_id: str | None = None, *, endpoint_id: str | None = None, si
 
 
 __all__ = [
+    "AlreadyProcessed",
     "Attempt",
     "Delivery",
     "DeliveryError",
@@ -114,16 +125,25 @@ __all__ = [
     "EventNotFound",
     "InvalidEventType",
     "InvalidInput",
+    "InvalidPayload",
+    "InvalidSignature",
     "InvalidState",
     "InvalidURL",
+    "MalformedHeader",
+    "MissingHeader",
     "NotFound",
     "PayloadNotSerializable",
     "PayloadTooLarge",
     "PermanentDeliveryError",
+    "RawBodyRequired",
     "RetryableDeliveryError",
+    "SeenIds",
     "Settings",
     "StoreUnavailable",
+    "TimestampTooNew",
+    "TimestampTooOld",
     "UnsafeTarget",
+    "VerificationError",
     "configure",
     "default",
     "deliveries",
@@ -138,4 +158,5 @@ __all__ = [
     "subscribe",
     "unsubscribe",
     "update_endpoint",
+    "verify",
 ]

@@ -71,3 +71,55 @@ class PermanentDeliveryError(DeliveryError):
     """Raised when an attempt failed in a way retries cannot fix (410 Gone, a forbidden target)."""
 
     retryable = False
+
+
+class RawBodyRequired(DispatcherError, TypeError):
+    """Raised when ``verify()`` is given a str, dict or other non-bytes payload instead of the raw request body."""
+
+
+class VerificationError(DispatcherError):
+    """Raised when an incoming webhook fails verification; ``http_status`` is the answer a receiver should give."""
+
+    http_status: int = 400
+
+
+class MissingHeader(VerificationError):
+    """Raised when a webhook-id, webhook-timestamp or webhook-signature header (or svix-*) is absent or empty."""
+
+    http_status = 400
+
+
+class MalformedHeader(MissingHeader):
+    """Raised when a webhook header is present but unusable (a webhook-timestamp that is not an integer)."""
+
+    http_status = 400
+
+
+class InvalidSignature(VerificationError):
+    """Raised when no v1 signature in webhook-signature matches the body under any of the secrets."""
+
+    http_status = 401
+
+
+class TimestampTooOld(VerificationError):
+    """Raised when a correctly signed webhook-timestamp is further in the past than the tolerance."""
+
+    http_status = 401
+
+
+class TimestampTooNew(VerificationError):
+    """Raised when a correctly signed webhook-timestamp is further in the future than the tolerance."""
+
+    http_status = 401
+
+
+class InvalidPayload(VerificationError):
+    """Raised when a correctly signed body is not a JSON object or array."""
+
+    http_status = 400
+
+
+class AlreadyProcessed(VerificationError):
+    """Raised when a verified webhook-id has been seen before (a retry or a replay); answer 2xx, do not redo it."""
+
+    http_status = 200
