@@ -152,17 +152,24 @@ class Batch:
     # -- claiming ---------------------------------------------------------------------------------
     def claim(self, limit: int, release_if_empty: bool) -> list[Job]:
         rt, s, k = self.rt, self.rt.settings, self.rt.keys
-        out = rt.claim(
+        out = rt.claim_deliveries(
             keys=[k.due, self.slot_key],
-            args=[limit, int(s.lease_s * 1000), SLOT_TTL_MS, 1 if release_if_empty else 0],
+            args=[s.key_prefix, limit, int(s.lease_s * 1000), SLOT_TTL_MS, 1 if release_if_empty else 0],
         )
         self.clock_ms, self.clock_mono = int(out[0]), time.monotonic()
-        if len(out) == 1:
+        if len(out) == 2:
             return []
-        rows = rt.load(keys=[k.due], args=[s.key_prefix, *out[1:]])
-        rt.refresh_endpoints()
+        rt.cache.refresh(rt.redis, k, out[1] or b"")
         return [
-            Job(r[0].decode(), r[1].decode(), r[2].decode(), int(r[3]), int(r[4]), r[5] or None) for r in rows if r[1]
+            Job(
+                out[i].decode(),
+                out[i + 1].decode(),
+                out[i + 2].decode(),
+                int(out[i + 3]),
+                int(out[i + 4]),
+                out[i + 5] or None,
+            )
+            for i in range(2, len(out), 6)
         ]
 
     def start(self, jobs: list[Job]) -> None:
@@ -224,65 +231,42 @@ class Batch:
 
     # -- recording --------------------------------------------------------------------------------
     def flush(self) -> None:
+        """Write every collected outcome (attempt record, state, next due time, counters) in one script call."""
         if not self.results:
             return
         rt, s, k = self.rt, self.rt.settings, self.rt.keys
         now_ms = self.redis_now_ms()
-        pipe = rt.redis.pipeline(transaction=False)
-        done: list[str] = []
-        due: dict[str, int] = {}
-        outcomes: Counter[str] = Counter()
-        minute: Counter[str] = Counter()
-        latency: Counter[str] = Counter()
+        minute = now_ms // 60000
+        jobs_args: list[Any] = []
+        counters: Counter[tuple[str, str]] = Counter()
+        minute_key = f"stats:min:{minute}"
         for jobs, target, outcome in self.results:
             state, delay = self._decide(jobs, target, outcome)
             self.stats[state] += len(jobs)
-            outcomes[f"{jobs[0].endpoint_id}:{state}"] += len(jobs)
-            minute[state] += len(jobs)
+            counters["stats:outcomes", f"{jobs[0].endpoint_id}:{state}"] += len(jobs)
+            counters[minute_key, state] += len(jobs)
             if outcome.latency_ms:  # an HTTP attempt was made (not a skipped one)
-                latency[latency_bucket(outcome.latency_ms)] += 1
-                latency["count"] += 1
-                latency["sum_ms"] += int(outcome.latency_ms)
+                counters["stats:latency", latency_bucket(outcome.latency_ms)] += 1
+                counters["stats:latency", "count"] += 1
+                counters["stats:latency", "sum_ms"] += int(outcome.latency_ms)
             attempt = {
+                "n": 0,
                 "at": round(outcome.at, 3),
                 "status": outcome.status,
                 "error": outcome.error,
                 "latency_ms": outcome.latency_ms,
                 "response": outcome.response,
             }
+            nxt = "" if delay is None else now_ms + int(delay * 1000)
+            ep_id = "" if target is None else target.endpoint.id
             for job in jobs:
-                n = job.n + 1
-                attempt["n"] = n
-                dk = k.delivery(job.id)
-                fields: dict[Any, Any] = {
-                    "state": state,
-                    "n": n,
-                    "r": job.r + 1,
-                    f"a{n}": orjson.dumps(attempt),
-                }
-                if state == "retrying":
-                    assert delay is not None
-                    fields["next"] = due[job.id] = now_ms + int(delay * 1000)
-                else:
-                    fields["next"] = ""
-                    done.append(job.id)
-                    if state == "dead" and target is not None:
-                        pipe.zadd(k.endpoint_dead(job.endpoint_id), {job.id: now_ms})
-                pipe.hset(dk, mapping=fields)
-                pipe.expire(dk, s.retention_s)
-        if due:
-            pipe.zadd(k.due, due)
-        if done:
-            pipe.zrem(k.due, *done)
-        for name, value in outcomes.items():
-            pipe.hincrby(k.stats_outcomes, name, value)
-        for name, value in latency.items():
-            pipe.hincrby(k.stats_latency, name, value)
-        mkey = k.stats_minute(now_ms // 60000)
-        for name, value in minute.items():
-            pipe.hincrby(mkey, name, value)
-        pipe.expire(mkey, STATS_MINUTE_TTL_S)
-        pipe.execute()
+                attempt["n"] = job.n + 1
+                jobs_args += (job.id, ep_id, state, job.n + 1, job.r + 1, orjson.dumps(attempt), nxt)
+        count = len(jobs_args) // 7
+        args: list[Any] = [s.key_prefix, s.retention_s, now_ms, minute, STATS_MINUTE_TTL_S, count, *jobs_args]
+        for (key, field_name), amount in counters.items():
+            args += (key, field_name, amount)
+        rt.record(keys=[k.due], args=args)
         self.results.clear()
         for ep_id, reason in self.to_disable.items():
             with contextlib.suppress(LookupError):  # deleted meanwhile

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -194,9 +194,10 @@ class EndpointCache:
                 index.add(ep.event_types, target)
         self.targets, self.index, self.version = targets, index, version
 
-    def refresh(self, client: redis.Redis, keys: Keys) -> None:
-        """Reload from Redis if anything changed since the last load (one GET when nothing did)."""
-        version = client.get(keys.endpoints_version)
+    def refresh(self, client: redis.Redis, keys: Keys, version: bytes | None = None) -> None:
+        """Reload from Redis if the version moved (read with one GET unless the caller already has it)."""
+        if version is None:
+            version = cast("bytes | None", client.get(keys.endpoints_version))
         if version != self.version or self.version is None:
             pipe = client.pipeline(transaction=True)
             pipe.get(keys.endpoints_version)

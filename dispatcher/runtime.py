@@ -15,7 +15,7 @@ import redis
 from .endpoints import EndpointCache, EndpointStore
 from .keys import Keys
 from .kick import Kicker
-from .scripts import CLAIM, FANOUT_COMMIT, HANDOFF, LOAD
+from .scripts import CLAIM, CLAIM_DELIVERIES, FANOUT_COMMIT, HANDOFF, RECORD
 from .settings import Settings
 from .ssrf import GuardedResolver
 
@@ -61,7 +61,8 @@ class Runtime:
         self.limits = EndpointLimits(settings.endpoint_inflight)
         self.endpoints = EndpointStore(self.redis, self.keys, settings)
         self.claim = self.redis.register_script(CLAIM)
-        self.load = self.redis.register_script(LOAD)
+        self.claim_deliveries = self.redis.register_script(CLAIM_DELIVERIES)
+        self.record = self.redis.register_script(RECORD)
         self.fanout_commit = self.redis.register_script(FANOUT_COMMIT)
         self.handoff = self.redis.register_script(HANDOFF)
         self.kicker = Kicker(settings, self.redis, celery_app) if celery_app is not None else None

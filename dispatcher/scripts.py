@@ -162,24 +162,75 @@ return created
 """
 )
 
-# Load claimed deliveries. ARGV: prefix, then delivery ids.
-# Returns per id: {id, endpoint id, event id, n, r, body or false}; ids whose record expired are
-# dropped from the due zset (KEYS[1]) and returned with an empty endpoint id.
-LOAD = """
+# Claim due deliveries and load what sending them needs, in one round trip.
+# KEYS[1] due zset, KEYS[2] the caller's kick slot ('' = none)
+# ARGV: prefix, limit, lease_ms, slot_ttl_ms, release_slot_if_empty (0/1)
+# Returns {now_ms, endpoints version, then per delivery: id, endpoint id, event id, n, r, body ('' if the
+# event expired)}. Deliveries whose record expired are dropped from the zset and not returned.
+CLAIM_DELIVERIES = (
+    _NOW
+    + """
 local prefix = ARGV[1]
-local out = {}
-for i = 2, #ARGV do
-  local did = ARGV[i]
+local slot = KEYS[2]
+local ver = redis.call('GET', prefix .. 'endpoints:ver') or ''
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+if #ids == 0 then
+  if slot ~= '' then
+    if ARGV[5] == '1' then redis.call('DEL', slot) else redis.call('PEXPIRE', slot, ARGV[4]) end
+  end
+  return {now, ver}
+end
+local until_ms = now + tonumber(ARGV[3])
+local out = {now, ver}
+for _, did in ipairs(ids) do
   local f = redis.call('HMGET', prefix .. 'dlv:' .. did, 'ep', 'evt', 'n', 'r')
   if not f[1] then
     redis.call('ZREM', KEYS[1], did)
-    out[#out + 1] = {did, '', '', 0, 0, false}
   else
-    local body = redis.call('HGET', prefix .. 'evt:' .. f[2], 'body')
-    out[#out + 1] = {did, f[1], f[2], f[3], f[4], body}
+    redis.call('ZADD', KEYS[1], until_ms, did)
+    local body = redis.call('HGET', prefix .. 'evt:' .. f[2], 'body') or ''
+    out[#out + 1] = did
+    out[#out + 1] = f[1]
+    out[#out + 1] = f[2]
+    out[#out + 1] = f[3]
+    out[#out + 1] = f[4]
+    out[#out + 1] = body
   end
 end
+if slot ~= '' then redis.call('SET', slot, '1', 'PX', ARGV[4]) end
 return out
+"""
+)
+
+# Record a batch of attempt outcomes. KEYS[1] due zset.
+# ARGV: prefix, retention_s, now_ms, minute (unix minute of the stats bucket), minute_ttl_s, job count J,
+#   then J x (delivery id, endpoint id ('' = deleted), state, n, r, attempt JSON, next due ms ('' = none)),
+#   then counter increments as triples (hash key without the prefix, field, amount).
+RECORD = """
+local prefix = ARGV[1]
+local retention = tonumber(ARGV[2])
+local now = ARGV[3]
+local i = 7
+for _ = 1, tonumber(ARGV[6]) do
+  local did, ep, state, n, r = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local attempt, nxt = ARGV[i + 5], ARGV[i + 6]
+  local dk = prefix .. 'dlv:' .. did
+  redis.call('HSET', dk, 'state', state, 'n', n, 'r', r, 'a' .. n, attempt, 'next', nxt)
+  redis.call('EXPIRE', dk, retention)
+  if state == 'retrying' then
+    redis.call('ZADD', KEYS[1], nxt, did)
+  else
+    redis.call('ZREM', KEYS[1], did)
+    if state == 'dead' and ep ~= '' then redis.call('ZADD', prefix .. 'ep:' .. ep .. ':dead', now, did) end
+  end
+  i = i + 7
+end
+while i <= #ARGV do
+  redis.call('HINCRBY', prefix .. ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
+redis.call('EXPIRE', prefix .. 'stats:min:' .. ARGV[4], ARGV[5])
+return 1
 """
 
 # At the end of a task: keep the kick slot (and say so) if due work remains, else free it.
