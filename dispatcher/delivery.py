@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from .ssrf import check_literal_host
 
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 STATS_MINUTE_TTL_S = 7200
+log = logging.getLogger(__name__)
+
 FLUSH_EVERY = 256  # outcomes written per Redis round trip at most
 FLUSH_INTERVAL_S = 0.02
 DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
@@ -136,7 +139,9 @@ class Batch:
     def __init__(self, rt: Runtime, slot: int) -> None:
         self.rt = rt
         self.slot_key = rt.keys.kick("deliver", slot) if slot else ""
-        self.inflight: set[asyncio.Task[tuple[list[Job], Target | None, Outcome]]] = set()
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.finished: list[tuple[asyncio.Task[Any] | None, list[Job], Target, Outcome]] = []
+        self.wake = asyncio.Event()
         self.per_endpoint: Counter[str] = Counter()
         self.waiting: dict[str, deque[tuple[list[Job], Target]]] = {}
         self.results: list[tuple[list[Job], Target | None, Outcome]] = []
@@ -194,7 +199,7 @@ class Batch:
         limits = self.rt.limits
         for ep_id, queue in self.waiting.items():
             deferred: list[Job] = []
-            while len(queue) > limits.get(ep_id):
+            while len(queue) > limits.queue_allowance(ep_id):
                 deferred.extend(queue.pop()[0])
             # a failing endpoint's surplus waits longer, so it is not claimed over and over
             self.defer(deferred, int(DEFER_MS * limits.degraded(ep_id)))
@@ -225,9 +230,24 @@ class Batch:
         self.defer([job for q in self.waiting.values() for chunk, _ in q for job in chunk], 0)
         self.waiting.clear()
 
-    async def _send(self, jobs: list[Job], target: Target) -> tuple[list[Job], Target | None, Outcome]:
-        msg_id, body = build_request(jobs, target.endpoint.max_batch)
-        return jobs, target, await post(self.rt, target, msg_id, body)
+    async def _send(self, jobs: list[Job], target: Target) -> None:
+        try:
+            msg_id, body = build_request(jobs, target.endpoint.max_batch)
+            outcome = await post(self.rt, target, msg_id, body)
+        except Exception as exc:  # a bug must not lose the delivery: record it as a failed attempt
+            log.exception("unexpected error while sending")
+            outcome = Outcome(error=f"internal error: {type(exc).__name__}")
+        self.finished.append((asyncio.current_task(), jobs, target, outcome))
+        self.wake.set()
+
+    async def wait_finished(self, timeout_s: float) -> None:
+        """Until a send finishes (or ``timeout_s``): O(1) per wake-up, whatever the number in flight."""
+        if self.finished:
+            return
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.wake.wait()
 
     # -- recording --------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -340,14 +360,14 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
         if not b.inflight and not b.results and not b.waiting and now >= deadline:
             break
         if b.inflight:
-            done, _ = await asyncio.wait(b.inflight, timeout=FLUSH_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                b.inflight.discard(task)
-                jobs_done, target, outcome = task.result()
-                if target is not None:
-                    ep_id = target.endpoint.id
-                    b.per_endpoint[ep_id] -= 1
-                    rt.limits.record(ep_id, outcome)
+            await b.wait_finished(FLUSH_INTERVAL_S)
+            finished, b.finished = b.finished, []
+            for task, jobs_done, target, outcome in finished:
+                if task is not None:
+                    b.inflight.discard(task)
+                ep_id = target.endpoint.id
+                b.per_endpoint[ep_id] -= 1
+                rt.limits.record(ep_id, outcome)
                 b.results.append((jobs_done, target, outcome))
             b.pump()
         if b.results and (

@@ -28,13 +28,22 @@ class EndpointLimits:
     soon holds one request slot instead of ``maximum``, so it cannot starve healthy endpoints.
     """
 
-    def __init__(self, maximum: int, initial: int = 4) -> None:
+    def __init__(self, maximum: int, initial: int = 4, lease_s: float = 45.0) -> None:
         self.maximum = maximum
         self.initial = min(initial, maximum)
+        self.lease_s = lease_s
         self._limits: dict[str, float] = {}
+        self._latency_s: dict[str, float] = {}  # moving average of answer times
 
     def get(self, endpoint_id: str) -> int:
         return int(self._limits.get(endpoint_id, self.initial))
+
+    def queue_allowance(self, endpoint_id: str) -> int:
+        """How many claimed chunks may wait here for the endpoint: up to 8 rounds of its limit when it
+        answers fast, one round when it is slow, so none waits anywhere near its lease."""
+        latency = self._latency_s.get(endpoint_id, self.lease_s / 4)
+        rounds = max(1, min(8, int(self.lease_s / 4 / max(latency, 0.001))))
+        return self.get(endpoint_id) * rounds
 
     def degraded(self, endpoint_id: str) -> float:
         """How far below the initial window the endpoint has fallen (1.0 = not at all)."""
@@ -42,6 +51,9 @@ class EndpointLimits:
 
     def record(self, endpoint_id: str, outcome: Any) -> None:
         current = self._limits.get(endpoint_id, self.initial)
+        seconds = outcome.latency_ms / 1000
+        previous = self._latency_s.get(endpoint_id)
+        self._latency_s[endpoint_id] = seconds if previous is None else previous * 0.9 + seconds * 0.1
         if outcome.status is None:
             self._limits[endpoint_id] = max(1.0, current / 2)
         elif current < self.maximum:
@@ -58,7 +70,7 @@ class Runtime:
             settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
         )
         self.cache = EndpointCache(settings)
-        self.limits = EndpointLimits(settings.endpoint_inflight)
+        self.limits = EndpointLimits(settings.endpoint_inflight, lease_s=settings.lease_s)
         self.endpoints = EndpointStore(self.redis, self.keys, settings)
         self.claim = self.redis.register_script(CLAIM)
         self.claim_deliveries = self.redis.register_script(CLAIM_DELIVERIES)
