@@ -1,0 +1,208 @@
+// webhook-dispatcher web page: login, register an endpoint, actions, periodic refresh.
+// Every state-changing request carries the X-Dispatcher-CSRF header; the session cookie is HttpOnly.
+"use strict";
+
+const CSRF_HEADER = "X-Dispatcher-CSRF";
+
+async function api(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: { [CSRF_HEADER]: "1", Accept: "application/json" } };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const resp = await fetch(path, init);
+  let data = null;
+  if (resp.status !== 204) {
+    try { data = await resp.json(); } catch (e) { data = null; }
+  }
+  if (!resp.ok) {
+    const message = data && data.error ? data.error.message : resp.status + " " + resp.statusText;
+    const err = new Error(message);
+    err.status = resp.status;
+    throw err;
+  }
+  return data;
+}
+
+function show(el, text) {
+  el.textContent = text;
+  el.hidden = !text;
+}
+
+function sessionLost(err) {
+  if (err && err.status === 401) { window.location.reload(); return true; }
+  return false;
+}
+
+// -- login ----------------------------------------------------------------------------------------
+function setupLogin(form) {
+  const error = document.getElementById("login-error");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    show(error, "");
+    const input = document.getElementById("api-key");
+    try {
+      await api("POST", "/web/login", { api_key: input.value });
+      input.value = "";
+      window.location.reload();
+    } catch (err) {
+      show(error, err.message);
+    }
+  });
+}
+
+// -- page -----------------------------------------------------------------------------------------
+let refreshing = false;
+
+async function refreshEndpoints() {
+  if (refreshing) return;
+  refreshing = true;
+  try {
+    const resp = await fetch("/web/endpoints", { credentials: "same-origin" });
+    if (resp.status === 401) { window.location.reload(); return; }
+    if (resp.ok) document.getElementById("endpoints").innerHTML = await resp.text();
+  } catch (e) {
+    // keep the last rendering; the next tick retries
+  } finally {
+    refreshing = false;
+  }
+}
+
+function minuteLabel(minute) {
+  const d = new Date(minute * 60000);
+  return d.toISOString().slice(11, 16);
+}
+
+async function refreshCounters() {
+  let stats;
+  try {
+    stats = await api("GET", "/v1/stats");
+  } catch (err) {
+    if (!sessionLost(err)) show(document.getElementById("counters-note"), "Counters unavailable: " + err.message);
+    return;
+  }
+  const now = stats.minutes[stats.minutes.length - 1] || { delivered: 0, retrying: 0, dead: 0 };
+  document.getElementById("c-delivered").textContent = now.delivered;
+  document.getElementById("c-failed").textContent = now.retrying + now.dead;
+  document.getElementById("c-queue").textContent = stats.queue_depth;
+  document.getElementById("c-retries").textContent = stats.pending_retries;
+  document.getElementById("c-dead").textContent = stats.dead_letters;
+  document.getElementById("c-workers").textContent = stats.workers.length;
+  const peak = Math.max(1, ...stats.minutes.map((m) => Math.max(m.delivered, m.retrying + m.dead)));
+  const chart = document.getElementById("minutes");
+  chart.replaceChildren(...stats.minutes.map((m) => {
+    const failed = m.retrying + m.dead;
+    const label = minuteLabel(m.minute);
+    const col = document.createElement("div");
+    col.className = "minute";
+    col.title = `${label} UTC: ${m.delivered} delivered, ${failed} failed attempts`;
+    const bars = document.createElement("div");
+    bars.className = "bars";
+    for (const [cls, n] of [["bar ok", m.delivered], ["bar fail", failed]]) {
+      const bar = document.createElement("span");
+      bar.className = cls;
+      bar.style.height = Math.round((100 * n) / peak) + "%";
+      bars.appendChild(bar);
+    }
+    const nums = document.createElement("div");
+    nums.className = "nums";
+    nums.textContent = `${m.delivered} / ${failed}`;
+    const when = document.createElement("div");
+    when.className = "when";
+    when.textContent = label;
+    col.append(bars, nums, when);
+    return col;
+  }));
+  const note = document.getElementById("counters-note");
+  note.textContent = "Updated " + new Date(stats.time * 1000).toISOString().slice(11, 19) + " UTC, every few seconds.";
+  note.hidden = false;
+}
+
+function setupSubscribe(form) {
+  const error = document.getElementById("subscribe-error");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    show(error, "");
+    const url = document.getElementById("url").value.trim();
+    const types = document.getElementById("event-types").value.split(",").map((t) => t.trim()).filter(Boolean);
+    const button = document.getElementById("subscribe");
+    button.disabled = true;
+    try {
+      const ep = await api("POST", "/v1/endpoints", { url, event_types: types.length ? types : ["*"] });
+      document.getElementById("created-id").textContent = ep.id;
+      document.getElementById("secret").textContent = ep.secret;
+      document.getElementById("snippet-secret").textContent = ep.secret;
+      document.getElementById("created").hidden = false;
+      document.getElementById("url").value = "";
+      await refreshEndpoints();
+    } catch (err) {
+      if (!sessionLost(err)) show(error, err.message);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  document.getElementById("copy-secret").addEventListener("click", async () => {
+    const text = document.getElementById("secret").textContent;
+    try { await navigator.clipboard.writeText(text); } catch (e) { /* clipboard may be unavailable */ }
+  });
+}
+
+const ACTIONS = {
+  test: async (id) => {
+    const out = await api("POST", `/v1/endpoints/${encodeURIComponent(id)}/test`);
+    return `Test event ${out.event_id} sent.`;
+  },
+  enable: async (id) => { await api("POST", `/v1/endpoints/${encodeURIComponent(id)}/enable`); return "Endpoint enabled."; },
+  disable: async (id) => { await api("POST", `/v1/endpoints/${encodeURIComponent(id)}/disable`); return "Endpoint disabled."; },
+  replay: async (id) => { await api("POST", `/v1/deliveries/${encodeURIComponent(id)}/replay`); return "Delivery queued again."; },
+  "replay-all": async (id) => {
+    const out = await api("POST", `/v1/endpoints/${encodeURIComponent(id)}/replay?state=dead`);
+    return `${out.replayed} dead deliveries queued again.`;
+  },
+  delete: async (id, button) => {
+    if (!window.confirm(`Delete the endpoint ${button.dataset.url}? Its pending deliveries will go dead.`)) return "";
+    await api("DELETE", `/v1/endpoints/${encodeURIComponent(id)}`);
+    return "Endpoint deleted.";
+  },
+};
+
+function setupActions() {
+  const flash = document.getElementById("flash");
+  document.getElementById("endpoints").addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button[data-action]");
+    if (!button) return;
+    const action = ACTIONS[button.dataset.action];
+    if (!action) return;
+    button.disabled = true;
+    try {
+      const message = await action(button.dataset.id, button);
+      if (message) show(flash, message);
+      flash.classList.remove("error");
+      await refreshEndpoints();
+    } catch (err) {
+      if (!sessionLost(err)) { show(flash, err.message); flash.classList.add("error"); }
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+function setupLogout(button) {
+  button.addEventListener("click", async () => {
+    try { await api("POST", "/web/logout"); } finally { window.location.reload(); }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const login = document.getElementById("login-form");
+  if (login) { setupLogin(login); return; }
+  const subscribe = document.getElementById("subscribe-form");
+  if (!subscribe) return;
+  setupSubscribe(subscribe);
+  setupActions();
+  const logout = document.getElementById("logout");
+  if (logout) setupLogout(logout);
+  const every = parseInt(document.body.dataset.refreshMs || "3000", 10);
+  refreshCounters();
+  setInterval(() => { refreshEndpoints(); refreshCounters(); }, every);
+});
