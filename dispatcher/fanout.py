@@ -23,22 +23,20 @@ class FanoutResult:
 def fanout_once(rt: Runtime, slot_key: str = "", release_if_empty: bool = True) -> tuple[int, int]:
     """Claim up to ``fanout_batch`` events and record their deliveries; returns (events, deliveries)."""
     s, k = rt.settings, rt.keys
-    out = rt.claim(
+    out = rt.claim_events(
         keys=[k.fanout, slot_key],
-        args=[s.fanout_batch, int(s.lease_s * 1000), SLOT_TTL_MS, 1 if release_if_empty else 0],
+        args=[s.key_prefix, s.fanout_batch, int(s.lease_s * 1000), SLOT_TTL_MS, 1 if release_if_empty else 0],
     )
-    ids = [v.decode() for v in out[1:]]
-    if not ids:
+    if len(out) == 2:
         return 0, 0
-    rt.refresh_endpoints()
-    pipe = rt.redis.pipeline(transaction=False)
-    for eid in ids:
-        pipe.hmget(k.event(eid), "type", "only")
-    rows = pipe.execute()
+    rt.cache.refresh(rt.redis, k, out[1] or b"")
     args: list[str | int] = [s.key_prefix, s.retention_s]
     match = rt.cache.index.match
-    for eid, (etype, only) in zip(ids, rows, strict=True):
-        if etype is None:
+    events = 0
+    for i in range(2, len(out), 3):
+        eid, etype, only = out[i].decode(), out[i + 1], out[i + 2]
+        events += 1
+        if not etype:  # expired meanwhile
             targets = []
         elif only:  # addressed to named endpoints (e.g. a test event), whatever their type filters
             found = (rt.cache.targets.get(ep) for ep in only.decode().split(","))
@@ -51,7 +49,7 @@ def fanout_once(rt: Runtime, slot_key: str = "", release_if_empty: bool = True) 
             args.append(t.endpoint.id)
             args.append(delivery_id(eid, t.endpoint.id))
     created = int(rt.fanout_commit(keys=[k.fanout, k.due], args=args))
-    return len(ids), created
+    return events, created
 
 
 def run_fanout(rt: Runtime, slot: int = 0) -> FanoutResult:

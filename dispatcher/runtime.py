@@ -15,7 +15,7 @@ import redis
 from .endpoints import EndpointCache, EndpointStore
 from .keys import Keys
 from .kick import Kicker
-from .scripts import CLAIM, CLAIM_DELIVERIES, FANOUT_COMMIT, HANDOFF, RECORD
+from .scripts import CLAIM_DELIVERIES, CLAIM_EVENTS, FANOUT_COMMIT, HANDOFF, RECORD
 from .settings import Settings
 from .ssrf import GuardedResolver
 
@@ -72,7 +72,7 @@ class Runtime:
         self.cache = EndpointCache(settings)
         self.limits = EndpointLimits(settings.endpoint_inflight, lease_s=settings.lease_s)
         self.endpoints = EndpointStore(self.redis, self.keys, settings)
-        self.claim = self.redis.register_script(CLAIM)
+        self.claim_events = self.redis.register_script(CLAIM_EVENTS)
         self.claim_deliveries = self.redis.register_script(CLAIM_DELIVERIES)
         self.record = self.redis.register_script(RECORD)
         self.fanout_commit = self.redis.register_script(FANOUT_COMMIT)
@@ -81,9 +81,6 @@ class Runtime:
         self.loop = asyncio.new_event_loop()
         self._session: aiohttp.ClientSession | None = None
         self.pid = os.getpid()
-
-    def refresh_endpoints(self) -> None:
-        self.cache.refresh(self.redis, self.keys)
 
     async def session(self) -> aiohttp.ClientSession:
         """The process' HTTP client (keep-alive pool, SSRF-guarded resolver); made inside the loop."""

@@ -54,32 +54,33 @@ return out
 """
 )
 
-# Take up to ARGV[1] due members of a zset, hiding them for ARGV[2] ms (the lease).
-# KEYS[1] zset, KEYS[2] the caller's kick slot ('' = none)
-# ARGV: limit, lease_ms, slot_ttl_ms, release_slot_if_empty (0/1)
-# Returns {now_ms, member...}
-CLAIM = (
+# Claim due events for fan-out, hiding them for the lease, and read what matching needs.
+# KEYS[1] fanout zset, KEYS[2] the caller's kick slot ('' = none)
+# ARGV: prefix, limit, lease_ms, slot_ttl_ms, release_slot_if_empty (0/1)
+# Returns {now_ms, endpoints version, then per event: id, type ('' if expired), only}
+CLAIM_EVENTS = (
     _NOW
     + """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local prefix = ARGV[1]
 local slot = KEYS[2]
+local ver = redis.call('GET', prefix .. 'endpoints:ver') or ''
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 if #ids == 0 then
   if slot ~= '' then
-    if ARGV[4] == '1' then redis.call('DEL', slot) else redis.call('PEXPIRE', slot, ARGV[3]) end
+    if ARGV[5] == '1' then redis.call('DEL', slot) else redis.call('PEXPIRE', slot, ARGV[4]) end
   end
-  return {now}
+  return {now, ver}
 end
-local until_ms = now + tonumber(ARGV[2])
-local args = {}
-for i, id in ipairs(ids) do
-  args[#args + 1] = until_ms
-  args[#args + 1] = id
-  if #args >= 1000 then redis.call('ZADD', KEYS[1], unpack(args)); args = {} end
+local until_ms = now + tonumber(ARGV[3])
+local out = {now, ver}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], until_ms, id)
+  local f = redis.call('HMGET', prefix .. 'evt:' .. id, 'type', 'only')
+  out[#out + 1] = id
+  out[#out + 1] = f[1] or ''
+  out[#out + 1] = f[2] or ''
 end
-if #args > 0 then redis.call('ZADD', KEYS[1], unpack(args)) end
-if slot ~= '' then redis.call('SET', slot, '1', 'PX', ARGV[3]) end
-local out = {now}
-for _, id in ipairs(ids) do out[#out + 1] = id end
+if slot ~= '' then redis.call('SET', slot, '1', 'PX', ARGV[4]) end
 return out
 """
 )
