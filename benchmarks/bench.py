@@ -29,6 +29,7 @@ import redis
 
 from dispatcher import Dispatcher, Settings
 from dispatcher.embedded import EmbeddedRedis, free_port, reachable
+from dispatcher.runtime import new_event_loop
 from dispatcher.signing import generate_secret, secret_key, webhook_headers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,7 +215,8 @@ class Bench:
                 await asyncio.gather(*(one(i) for i in range(n)))
                 return time.perf_counter() - t0
 
-        elapsed = asyncio.run(run())
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:  # the same loop the workers use
+            elapsed = runner.run(run())
         st = self.stats()
         assert st["unique"] == n and st["bad_signatures"] == 0, st
         rate = n / elapsed
@@ -486,13 +488,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         url = embedded.url
     bench = Bench(url, args.workers, Sizes.quick() if args.quick else Sizes())
     client = redis.Redis.from_url(url)
+    loop = type(new_event_loop()).__module__.split(".")[0]
     machine = {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+               "event_loop": loop,
                "redis": client.info("server")["redis_version"], "redis_embedded": embedded is not None,
                "workers": args.workers}  # fmt: skip
     client.close()
     bench.results["machine"] = machine
     line(f"machine: {machine['cores']} cores, Python {machine['python']}, Redis {machine['redis']}"
-         f"{' (embedded)' if embedded else ''}, {args.workers} worker processes")  # fmt: skip
+         f"{' (embedded)' if embedded else ''}, {args.workers} worker processes, {loop} event loop")  # fmt: skip
     try:
         bench.start_receiver()
         if "ceiling" in only:

@@ -21,13 +21,11 @@ import aiohttp
 import orjson
 
 from .endpoints import Target
-from .errors import UnsafeTarget
 from .fanout import fanout_once
 from .kick import SLOT_TTL_MS
 from .retry import next_delay, parse_retry_after
 from .runtime import Runtime
 from .signing import webhook_headers
-from .ssrf import check_literal_host
 
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 STATS_MINUTE_TTL_S = 7200
@@ -36,7 +34,7 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY = 256  # outcomes written per Redis round trip at most
 FLUSH_INTERVAL_S = 0.02
 DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
-FANOUT_EVERY_S = 0.005
+FANOUT_EVERY_S = 0.01
 LINGER_POLL_S = 0.01
 
 
@@ -93,6 +91,8 @@ def build_request(jobs: list[Job], max_batch: int) -> tuple[str, bytes]:
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
     """Up to ``cap`` bytes of the body, and whether the body ended within them."""
+    if resp.content_length is not None and resp.content_length <= cap:
+        return await resp.read(), True
     buf = b""
     while len(buf) < cap:
         chunk = await resp.content.read(cap - len(buf))
@@ -106,10 +106,8 @@ async def post(rt: Runtime, target: Target, msg_id: str, body: bytes) -> Outcome
     """One signed POST; never raises for network or HTTP failures, it reports them."""
     s = rt.settings
     out = Outcome()
-    try:
-        check_literal_host(target.url.host or "", s.allow_private_targets)
-    except UnsafeTarget as exc:
-        out.error = f"refused: {exc}"
+    if target.refused:  # an IP literal outside what the settings allow (the resolver vets names)
+        out.error = f"refused: {target.refused}"
         return out
     headers = webhook_headers(target.signing_keys(out.at), msg_id, int(out.at), body)
     session = await rt.session()
@@ -140,7 +138,7 @@ class Batch:
         self.rt = rt
         self.slot_key = rt.keys.kick("deliver", slot) if slot else ""
         self.inflight: set[asyncio.Task[None]] = set()
-        self.finished: list[tuple[asyncio.Task[Any] | None, list[Job], Target, Outcome]] = []
+        self.finished: list[tuple[list[Job], Target, Outcome]] = []
         self.wake = asyncio.Event()
         self.per_endpoint: Counter[str] = Counter()
         self.waiting: dict[str, deque[tuple[list[Job], Target]]] = {}
@@ -212,7 +210,9 @@ class Batch:
             while queue and self.per_endpoint[ep_id] < limits.get(ep_id):
                 chunk, target = queue.popleft()
                 self.per_endpoint[ep_id] += 1
-                self.inflight.add(asyncio.ensure_future(self._send(chunk, target)))
+                task = asyncio.ensure_future(self._send(chunk, target))
+                self.inflight.add(task)  # a strong reference while it runs
+                task.add_done_callback(self.inflight.discard)
             if not queue:
                 del self.waiting[ep_id]
 
@@ -237,7 +237,7 @@ class Batch:
         except Exception as exc:  # a bug must not lose the delivery: record it as a failed attempt
             log.exception("unexpected error while sending")
             outcome = Outcome(error=f"internal error: {type(exc).__name__}")
-        self.finished.append((asyncio.current_task(), jobs, target, outcome))
+        self.finished.append((jobs, target, outcome))
         self.wake.set()
 
     async def wait_finished(self, timeout_s: float) -> None:
@@ -347,7 +347,7 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
                 idle_since = None
                 b.stats["claimed"] += len(jobs)
                 b.start(jobs)
-            elif not b.inflight and not b.results:
+            elif not b.inflight and not b.finished and not b.results:
                 if release:
                     released = True
                     break
@@ -357,21 +357,21 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
                 continue
         elif now >= deadline and b.waiting:
             b.defer_all_waiting()
-        if not b.inflight and not b.results and not b.waiting and now >= deadline:
+        if not b.inflight and not b.finished and not b.results and not b.waiting and now >= deadline:
             break
-        if b.inflight:
+        if b.inflight or b.finished:
             await b.wait_finished(FLUSH_INTERVAL_S)
             finished, b.finished = b.finished, []
-            for task, jobs_done, target, outcome in finished:
-                if task is not None:
-                    b.inflight.discard(task)
+            for jobs_done, target, outcome in finished:
                 ep_id = target.endpoint.id
                 b.per_endpoint[ep_id] -= 1
                 rt.limits.record(ep_id, outcome)
                 b.results.append((jobs_done, target, outcome))
             b.pump()
         if b.results and (
-            len(b.results) >= FLUSH_EVERY or not b.inflight or time.monotonic() - last_flush >= FLUSH_INTERVAL_S
+            len(b.results) >= FLUSH_EVERY
+            or not (b.inflight or b.finished)
+            or time.monotonic() - last_flush >= FLUSH_INTERVAL_S
         ):
             b.flush()
             last_flush = time.monotonic()

@@ -11,14 +11,14 @@ import orjson
 import redis
 from yarl import URL
 
-from .errors import EndpointNotFound, InvalidInput
+from .errors import EndpointNotFound, InvalidInput, UnsafeTarget
 from .ids import new_id
 from .keys import Keys
 from .matching import PatternIndex, validate_patterns
 from .models import Endpoint, PreviousSecret
 from .settings import Settings, parse_schedule
 from .signing import generate_secret, secret_key
-from .ssrf import check_url
+from .ssrf import check_literal_host, check_url
 
 MAX_BATCH_LIMIT = 1000
 
@@ -164,6 +164,7 @@ class Target:
     key: bytes
     previous: list[tuple[bytes, float]]  # rotated-out keys and when they stop signing
     schedule: tuple[float, ...]
+    refused: str | None = None  # why the URL's host (an IP literal) may not be contacted
 
     def signing_keys(self, now: float) -> list[bytes]:
         """The current key, then every rotated-out key still within its grace period."""
@@ -188,7 +189,12 @@ class EndpointCache:
             ep = Endpoint.model_validate(orjson.loads(value))
             schedule = tuple(ep.retry_schedule) if ep.retry_schedule is not None else self._s.retry_schedule
             previous = [(secret_key(p.secret), p.expires_at) for p in ep.previous_secrets]
-            target = Target(ep, URL(ep.url, encoded=False), secret_key(ep.secret), previous, schedule)
+            url = URL(ep.url, encoded=False)
+            target = Target(ep, url, secret_key(ep.secret), previous, schedule)
+            try:
+                check_literal_host(url.host or "", self._s.allow_private_targets)
+            except UnsafeTarget as exc:
+                target.refused = str(exc)
             targets[ep.id] = target
             if ep.enabled:
                 index.add(ep.event_types, target)
