@@ -10,6 +10,7 @@ from .settings import Settings
 
 TASK_FANOUT = "dispatcher.fanout"
 TASK_DELIVER = "dispatcher.deliver"
+TASK_DEAD_LETTER = "dispatcher.dead_letter"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -31,6 +31,7 @@ LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 300
 STATS_MINUTE_TTL_S = 7200
 log = logging.getLogger(__name__)
 
+DEAD_LETTERS_REPORTED = 100  # per task, as failed dead_letter tasks in Flower
 FLUSH_EVERY = 256  # outcomes written per Redis round trip at most
 FLUSH_INTERVAL_S = 0.02
 DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
@@ -147,6 +148,7 @@ class Batch:
         self.clock_ms = 0  # Redis' clock at the last claim
         self.clock_mono = 0.0
         self.to_disable: dict[str, str] = {}
+        self.dead_letters: list[dict[str, str]] = []  # reported to Flower by the task (first 100)
 
     def redis_now_ms(self) -> int:
         """Redis' clock, extrapolated from the last claim with our monotonic clock (no skew)."""
@@ -279,6 +281,13 @@ class Batch:
             }
             nxt = "" if delay is None else now_ms + int(delay * 1000)
             ep_id = "" if target is None else target.endpoint.id
+            if state == "dead":
+                reason = outcome.error or f"HTTP {outcome.status}"
+                room = max(0, DEAD_LETTERS_REPORTED - len(self.dead_letters))
+                self.dead_letters += [
+                    {"delivery_id": j.id, "endpoint_id": j.endpoint_id, "event_id": j.event_id, "reason": reason}
+                    for j in jobs[:room]
+                ]
             for job in jobs:
                 attempt["n"] = job.n + 1
                 jobs_args += (job.id, ep_id, state, job.n + 1, job.r + 1, orjson.dumps(attempt), nxt)
@@ -317,7 +326,7 @@ class Batch:
         return ("dead", None) if delay is None else ("retrying", delay)
 
 
-async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, int]:
+async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, Any]:
     """Deliver until nothing is due (after lingering briefly) or the budget is spent.
 
     While it runs, the loop also fans out due events (every ``FANOUT_EVERY_S``), so a busy worker
@@ -380,9 +389,13 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
         k = rt.keys
         if rt.handoff(keys=[k.due, b.slot_key], args=[SLOT_TTL_MS]) and rt.kicker is not None:
             rt.kicker.publish("deliver", slot)
-    return {key: b.stats[key] for key in ("claimed", "delivered", "retrying", "dead", "deferred", "fanned_out")}
+    summary: dict[str, Any] = {
+        key: b.stats[key] for key in ("claimed", "delivered", "retrying", "dead", "deferred", "fanned_out")
+    }
+    summary["dead_letters"] = b.dead_letters
+    return summary
 
 
-def run_deliver(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, int]:
+def run_deliver(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, Any]:
     """The body of the ``deliver`` task: run the loop on this process' event loop."""
     return rt.loop.run_until_complete(deliver_loop(rt, slot, budget_s))

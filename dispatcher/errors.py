@@ -55,6 +55,10 @@ class StoreUnavailable(DispatcherError):
     """Raised when Redis cannot be reached; the operation did not happen."""
 
 
+class DeadLettered(DispatcherError):
+    """Raised by the ``dispatcher.dead_letter`` task so each dead-lettered delivery shows as a failure in Flower."""
+
+
 class DeliveryError(DispatcherError):
     """Raised when one HTTP delivery attempt fails; ``retryable`` tells whether the schedule applies."""
 

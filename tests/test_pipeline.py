@@ -69,3 +69,19 @@ def test_two_workers_2000_deliveries_no_loss_no_duplicates(
         assert "Task dispatcher.deliver" in w.log()
     wait_until(lambda: dsp.redis.zcard(dsp.keys.due) == 0)
     assert {d.state.value for d in dsp.deliveries(ids[-1])} == {"delivered"}
+
+
+def test_dead_letters_show_as_failed_tasks(
+    dsp: Dispatcher, settings: Settings, receiver_factory: Callable[..., Receiver], worker_factory: Callable[..., Worker]
+) -> None:
+    """Flower sees each dead-lettered delivery as a failed ``dispatcher.dead_letter`` task."""
+    worker = worker_factory(settings)
+    rec = receiver_factory(reply=lambda n, r: (500, {}, b"no"))
+    ep = dsp.update_endpoint(dsp.subscribe(rec.url, ["*"]).id, retry_schedule=[])
+    eid = dsp.enqueue("a.b", {})
+    wait_until(lambda: [d.state.value for d in dsp.deliveries(eid)] == ["dead"])
+    (d,) = dsp.deliveries(eid)
+    wait_until(lambda: "DeadLettered" in worker.log(), what="a failed dead_letter task")
+    log = worker.log()
+    assert f"delivery {d.id} of event {eid} to endpoint {ep.id} is dead: HTTP 500" in log
+    assert ep.secret not in log

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dispatcher.celeryconf import TASK_DELIVER, TASK_FANOUT
+from typing import Any
+
+from dispatcher.celeryconf import TASK_DEAD_LETTER, TASK_DELIVER, TASK_FANOUT
 from dispatcher.delivery import run_deliver
+from dispatcher.errors import DeadLettered
 from dispatcher.fanout import run_fanout
 from dispatcher.runtime import get_runtime
 
@@ -17,6 +20,15 @@ def fanout(slot: int = 0) -> dict[str, int]:
 
 
 @app.task(name=TASK_DELIVER, acks_late=True, ignore_result=True)
-def deliver(slot: int = 0) -> dict[str, int]:
-    """POST due deliveries; the result counts delivered / retrying / dead."""
-    return run_deliver(get_runtime(settings, app), slot)
+def deliver(slot: int = 0) -> dict[str, Any]:
+    """POST due deliveries; the result counts delivered / retrying / dead (and names the dead)."""
+    summary = run_deliver(get_runtime(settings, app), slot)
+    for letter in summary["dead_letters"]:
+        dead_letter.delay(**letter)
+    return summary
+
+
+@app.task(name=TASK_DEAD_LETTER, ignore_result=True)
+def dead_letter(delivery_id: str, endpoint_id: str, event_id: str, reason: str) -> None:
+    """Fails on purpose, so every dead-lettered delivery is a red row in Flower (replay it from the API/CLI)."""
+    raise DeadLettered(f"delivery {delivery_id} of event {event_id} to endpoint {endpoint_id} is dead: {reason}")
