@@ -367,8 +367,41 @@ def scheduler(interval: float | None, log_level: str) -> None:
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API, the web page (/) and Prometheus metrics (/metrics) under uvicorn.
+
+    Needs DISPATCHER_API_KEYS (comma-separated bearer keys). One async process holds many
+    connections; run more of them behind a load balancer to scale out.
+    """
+    from .api import ApiConfigError, serve
+
+    try:
+        serve(Settings(), host=host, port=port)
+    except ApiConfigError as exc:
+        raise CliError(_one_line(exc)) from None
+
+
+@cli.command()
+@_json_option
+def stats(as_json: bool) -> None:
+    """Print throughput, failures, queue depth, pending retries and dead letters (the /metrics figures)."""
+    from .metrics import collect_stats, format_stats
+
+    with _dispatcher() as d:
+        figures = collect_stats(d)
+    if as_json:
+        _echo_json(figures)
+    else:
+        click.echo(format_stats(figures))
+
+
+@cli.command()
 @click.option("--port-flower", type=click.IntRange(1, 65535), default=5555, show_default=True,
               help="Port for Flower on 127.0.0.1.")  # fmt: skip
+@click.option("--port-api", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="Port for the HTTP API and web page on 127.0.0.1.")  # fmt: skip
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".dispatcher-dev"), show_default=True,
               help="Where the embedded Redis keeps its data (persists across runs).")  # fmt: skip
@@ -379,9 +412,15 @@ def scheduler(interval: float | None, log_level: str) -> None:
 @click.option("--startup-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
               help="Seconds to wait for the stack to become ready.")  # fmt: skip
 def dev(
-    port_flower: int, directory: Path, port_redis: int | None, concurrency: int | None, startup_timeout: float
+    port_flower: int,
+    port_api: int,
+    directory: Path,
+    port_redis: int | None,
+    concurrency: int | None,
+    startup_timeout: float,
 ) -> None:
-    """Run a local stack: Redis (embedded unless DISPATCHER_REDIS_URL answers), a worker, the scheduler, Flower.
+    """Run a local stack: Redis (embedded unless DISPATCHER_REDIS_URL answers), a worker, the scheduler,
+    Flower and the HTTP API with its web page.
 
     Loopback targets are allowed in this stack. Ctrl-C stops everything.
     """
@@ -391,6 +430,7 @@ def dev(
     stack = DevStack(
         directory,
         flower_port=port_flower,
+        api_port=port_api,
         redis_port=port_redis,
         concurrency=concurrency,
         startup_timeout_s=startup_timeout,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -126,6 +127,7 @@ class DevStack:
         directory: str | Path = ".dispatcher-dev",
         *,
         flower_port: int = 5555,
+        api_port: int = 8000,
         redis_port: int | None = None,
         concurrency: int | None = None,
         startup_timeout_s: float = 60.0,
@@ -136,11 +138,15 @@ class DevStack:
     ) -> None:
         self.directory = Path(directory).absolute()
         self.flower_port = flower_port
+        self.api_port = api_port
         self.redis_port = redis_port
         self.concurrency = concurrency
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.environ = dict(os.environ if environ is None else environ)
+        # the dev stack's own API key: from DISPATCHER_API_KEYS if set, else a fresh one for this run
+        keys = [k.strip() for k in self.environ.get("DISPATCHER_API_KEYS", "").split(",") if k.strip()]
+        self.api_key = keys[0] if keys else secrets.token_urlsafe(24)
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.children: list[Child] = []
@@ -263,6 +269,8 @@ class DevStack:
         flower = [py, "-m", "celery", "-A", "workers.app", "flower", f"--port={self.flower_port}"]
         flower.append("--address=127.0.0.1")  # loopback only: Flower has no authentication here
         self.spawn("flower", flower, self.child_env())
+        api = [py, "-m", "dispatcher", "api", "--host", "127.0.0.1", "--port", str(self.api_port)]
+        self.spawn("api", api, self.child_env(DISPATCHER_API_KEYS=self.api_key))
 
     def _dead_child(self) -> Child | None:
         for child in self.children:
@@ -277,7 +285,7 @@ class DevStack:
         self.say(f"dev: {child.name} (pid {child.pid}) {how} unexpectedly; stopping the rest", error=True)
 
     def _ready(self) -> bool:
-        return self._worker_ready.is_set() and port_open(self.flower_port)
+        return self._worker_ready.is_set() and port_open(self.flower_port) and port_open(self.api_port)
 
     def banner(self) -> str:
         by_name = {c.name: c for c in self.children}
@@ -296,6 +304,8 @@ class DevStack:
                 f"  worker     pid {by_name['worker'].pid}  (celery -A workers.app worker -E)",
                 f"  scheduler  pid {by_name['scheduler'].pid}",
                 f"  flower     pid {by_name['flower'].pid}  {flower_url}",
+                f"  api        pid {by_name['api'].pid}  http://127.0.0.1:{self.api_port}/  (web page; API key below)",
+                f"  api key    {self.api_key}",
                 "Send a first event from another shell (loopback targets are allowed in this stack):",
                 export,
                 "  export DISPATCHER_ALLOW_PRIVATE_TARGETS=true",
@@ -322,6 +332,8 @@ class DevStack:
         self._lock_directory()
         if not port_free(self.flower_port):
             raise DevError(f"port {self.flower_port} is in use; choose another with --port-flower")
+        if not port_free(self.api_port):
+            raise DevError(f"port {self.api_port} is in use; choose another with --port-api")
         self._choose_redis()
         if self._stop.is_set():
             return 0

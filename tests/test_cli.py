@@ -26,6 +26,8 @@ from dispatcher.embedded import free_port
 from .conftest import ROOT, Received, Receiver, settings_env, wait_until
 
 COMMANDS = [
+    "api",
+    "stats",
     "subscribe",
     "unsubscribe",
     "endpoints",
@@ -307,7 +309,8 @@ def dev_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, i
     flower_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
     env["PYTHONUNBUFFERED"] = "1"
-    args = [sys.executable, "-m", "dispatcher", "dev", "--port-flower", str(flower_port), "--dir", str(tmp_path / "d")]
+    args = [sys.executable, "-m", "dispatcher", "dev", "--port-flower", str(flower_port),
+            "--port-api", str(free_port()), "--dir", str(tmp_path / "d")]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -321,7 +324,7 @@ def dev_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, i
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     text = log_path.read_text(errors="replace")
-    for pid in re.findall(r"^  (?:worker|scheduler|flower) +pid (\d+)", text, re.MULTILINE):
+    for pid in re.findall(r"^  (?:worker|scheduler|flower|api) +pid (\d+)", text, re.MULTILINE):
         if not _group_gone(int(pid)):
             os.killpg(int(pid), signal.SIGKILL)
 
@@ -343,12 +346,17 @@ def test_dev_runs_the_stack_on_an_embedded_redis_and_stops_it_on_sigint(
     assert url is not None, text
     assert re.search(r"^  redis +\S+ +\(embedded, pid \d+", text, re.MULTILINE), text
     redis_pid = int(re.findall(r"\(embedded, pid (\d+)", text)[0])
-    pids = {name: int(pid) for name, pid in re.findall(r"^  (worker|scheduler|flower) +pid (\d+)", text, re.MULTILINE)}
-    assert set(pids) == {"worker", "scheduler", "flower"}
+    found = re.findall(r"^  (worker|scheduler|flower|api) +pid (\d+)", text, re.MULTILINE)
+    pids = {name: int(pid) for name, pid in found}
+    assert set(pids) == {"worker", "scheduler", "flower", "api"}
     assert f"http://127.0.0.1:{flower_port}" in text
 
     with urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/", timeout=5) as response:
         assert response.status == 200
+    api_url = re.search(r"(http://127\.0\.0\.1:\d+)/  \(web page", text)
+    assert api_url is not None, text
+    with urllib.request.urlopen(f"{api_url.group(1)}/healthz", timeout=5) as response:
+        assert json.loads(response.read())["redis"] == "ok"
 
     # a newcomer's first event, with what the banner says to export
     clear_dispatcher_env(monkeypatch)
@@ -367,3 +375,17 @@ def test_dev_runs_the_stack_on_an_embedded_redis_and_stops_it_on_sigint(
     for name, pid in pids.items():
         wait_until(functools.partial(_group_gone, pid), 5, 0.05, f"{name}'s process group to be gone")
     wait_until(lambda: _pid_gone(redis_pid), 5, 0.05, "the embedded Redis to be gone")
+
+
+def test_stats_prints_figures(cli_env: dict[str, str], receiver: Receiver) -> None:
+    ok(run("subscribe", receiver.url, "-t", "*"))
+    ok(run("enqueue", "user.created", "{}"))
+    figures = json.loads(ok(run("stats", "--json")))
+    assert figures["enqueued_total"] == 1
+    assert "due" in ok(run("stats")).lower()
+
+
+def test_api_without_keys_is_a_clean_error(cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPATCHER_API_KEYS", raising=False)
+    result = run("api", "--port", "1")
+    assert result.exit_code == 1 and "api" in result.output.lower()
