@@ -72,7 +72,10 @@ def test_two_workers_2000_deliveries_no_loss_no_duplicates(
 
 
 def test_dead_letters_show_as_failed_tasks(
-    dsp: Dispatcher, settings: Settings, receiver_factory: Callable[..., Receiver], worker_factory: Callable[..., Worker]
+    dsp: Dispatcher,
+    settings: Settings,
+    receiver_factory: Callable[..., Receiver],
+    worker_factory: Callable[..., Worker],
 ) -> None:
     """Flower sees each dead-lettered delivery as a failed ``dispatcher.dead_letter`` task."""
     worker = worker_factory(settings)
