@@ -248,6 +248,14 @@ class Worker:
             raise AssertionError(f"worker exited:\n{self.log()}")
         return self
 
+    def signal_main(self, sig: int) -> None:
+        """Signal the main process only (as ``kill PID`` does); the pool children are its business."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, sig)
+
+    def wait(self, timeout_s: float = 60.0) -> int:
+        return self.process.wait(timeout_s)
+
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, sig)
