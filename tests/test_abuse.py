@@ -1,0 +1,157 @@
+"""Bad input and hostile receivers: nothing crashes, nothing hangs, nothing is written for rejected input."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from dispatcher import Dispatcher, InvalidInput, PayloadNotSerializable
+from dispatcher.delivery import run_deliver
+from dispatcher.fanout import run_fanout
+from dispatcher.runtime import Runtime
+from tests.conftest import make_settings
+
+
+def pump(rt: Runtime, until: Callable[[], Any], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not until():
+        assert time.monotonic() < deadline, "condition not reached"
+        run_fanout(rt)
+        run_deliver(rt, budget_s=0.5)
+
+
+class RawServer:
+    """A TCP server on loopback that answers every connection with ``respond(conn)``."""
+
+    def __init__(self, respond: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.respond = respond
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            try:
+                conn.recv(65536)
+                self.respond(conn)
+            except OSError:
+                pass
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
+    servers: list[RawServer] = []
+
+    def make(respond: Callable[[socket.socket], None]) -> RawServer:
+        servers.append(RawServer(respond))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def _one_attempt(dsp: Dispatcher, rt: Runtime, url: str) -> Any:
+    dsp.subscribe(url, ["*"])
+    eid = dsp.enqueue("abuse.test", {"x": 1})
+    pump(rt, lambda: dsp.deliveries(eid) and dsp.deliveries(eid)[0].attempts)
+    return dsp.deliveries(eid)[0].attempts[0]
+
+
+def test_huge_response_headers_are_a_failed_attempt(
+    dsp: Dispatcher, runtime: Runtime, raw_server: Callable[..., RawServer]
+) -> None:
+    def respond(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200_000 + b"\r\nContent-Length: 0\r\n\r\n")
+
+    attempt = _one_attempt(dsp, runtime, raw_server(respond).url)
+    assert attempt.status is None and attempt.error  # recorded as a failure, the worker carries on
+
+
+def test_endless_response_is_cut_at_the_cap(redis_url: str, prefix: str, raw_server: Callable[..., RawServer]) -> None:
+    settings = make_settings(redis_url, prefix, timeout_s=2.0)
+    dsp, rt = Dispatcher(settings), Runtime(settings)
+
+    def respond(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            conn.sendall(b"400\r\n" + b"z" * 1024 + b"\r\n")
+
+    started = time.monotonic()
+    attempt = _one_attempt(dsp, rt, raw_server(respond).url)
+    assert attempt.status == 200 and len(attempt.response) == 1024
+    assert time.monotonic() - started < 8  # read capped, not streamed forever
+    rt.close()
+    dsp.close()
+
+
+def test_garbage_response_is_a_failed_attempt(
+    dsp: Dispatcher, runtime: Runtime, raw_server: Callable[..., RawServer]
+) -> None:
+    attempt = _one_attempt(dsp, runtime, raw_server(lambda conn: conn.sendall(b"\x00\xffnot http\r\n\r\n")).url)
+    assert attempt.status is None and attempt.error
+
+
+def test_non_utf8_response_body_is_recorded_safely(
+    dsp: Dispatcher, runtime: Runtime, raw_server: Callable[..., RawServer]
+) -> None:
+    body = b"\xff\xfe\xfa bad bytes"
+    attempt = _one_attempt(
+        dsp,
+        runtime,
+        raw_server(lambda conn: conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)).url,
+    )
+    assert attempt.status == 200 and "bad bytes" in attempt.response
+
+
+def test_deeply_nested_data_is_refused_and_nothing_written(
+    dsp: Dispatcher, raw_redis: redis.Redis, prefix: str
+) -> None:
+    data: Any = {}
+    node = data
+    for _ in range(1000):
+        node["x"] = {}
+        node = node["x"]
+    with pytest.raises(PayloadNotSerializable):
+        dsp.enqueue("deep.data", data)
+    with pytest.raises(PayloadNotSerializable):
+        dsp.enqueue("bad.text", {"s": "\ud800"})  # a lone surrogate is not valid UTF-8
+    with pytest.raises(InvalidInput):
+        dsp.enqueue("bad.key", {1: "non-string key"})
+    assert list(raw_redis.scan_iter(match=f"{prefix}*")) == []
+
+
+def test_secrets_never_in_errors_or_listings(dsp: Dispatcher) -> None:
+    ep = dsp.subscribe("https://example.com/hook", ["*"])
+    assert ep.secret not in repr(ep) and ep.secret not in str(ep)
+    assert ep.secret not in str(ep.masked())
+    rotated = dsp.rotate_secret(ep.id)
+    assert ep.secret not in str(rotated.masked()) and rotated.secret not in str(rotated.masked())
