@@ -142,11 +142,9 @@ class EndpointStore:
         return endpoint
 
     def delete(self, endpoint_id: str) -> None:
-        pipe = self._r.pipeline()
-        pipe.hdel(self._k.endpoints, endpoint_id)
-        pipe.incr(self._k.endpoints_version)
-        if not pipe.execute()[0]:
-            raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
+        if not self._r.hdel(self._k.endpoints, endpoint_id):
+            raise EndpointNotFound(f"no endpoint {endpoint_id!r}")  # and nothing written
+        self._r.incr(self._k.endpoints_version)
 
     def _save(self, endpoint: Endpoint) -> None:
         pipe = self._r.pipeline()
