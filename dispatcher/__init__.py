@@ -12,11 +12,13 @@ from typing import Any
 from .client import Dispatcher
 from .errors import (
     AlreadyProcessed,
+    CursorExpired,
     DeliveryError,
     DeliveryNotFound,
     DispatcherError,
     EndpointNotFound,
     EventNotFound,
+    InvalidCursor,
     InvalidEventType,
     InvalidInput,
     InvalidPayload,
@@ -26,9 +28,11 @@ from .errors import (
     MalformedHeader,
     MissingHeader,
     NotFound,
+    NotPollable,
     PayloadNotSerializable,
     PayloadTooLarge,
     PermanentDeliveryError,
+    PullError,
     RawBodyRequired,
     RetryableDeliveryError,
     StoreUnavailable,
@@ -63,8 +67,14 @@ def configure(settings: Settings | None = None) -> Dispatcher:
     return _default
 
 
-def subscribe(url: str, event_types: Iterable[str] = ("*",), secret: str | None = None, **options: Any) -> Endpoint:
+def subscribe(
+    url: str | None, event_types: Iterable[str] = ("*",), secret: str | None = None, **options: Any
+) -> Endpoint:
     return default().subscribe(url, event_types, secret, **options)
+
+
+def subscribe_poll(event_types: Iterable[str] = ("*",), secret: str | None = None, **options: Any) -> Endpoint:
+    return default().subscribe_poll(event_types, secret, **options)
 
 
 def unsubscribe(endpoint_id: str) -> None:
@@ -114,6 +124,7 @@ def replay(delivery_id: str | None = None, *, endpoint_id: str | None = None, si
 __all__ = [
     "AlreadyProcessed",
     "Attempt",
+    "CursorExpired",
     "Delivery",
     "DeliveryError",
     "DeliveryNotFound",
@@ -123,6 +134,7 @@ __all__ = [
     "Endpoint",
     "EndpointNotFound",
     "EventNotFound",
+    "InvalidCursor",
     "InvalidEventType",
     "InvalidInput",
     "InvalidPayload",
@@ -132,9 +144,11 @@ __all__ = [
     "MalformedHeader",
     "MissingHeader",
     "NotFound",
+    "NotPollable",
     "PayloadNotSerializable",
     "PayloadTooLarge",
     "PermanentDeliveryError",
+    "PullError",
     "RawBodyRequired",
     "RetryableDeliveryError",
     "SeenIds",
@@ -156,6 +170,7 @@ __all__ = [
     "list_endpoints",
     "replay",
     "subscribe",
+    "subscribe_poll",
     "unsubscribe",
     "update_endpoint",
     "verify",

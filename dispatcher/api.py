@@ -4,6 +4,7 @@ Routes (all JSON, all behind an API key except ``/healthz``, the page's login fo
 files):
 
 - ``/v1/...``: endpoints, events, deliveries, replay, stats (``dispatcher.api_routes``)
+- ``/v1/endpoints/{id}/poll`` and ``.../stream``: pull consumers, long-poll and WebSocket (``dispatcher.api_pull``)
 - ``/`` and ``/web/...``: the web page (``dispatcher.web``)
 - ``/metrics``: Prometheus, read from Redis at scrape time (``dispatcher.metrics``)
 - ``/openapi.json``: the OpenAPI document
@@ -28,6 +29,7 @@ from . import __version__
 from .api_auth import Auth, require_auth
 from .api_errors import ERROR_RESPONSES, error_response, install_error_handlers
 from .api_models import Health
+from .api_pull import close_pull, install_pull
 from .api_routes import router as v1_router
 from .client import Dispatcher
 from .errors import DispatcherError
@@ -128,6 +130,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        await close_pull(app)
         if owned:
             dsp.close()
 
@@ -151,6 +154,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(SecurityHeaders)
     app.include_router(v1_router)
+    install_pull(app, settings)  # async long-poll and WebSocket routes of pull consumers
     install_web(app)
 
     @app.get("/healthz", response_model=Health, tags=["monitoring"], responses={503: ERROR_RESPONSES[503]})
@@ -181,6 +185,8 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, **uvico
     app = create_app(settings)
     auth = "NO AUTHENTICATION (api_insecure_no_auth)" if app.state.auth.open else f"{len(settings.api_keys)} API key(s)"
     log.info("HTTP API on http://%s:%d (%s)", host, port, auth)
-    options: dict[str, Any] = {"log_level": "info", "proxy_headers": True, "server_header": False}
+    options: dict[str, Any] = {"log_level": "info", "proxy_headers": True, "server_header": False,
+                               # pull WebSockets: protocol pings keep idle ones alive; acks are tiny
+                               "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0, "ws_max_size": 64 * 1024}  # fmt: skip
     options.update(uvicorn_options)
     uvicorn.run(app, host=host, port=port, **options)

@@ -17,12 +17,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api_models import ErrorOut
 from .errors import (
+    CursorExpired,
     DispatcherError,
+    InvalidCursor,
     InvalidEventType,
     InvalidInput,
     InvalidState,
     InvalidURL,
     NotFound,
+    NotPollable,
     PayloadTooLarge,
     StoreUnavailable,
     UnsafeTarget,
@@ -36,9 +39,12 @@ DISPATCHER_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (InvalidURL, 400, "invalid_url"),
     (UnsafeTarget, 400, "unsafe_target"),
     (InvalidEventType, 400, "invalid_event_type"),
+    (InvalidCursor, 400, "invalid_cursor"),
     (InvalidInput, 400, "invalid_input"),
     (NotFound, 404, "not_found"),
+    (NotPollable, 409, "not_pollable"),
     (InvalidState, 409, "invalid_state"),
+    (CursorExpired, 410, "cursor_expired"),
     (StoreUnavailable, 503, "store_unavailable"),
 )
 
@@ -49,6 +55,7 @@ HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "invalid_state",
+    410: "gone",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",

@@ -23,14 +23,37 @@ class Strict(BaseModel):
 
 
 class EndpointCreate(Strict):
-    url: str = Field(description="http(s) URL the events are POSTed to", examples=["https://example.com/hooks"])
+    url: str | None = Field(
+        default=None,
+        description="http(s) URL the events are POSTed to; left out for kind 'poll'",
+        examples=["https://example.com/hooks"],
+    )
+    kind: str | None = Field(
+        default=None,
+        description="'webhook' (Standard Webhooks), 'poll' (no URL, consumers pull GET /v1/endpoints/{id}/poll), or a"
+        " chat robot: 'slack', 'discord', 'teams', 'dingtalk', 'feishu', 'wecom'. Left out: recognised from the URL's"
+        " host (a chat platform's), else 'webhook'",
+    )
+    template: str | None = Field(
+        default=None, description="chat robots: message template, e.g. 'Order {data.order.id} paid'; null: default"
+    )
+    robot_secret: str | None = Field(default=None, description="dingtalk / feishu: the robot's signing secret")
+    also_poll: bool = Field(default=False, description="also append the events to the endpoint's pull log")
     event_types: list[str] = Field(default=["*"], description="'*', exact types, or 'prefix.*' patterns")
     secret: str | None = Field(default=None, description="whsec_ + base64 of 24-64 bytes; generated when left out")
     description: str = ""
     max_batch: int = Field(default=1, description="events per POST (> 1: a JSON array)")
     retry_schedule: list[float] | None = Field(default=None, description="seconds after each failed attempt")
-    rate_limit_per_s: float | None = None
+    rate_limit_per_s: float | None = Field(
+        default=None, description="requests per second at most; null: none (a chat robot: its platform's rate)"
+    )
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _url_unless_poll(self) -> EndpointCreate:
+        if self.url is None and self.kind != "poll":
+            raise ValueError("url is required (only kind 'poll' has none)")
+        return self
 
 
 class EndpointUpdate(Strict):
@@ -41,12 +64,16 @@ class EndpointUpdate(Strict):
     description: str | None = None
     max_batch: int | None = None
     retry_schedule: list[float] | None = Field(default=None, description="null: back to the global schedule")
-    rate_limit_per_s: float | None = Field(default=None, description="null: no limit")
+    rate_limit_per_s: float | None = Field(default=None, description="null: no limit (a chat robot: its platform's)")
     enabled: bool | None = None
+    also_poll: bool | None = None
+    kind: str | None = Field(default=None, description="webhook or a chat robot kind (not to or from poll)")
+    template: str | None = Field(default=None, description="chat robots: null: back to the default template")
+    robot_secret: str | None = Field(default=None, description="dingtalk / feishu: null: no signing")
 
     @model_validator(mode="after")
     def _not_null(self) -> EndpointUpdate:
-        for name in ("url", "event_types", "description", "max_batch", "enabled"):
+        for name in ("url", "event_types", "description", "max_batch", "enabled", "also_poll", "kind"):
             if name in self.model_fields_set and getattr(self, name) is None:
                 raise ValueError(f"{name} cannot be null")
         return self
@@ -87,8 +114,11 @@ class EndpointOut(BaseModel):
     created_at: float
     disabled_reason: str | None
     kind: str
+    also_poll: bool
     rate_limit_per_s: float | None
     previous_secrets: list[SecretOut]
+    template: str | None
+    robot_secret: str | None = Field(description="masked")
 
 
 class EndpointList(BaseModel):

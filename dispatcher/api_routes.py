@@ -57,7 +57,7 @@ def with_secret(endpoint: Endpoint) -> dict[str, Any]:
 def create_endpoint(body: EndpointCreate, dsp: Dsp) -> dict[str, Any]:
     """Register an endpoint. The answer holds its full signing secret: the only time it is shown."""
     fields = body.model_dump(exclude_unset=True)
-    url, event_types, secret = fields.pop("url"), fields.pop("event_types", ["*"]), fields.pop("secret", None)
+    url, event_types, secret = fields.pop("url", None), fields.pop("event_types", ["*"]), fields.pop("secret", None)
     return with_secret(dsp.subscribe(url, event_types, secret, **fields))
 
 

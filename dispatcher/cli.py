@@ -31,10 +31,12 @@ from kombu.exceptions import KombuError
 from pydantic import ValidationError
 
 from . import __version__
+from .cli_pull import listen, subscribe_poll
 from .client import Dispatcher
 from .dev import redact_url
 from .errors import DispatcherError, InvalidInput
 from .models import Delivery, DeliveryState, Endpoint
+from .robots import ROBOT_KINDS
 from .settings import Settings
 
 P = ParamSpec("P")
@@ -191,6 +193,12 @@ def cli() -> None:
 @click.option("--retry-schedule", default=None, metavar="SECONDS",
               help="Comma-separated retry delays, e.g. '5,300,1800' (default: the global schedule).")  # fmt: skip
 @click.option("--description", default=None, help="Free text shown in listings.")
+@click.option("--kind", type=click.Choice(["webhook", *ROBOT_KINDS]), default=None,
+              help="webhook, or a chat robot. Default: recognised from the URL's host, else webhook.")  # fmt: skip
+@click.option("--template", default=None, help="Chat robots: message template, e.g. 'Order {data.order.id} paid'.")
+@click.option("--robot-secret", default=None, help="DingTalk / Feishu: the robot's signing secret (SEC...).")
+@click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None, metavar="PER_S",
+              help="At most this many requests per second (chat robots: default their platform's rate).")  # fmt: skip
 def subscribe(
     url: str,
     event_types: tuple[str, ...],
@@ -198,9 +206,21 @@ def subscribe(
     max_batch: int | None,
     retry_schedule: str | None,
     description: str | None,
+    kind: str | None,
+    template: str | None,
+    robot_secret: str | None,
+    rate_limit: float | None,
 ) -> None:
-    """Subscribe URL to events; prints the endpoint with its secret (shown only this once)."""
+    """Subscribe URL to events; prints the endpoint with its secret (shown only this once).
+
+    A chat robot's URL (Slack, Discord, Teams, DingTalk, Feishu/Lark, WeCom) is recognised: its events
+    arrive as chat messages.
+    """
     options: dict[str, Any] = {}
+    for name, value in (("kind", kind), ("template", template), ("robot_secret", robot_secret),
+                        ("rate_limit_per_s", rate_limit)):  # fmt: skip
+        if value is not None:
+            options[name] = value
     if max_batch is not None:
         options["max_batch"] = max_batch
     if retry_schedule is not None:
@@ -209,7 +229,7 @@ def subscribe(
         options["description"] = description
     with _dispatcher() as dsp:
         endpoint = dsp.subscribe(url, event_types or ("*",), secret, **options)
-    _echo_json(endpoint.model_dump(mode="json"))
+    _echo_json({**endpoint.masked(), "secret": endpoint.secret})  # the robot secret stays masked
     click.echo("Store the secret now: verify signatures with it. It is not shown again.", err=True)
 
 
@@ -438,6 +458,10 @@ def dev(
     code = stack.run()
     if code:
         sys.exit(code)
+
+
+cli.add_command(subscribe_poll)
+cli.add_command(listen)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

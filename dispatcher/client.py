@@ -63,10 +63,21 @@ class Dispatcher:
     # -- endpoints ---------------------------------------------------------------------------
     @_store_errors
     def subscribe(
-        self, url: str, event_types: Iterable[str] = ("*",), secret: str | None = None, **options: Any
+        self, url: str | None, event_types: Iterable[str] = ("*",), secret: str | None = None, **options: Any
     ) -> Endpoint:
-        """Register ``url`` for ``event_types`` (``*``, exact types, or ``prefix.*``)."""
+        """Register ``url`` for ``event_types`` (``*``, exact types, or ``prefix.*``).
+
+        ``kind="poll"`` (with ``url=None``) registers a pull consumer instead: its events are appended
+        to a log read through ``GET /v1/endpoints/{id}/poll`` or ``.../stream`` (see ``subscribe_poll``).
+        ``also_poll=True`` appends a webhook endpoint's events to such a log as well as POSTing them.
+        """
         return self.endpoints.create(url, event_types, secret, **options)
+
+    def subscribe_poll(
+        self, event_types: Iterable[str] = ("*",), secret: str | None = None, **options: Any
+    ) -> Endpoint:
+        """Register a pull consumer (kind ``poll``, no URL) for ``event_types``; read it with ``dispatcher.pull``."""
+        return self.subscribe(None, event_types, secret, kind="poll", **options)
 
     @_store_errors
     def unsubscribe(self, endpoint_id: str) -> None:

@@ -4,6 +4,10 @@ One call of ``run_deliver`` is one Celery task: it keeps up to ``deliver_infligh
 flight on one keep-alive HTTP pool, claiming more from Redis as requests finish, and writes the
 outcomes back in batches. Deliveries to one endpoint are capped at ``endpoint_inflight`` at a time
 so a slow endpoint cannot take every slot.
+
+Chat-robot endpoints (``Target.robot``) get each event rendered as the platform's message and their
+answers classified by the platform's rules (``dispatcher.robots``); rate-limited endpoints wait for
+their slots (``dispatcher.ratelimit``). Plain webhooks pay a cheap branch for either.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ import contextlib
 import hashlib
 import logging
 import time
+import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
+from . import ratelimit
 from .endpoints import Target
 from .fanout import fanout_once
 from .kick import SLOT_TTL_MS
@@ -35,8 +42,10 @@ DEAD_LETTERS_REPORTED = 100  # per task, as failed dead_letter tasks in Flower
 FLUSH_EVERY = 256  # outcomes written per Redis round trip at most
 FLUSH_INTERVAL_S = 0.02
 DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
+MAX_DEFER_MS = 30_000
 FANOUT_EVERY_S = 0.01
 LINGER_POLL_S = 0.01
+ROBOT_RESPONSE_MAX_BYTES = 64 * 1024  # a chat platform's answer is read whole (up to this) to classify it
 
 
 @dataclass(slots=True)
@@ -49,6 +58,7 @@ class Job:
     n: int  # attempts made so far
     r: int  # attempts made in this round (replay starts a new round)
     body: bytes | None
+    slot_ms: int = 0  # rate-limited endpoints: not to be sent before this (Redis clock, ms)
 
 
 @dataclass(slots=True)
@@ -61,10 +71,12 @@ class Outcome:
     response: str = ""
     retry_after_s: float | None = None
     at: float = field(default_factory=time.time)
+    rejected: bool = False  # a chat platform's 2xx that still means failure (an error code in the body)
+    throttled: bool = False  # the platform refused because we went too fast
 
     @property
     def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
+        return self.status is not None and 200 <= self.status < 300 and not self.rejected
 
 
 def latency_bucket(ms: float) -> str:
@@ -103,25 +115,65 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, b
     return buf, resp.content.at_eof()
 
 
+def _decoded(resp: aiohttp.ClientResponse, raw: bytes, cap: int) -> bytes:
+    """A compressed answer (the session does not decompress) inflated for reading, best effort."""
+    if resp.headers.get("Content-Encoding", "").lower() not in ("gzip", "deflate", "x-gzip"):
+        return raw
+    try:
+        return zlib.decompressobj(wbits=47).decompress(raw, cap)  # gzip or zlib header
+    except zlib.error:
+        return raw
+
+
 async def post(rt: Runtime, target: Target, msg_id: str, body: bytes) -> Outcome:
     """One signed POST; never raises for network or HTTP failures, it reports them."""
-    s = rt.settings
     out = Outcome()
     if target.refused:  # an IP literal outside what the settings allow (the resolver vets names)
         out.error = f"refused: {target.refused}"
         return out
     headers = webhook_headers(target.signing_keys(out.at), msg_id, int(out.at), body)
+    await _exchange(rt, out, target, target.url, headers, body)
+    return out
+
+
+async def post_robot(rt: Runtime, target: Target, job: Job) -> Outcome:
+    """One chat message: the event rendered by the endpoint's platform, the answer classified by its rules."""
+    out = Outcome()
+    if target.refused:
+        out.error = f"refused: {target.refused}"
+        return out
+    assert target.robot is not None and job.body is not None
+    req = target.robot.render(orjson.loads(job.body), target.endpoint, out.at)
+    url = target.url if req.url == target.endpoint.url else URL(req.url)
+    await _exchange(rt, out, target, url, req.headers, req.body)
+    return out
+
+
+async def _exchange(rt: Runtime, out: Outcome, target: Target, url: URL, headers: dict[str, str], body: bytes) -> None:
+    """POST and fill ``out`` (status, response, Retry-After; a robot's verdict); errors are reported in it."""
+    s = rt.settings
+    robot = target.robot
+    cap = s.response_body_max_bytes if robot is None else max(s.response_body_max_bytes, ROBOT_RESPONSE_MAX_BYTES)
     session = await rt.session()
     t0 = time.perf_counter()
     try:
-        async with session.post(target.url, data=body, headers=headers, allow_redirects=False) as resp:
+        async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
             out.status = resp.status
-            raw, complete = await _read_capped(resp, s.response_body_max_bytes)
+            raw, complete = await _read_capped(resp, cap)
             if not complete:
                 resp.close()  # do not read a huge (or endless) body just to reuse the connection
-            out.response = raw.decode("utf-8", "replace")
             if resp.status == 429 or resp.status >= 500 or "Retry-After" in resp.headers:
                 out.retry_after_s = parse_retry_after(resp.headers.get("Retry-After"))
+            if robot is not None:
+                raw = _decoded(resp, raw, cap)
+                verdict = robot.classify(resp.status, resp.headers, raw)
+                out.rejected = 200 <= resp.status < 300 and not verdict.ok
+                out.error = verdict.error if out.rejected else None
+                out.throttled = verdict.throttled
+                if verdict.retry_after_s is not None:
+                    out.retry_after_s = max(out.retry_after_s or 0.0, verdict.retry_after_s)
+                raw = raw[: s.response_body_max_bytes]
+            out.response = raw.decode("utf-8", "replace")
     except TimeoutError:
         out.error = "timeout"
     except aiohttp.ClientConnectorError as exc:
@@ -129,7 +181,6 @@ async def post(rt: Runtime, target: Target, msg_id: str, body: bytes) -> Outcome
     except (aiohttp.ClientError, OSError) as exc:
         out.error = f"{type(exc).__name__}: {str(exc)[:200]}"
     out.latency_ms = round((time.perf_counter() - t0) * 1000, 2)
-    return out
 
 
 class Batch:
@@ -190,19 +241,25 @@ class Batch:
                 continue
             self.results.extend(([job], target, Outcome(error="event expired")) for job in group if job.body is None)
             group = [j for j in group if j.body is not None]
-            size = max(1, target.endpoint.max_batch)
+            size = 1 if target.robot is not None else max(1, target.endpoint.max_batch)
+            chunks = [group[i : i + size] for i in range(0, len(group), size)]
+            if target.rate_interval_ms and chunks:
+                chunks = self.reserve(ep_id, target, chunks)
             queue = self.waiting.setdefault(ep_id, deque())
-            queue.extend((group[i : i + size], target) for i in range(0, len(group), size))
+            queue.extend((chunk, target) for chunk in chunks)
         self.pump()
         # what an endpoint cannot take within about one round of its limit goes back to Redis for
         # a moment, so no claimed delivery waits here long enough for its lease to run out
         limits = self.rt.limits
         for ep_id, queue in self.waiting.items():
-            deferred: list[Job] = []
+            surplus: list[list[Job]] = []
             while len(queue) > limits.queue_allowance(ep_id):
-                deferred.extend(queue.pop()[0])
-            # a failing endpoint's surplus waits longer, so it is not claimed over and over
-            self.defer(deferred, int(DEFER_MS * limits.degraded(ep_id)))
+                surplus.append(queue.pop()[0])
+            # spread the surplus over the time the endpoint needs to take it (a hanging endpoint's
+            # backlog comes back over tens of seconds instead of being claimed again and again)
+            spacing = limits.spacing_ms(ep_id)
+            for i, chunk in enumerate(reversed(surplus)):
+                self.defer(chunk, min(MAX_DEFER_MS, DEFER_MS + int(i * spacing)))
 
     def pump(self) -> None:
         """Start waiting chunks while their endpoint is under its concurrency limit."""
@@ -221,12 +278,33 @@ class Batch:
     def waiting_count(self) -> int:
         return sum(len(q) for q in self.waiting.values())
 
+    def reserve(self, ep_id: str, target: Target, chunks: list[list[Job]]) -> list[list[Job]]:
+        """Slots for a rate-limited endpoint's chunks; those due within LOCAL_WAIT_MS are kept, the rest
+        go back to Redis (due at their slots, which they keep). Not an attempt."""
+        now = ratelimit.reserve(self.rt, ep_id, target.rate_interval_ms, chunks)
+        self.clock_ms, self.clock_mono = now, time.monotonic()
+        horizon = now + ratelimit.LOCAL_WAIT_MS
+        keep = [c for c in chunks if c[0].slot_ms <= horizon]
+        later = [job for c in chunks if c[0].slot_ms > horizon for job in c]
+        if later:
+            self.defer(later, 0)
+            self.stats["rate_limited"] += len(later)
+        return keep
+
     def defer(self, jobs: list[Job], delay_ms: int) -> None:
-        """Hand claimed jobs back to Redis, due again after ``delay_ms``."""
-        if jobs:
-            when = self.redis_now_ms() + delay_ms
-            self.rt.redis.zadd(self.rt.keys.due, {j.id: when for j in jobs})
-            self.stats["deferred"] += len(jobs)
+        """Hand claimed jobs back to Redis, due again after ``delay_ms`` (and not before a reserved slot)."""
+        if not jobs:
+            return
+        when = self.redis_now_ms() + delay_ms
+        k = self.rt.keys
+        if any(j.slot_ms for j in jobs):
+            pipe = self.rt.redis.pipeline(transaction=True)
+            ratelimit.hold(pipe, self.rt, jobs)
+            pipe.zadd(k.due, {j.id: max(when, j.slot_ms) for j in jobs})
+            pipe.execute()
+        else:
+            self.rt.redis.zadd(k.due, {j.id: when for j in jobs})
+        self.stats["deferred"] += len(jobs)
 
     def defer_all_waiting(self) -> None:
         self.defer([job for q in self.waiting.values() for chunk, _ in q for job in chunk], 0)
@@ -234,8 +312,15 @@ class Batch:
 
     async def _send(self, jobs: list[Job], target: Target) -> None:
         try:
-            msg_id, body = build_request(jobs, target.endpoint.max_batch)
-            outcome = await post(self.rt, target, msg_id, body)
+            if jobs[0].slot_ms:  # rate-limited: not before the reserved slot
+                wait_s = (jobs[0].slot_ms - self.redis_now_ms()) / 1000
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+            if target.robot is not None:
+                outcome = await post_robot(self.rt, target, jobs[0])
+            else:
+                msg_id, body = build_request(jobs, target.endpoint.max_batch)
+                outcome = await post(self.rt, target, msg_id, body)
         except Exception as exc:  # a bug must not lose the delivery: record it as a failed attempt
             log.exception("unexpected error while sending")
             outcome = Outcome(error=f"internal error: {type(exc).__name__}")
@@ -375,6 +460,8 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
                 ep_id = target.endpoint.id
                 b.per_endpoint[ep_id] -= 1
                 rt.limits.record(ep_id, outcome)
+                if outcome.throttled and target.rate_interval_ms and outcome.retry_after_s:
+                    ratelimit.pause(rt, ep_id, min(outcome.retry_after_s, s.retry_after_max_s))
                 b.results.append((jobs_done, target, outcome))
             b.pump()
         if b.results and (
@@ -390,7 +477,8 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
         if rt.handoff(keys=[k.due, b.slot_key], args=[SLOT_TTL_MS]) and rt.kicker is not None:
             rt.kicker.publish("deliver", slot)
     summary: dict[str, Any] = {
-        key: b.stats[key] for key in ("claimed", "delivered", "retrying", "dead", "deferred", "fanned_out")
+        key: b.stats[key]
+        for key in ("claimed", "delivered", "retrying", "dead", "deferred", "rate_limited", "fanned_out")
     }
     summary["dead_letters"] = b.dead_letters
     return summary

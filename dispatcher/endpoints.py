@@ -11,16 +11,18 @@ import orjson
 import redis
 from yarl import URL
 
-from .errors import EndpointNotFound, InvalidInput, UnsafeTarget
+from . import robots
+from .errors import EndpointNotFound, InvalidInput, InvalidURL, UnsafeTarget
 from .ids import new_id
 from .keys import Keys
 from .matching import PatternIndex, validate_patterns
-from .models import Endpoint, PreviousSecret
+from .models import POLL_KIND, Endpoint, PreviousSecret
 from .settings import Settings, parse_schedule
 from .signing import generate_secret, secret_key
 from .ssrf import check_literal_host, check_url
 
 MAX_BATCH_LIMIT = 1000
+KINDS = {"webhook", POLL_KIND, *robots.ROBOT_KINDS}  # Endpoint.kind values accepted by create()
 
 
 def _validate_secret(secret: str | None) -> str:
@@ -59,9 +61,26 @@ def _validate_fields(settings: Settings, fields: dict[str, Any]) -> dict[str, An
         out["rate_limit_per_s"] = float(rl)
     if "enabled" in out and not isinstance(out["enabled"], bool):
         raise InvalidInput("enabled must be true or false")
+    if "also_poll" in out and not isinstance(out["also_poll"], bool):
+        raise InvalidInput("also_poll must be true or false")
     if "description" in out and not isinstance(out["description"], str):
         raise InvalidInput("description must be a string")
+    robots.validate_robot_fields(out)  # template, robot_secret
     return out
+
+
+def _kind_change(current: Endpoint, changes: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Check a new ``kind``; a new URL of a chat platform switches the kind to it (unless ``kind`` is given)."""
+    if "kind" in changes:
+        kind = changes["kind"]
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise InvalidInput(f"kind must be one of: {', '.join(sorted(KINDS))}")
+        if (kind == POLL_KIND) != (current.kind == POLL_KIND):
+            raise InvalidInput("an endpoint cannot become or stop being a poll endpoint: create a new one")
+    elif "url" in changes and current.kind != POLL_KIND:
+        detected = robots.detect_kind(fields["url"])
+        if detected is not None:
+            fields["kind"] = detected
 
 
 class EndpointStore:
@@ -74,16 +93,35 @@ class EndpointStore:
 
     def create(
         self,
-        url: str,
+        url: str | None,
         event_types: Iterable[str] = ("*",),
         secret: str | None = None,
         **options: Any,
     ) -> Endpoint:
-        unknown = set(options) - {"description", "max_batch", "retry_schedule", "enabled", "rate_limit_per_s"}
+        unknown = set(options) - {
+            "description", "max_batch", "retry_schedule", "enabled", "rate_limit_per_s", "kind", "also_poll",
+            "template", "robot_secret",
+        }  # fmt: skip
         if unknown:
             raise InvalidInput(f"unknown endpoint option(s): {', '.join(sorted(unknown))}")
-        fields = _validate_fields(self._s, {"url": url, "event_types": event_types, **options})
+        kind = options.get("kind")
+        if kind is None:  # a chat robot's URL tells its platform (dispatcher.robots); anything else is a webhook
+            kind = options["kind"] = robots.detect_kind(url) or "webhook"
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise InvalidInput(f"kind must be one of: {', '.join(sorted(KINDS))}")
+        if kind == POLL_KIND:  # no URL: consumers pull the endpoint's log (dispatcher.api_pull)
+            if url not in (None, ""):
+                raise InvalidInput("a poll endpoint has no URL: its consumers read GET /v1/endpoints/{id}/poll")
+            if options.get("also_poll"):
+                raise InvalidInput("also_poll is for endpoints with a URL; a poll endpoint is only read by pull")
+            fields = _validate_fields(self._s, {"event_types": event_types, **options})
+            fields["url"] = ""
+        else:
+            if url is None or url == "":
+                raise InvalidURL(f"an endpoint of kind {kind!r} needs a URL (kind 'poll' is the one without)")
+            fields = _validate_fields(self._s, {"url": url, "event_types": event_types, **options})
         endpoint = Endpoint(id=new_id("ep"), secret=_validate_secret(secret), created_at=time.time(), **fields)
+        endpoint = robots.apply_kind_rules(endpoint)
         self._save(endpoint)
         return endpoint
 
@@ -107,16 +145,26 @@ class EndpointStore:
             "enabled",
             "secret",
             "rate_limit_per_s",
+            "also_poll",
+            "kind",
+            "template",
+            "robot_secret",
         }
         unknown = set(changes) - allowed
         if unknown:
             raise InvalidInput(f"unknown endpoint field(s): {', '.join(sorted(unknown))}")
+        if ("url" in changes or changes.get("also_poll")) and self.get(endpoint_id).kind == POLL_KIND:
+            raise InvalidInput("a poll endpoint has no URL (and needs no also_poll): create a webhook endpoint instead")
         fields = _validate_fields(self._s, changes)
         if "secret" in fields:
             fields["secret"] = _validate_secret(fields["secret"])
         if fields.get("enabled") is True:
             fields["disabled_reason"] = None
-        endpoint = self.get(endpoint_id).model_copy(update=fields)
+        current = self.get(endpoint_id)
+        _kind_change(current, changes, fields)
+        endpoint = robots.apply_kind_rules(
+            current.model_copy(update=fields), current, rate_given=changes.get("rate_limit_per_s") is not None
+        )
         self._save(endpoint)
         return endpoint
 
@@ -144,7 +192,10 @@ class EndpointStore:
     def delete(self, endpoint_id: str) -> None:
         if not self._r.hdel(self._k.endpoints, endpoint_id):
             raise EndpointNotFound(f"no endpoint {endpoint_id!r}")  # and nothing written
-        self._r.incr(self._k.endpoints_version)
+        pipe = self._r.pipeline()
+        pipe.incr(self._k.endpoints_version)
+        pipe.delete(self._k.stream(endpoint_id))  # its pull log, if it had one
+        pipe.execute()
 
     def _save(self, endpoint: Endpoint) -> None:
         pipe = self._r.pipeline()
@@ -163,6 +214,8 @@ class Target:
     previous: list[tuple[bytes, float]]  # rotated-out keys and when they stop signing
     schedule: tuple[float, ...]
     refused: str | None = None  # why the URL's host (an IP literal) may not be contacted
+    robot: robots.Platform | None = None  # a chat robot's platform module; None: a Standard Webhooks endpoint
+    rate_interval_ms: float = 0.0  # ms between requests under the endpoint's rate limit; 0: no limit
 
     def signing_keys(self, now: float) -> list[bytes]:
         """The current key, then every rotated-out key still within its grace period."""
@@ -189,6 +242,10 @@ class EndpointCache:
             previous = [(secret_key(p.secret), p.expires_at) for p in ep.previous_secrets]
             url = URL(ep.url, encoded=False)
             target = Target(ep, url, secret_key(ep.secret), previous, schedule)
+            target.robot = robots.get(ep.kind)
+            rate = ep.rate_limit_per_s or robots.default_rate(ep.kind)
+            if rate:
+                target.rate_interval_ms = 1000.0 / rate
             try:
                 check_literal_host(url.host or "", self._s.allow_private_targets)
             except UnsafeTarget as exc:

@@ -31,6 +31,10 @@ class UnsafeTarget(InvalidInput):
     """Raised when an endpoint URL points at a loopback, private or otherwise non-global address."""
 
 
+class InvalidTemplate(InvalidInput):
+    """Raised when a chat robot's message template does not parse (bad placeholder, filter or brace)."""
+
+
 class NotFound(DispatcherError, LookupError):
     """Raised when a looked-up record does not exist."""
 
@@ -49,6 +53,31 @@ class EventNotFound(NotFound):
 
 class InvalidState(DispatcherError):
     """Raised when an operation does not apply to a record in its current state (e.g. replaying a delivered one)."""
+
+
+class InvalidCursor(InvalidInput):
+    """Raised when a poll cursor is malformed or belongs to another endpoint."""
+
+
+class CursorExpired(DispatcherError):
+    """Raised when a poll cursor points before the oldest entry an endpoint's log still holds (trimmed away)."""
+
+    def __init__(self, message: str, resume_cursor: str) -> None:
+        super().__init__(message)
+        self.resume_cursor = resume_cursor
+
+
+class NotPollable(InvalidState):
+    """Raised when an endpoint's log is read but the endpoint is neither of kind ``poll`` nor ``also_poll``."""
+
+
+class PullError(DispatcherError):
+    """Raised when the pull client gets an answer that retrying cannot fix (400, 401, 403, 404, 409)."""
+
+    def __init__(self, message: str, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 class StoreUnavailable(DispatcherError):

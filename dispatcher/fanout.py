@@ -1,4 +1,9 @@
-"""Fan-out: turn claimed events into one delivery per matching enabled endpoint."""
+"""Fan-out: turn claimed events into one delivery per matching enabled endpoint.
+
+Endpoints of kind ``poll`` get no delivery: the event is appended to their pull log (a Redis stream,
+``Keys.stream``) by the same ``FANOUT_COMMIT`` script, so a redone fan-out appends nothing twice.
+Endpoints with ``also_poll`` get both. Others cost nothing more than before (no extra round trip).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from dataclasses import dataclass
 
 from .ids import delivery_id
 from .kick import SLOT_TTL_MS
+from .models import POLL_KIND
 from .runtime import Runtime
 
 
@@ -30,7 +36,7 @@ def fanout_once(rt: Runtime, slot_key: str = "", release_if_empty: bool = True) 
     if len(out) == 2:
         return 0, 0
     rt.cache.refresh(rt.redis, k, out[1] or b"")
-    args: list[str | int] = [s.key_prefix, s.retention_s]
+    args: list[str | int] = [s.key_prefix, s.retention_s, s.poll_max_events, s.poll_max_age_s * 1000]
     match = rt.cache.index.match
     events = 0
     for i in range(2, len(out), 3):
@@ -43,11 +49,25 @@ def fanout_once(rt: Runtime, slot_key: str = "", release_if_empty: bool = True) 
             targets = [t for t in found if t is not None and t.endpoint.enabled]
         else:
             targets = match(etype.decode())
+        head = len(args)
         args.append(eid)
-        args.append(len(targets))
+        args.append(0)
+        args.append(0)
+        logs: list[str] | None = None
         for t in targets:
-            args.append(t.endpoint.id)
-            args.append(delivery_id(eid, t.endpoint.id))
+            ep = t.endpoint
+            if ep.kind == POLL_KIND or ep.also_poll:  # appended to the endpoint's pull log by FANOUT_COMMIT
+                if logs is None:
+                    logs = []
+                logs.append(ep.id)
+                if ep.kind == POLL_KIND:
+                    continue
+            args.append(ep.id)
+            args.append(delivery_id(eid, ep.id))
+        args[head + 1] = (len(args) - head - 3) // 2
+        if logs:
+            args[head + 2] = len(logs)
+            args.extend(logs)
     created = int(rt.fanout_commit(keys=[k.fanout, k.due], args=args))
     return events, created
 

@@ -43,6 +43,15 @@ class Keys:
         """zset: delivery id -> dead-lettered ms (the endpoint's dead letter queue)."""
         return f"{self.prefix}ep:{endpoint_id}:dead"
 
+    def stream(self, endpoint_id: str) -> str:
+        """stream: the endpoint's pull log (poll / also_poll); entries prev, id, type, ts, body."""
+        return f"{self.prefix}stream:{endpoint_id}"
+
+    def rate_limit(self, endpoint_id: str) -> str:
+        """hash: the endpoint's rate limit (GCRA): ``tat`` (next free send time, ms) and ``d:<delivery id>``
+        (a send time reserved by a delivery handed back to the due set to wait for it); TTL'd."""
+        return f"{self.prefix}rl:{endpoint_id}"
+
     def stats_minute(self, minute: int) -> str:
         """hash with a 2 h TTL: delivered / retrying / dead attempts in one unix minute."""
         return f"{self.prefix}stats:min:{minute}"

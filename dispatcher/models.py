@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+POLL_KIND = "poll"  # Endpoint.kind of pull consumers: no URL, read through GET .../poll or .../stream
+
 
 class DeliveryState(enum.StrEnum):
     """Where a delivery stands."""
@@ -39,9 +41,18 @@ class Endpoint(BaseModel):
     retry_schedule: list[float] | None = None
     created_at: float = 0.0
     disabled_reason: str | None = None
-    kind: str = "webhook"
+    kind: str = "webhook"  # "poll": no URL, events are appended to a log read by pull (dispatcher.api_pull)
+    also_poll: bool = False  # a webhook endpoint whose events are also appended to its pull log
     rate_limit_per_s: float | None = None
     previous_secrets: list[PreviousSecret] = Field(default_factory=list, repr=False)
+    # chat robots (kind slack, discord, teams, dingtalk, feishu, wecom; see dispatcher.robots)
+    template: str | None = None  # the message template; None: the default one
+    robot_secret: str | None = Field(default=None, repr=False)  # the platform's signing secret (DingTalk, Feishu)
+
+    @property
+    def pollable(self) -> bool:
+        """Whether fan-out appends this endpoint's events to its pull log (kind ``poll`` or ``also_poll``)."""
+        return self.kind == POLL_KIND or self.also_poll
 
     def masked(self) -> dict[str, Any]:
         """The endpoint as a dict with every secret hidden, safe for logs and listings."""
@@ -50,6 +61,7 @@ class Endpoint(BaseModel):
         data["previous_secrets"] = [
             {"secret": mask_secret(p.secret), "expires_at": p.expires_at} for p in self.previous_secrets
         ]
+        data["robot_secret"] = self.robot_secret[:4] + "…" if self.robot_secret else None
         return data
 
 

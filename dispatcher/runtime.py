@@ -15,7 +15,7 @@ import redis
 from .endpoints import EndpointCache, EndpointStore
 from .keys import Keys
 from .kick import Kicker
-from .scripts import CLAIM_DELIVERIES, CLAIM_EVENTS, FANOUT_COMMIT, HANDOFF, RECORD
+from .scripts import CLAIM_DELIVERIES, CLAIM_EVENTS, FANOUT_COMMIT, HANDOFF, RATE_PAUSE, RATE_RESERVE, RECORD
 from .settings import Settings
 from .ssrf import GuardedResolver
 
@@ -37,7 +37,7 @@ class EndpointLimits:
     soon holds one request slot instead of ``maximum``, so it cannot starve healthy endpoints.
     """
 
-    def __init__(self, maximum: int, initial: int = 4, lease_s: float = 45.0) -> None:
+    def __init__(self, maximum: int, initial: int = 2, lease_s: float = 45.0) -> None:
         self.maximum = maximum
         self.initial = min(initial, maximum)
         self.lease_s = lease_s
@@ -54,9 +54,9 @@ class EndpointLimits:
         rounds = max(1, min(8, int(self.lease_s / 4 / max(latency, 0.001))))
         return self.get(endpoint_id) * rounds
 
-    def degraded(self, endpoint_id: str) -> float:
-        """How far below the initial window the endpoint has fallen (1.0 = not at all)."""
-        return max(1.0, self.initial / self._limits.get(endpoint_id, self.initial))
+    def spacing_ms(self, endpoint_id: str) -> float:
+        """How long, on average, the endpoint takes to free one request slot (0 until it has answered)."""
+        return 1000 * self._latency_s.get(endpoint_id, 0.0) / self.get(endpoint_id)
 
     def record(self, endpoint_id: str, outcome: Any) -> None:
         current = self._limits.get(endpoint_id, self.initial)
@@ -86,6 +86,8 @@ class Runtime:
         self.record = self.redis.register_script(RECORD)
         self.fanout_commit = self.redis.register_script(FANOUT_COMMIT)
         self.handoff = self.redis.register_script(HANDOFF)
+        self.rate_reserve = self.redis.register_script(RATE_RESERVE)  # endpoints with a rate limit only
+        self.rate_pause = self.redis.register_script(RATE_PAUSE)
         self.kicker = Kicker(settings, self.redis, celery_app) if celery_app is not None else None
         self.loop = new_event_loop()
         self._session: aiohttp.ClientSession | None = None

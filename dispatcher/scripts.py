@@ -121,21 +121,29 @@ return 1
 )
 
 # Record the fan-out of claimed events. KEYS[1] fanout zset, KEYS[2] due zset.
-# ARGV: prefix, retention_s, then per event: id, count, then count x (endpoint id, delivery id).
-# An event already fanned out (a worker that lost its lease) is skipped, so nothing is created twice.
+# ARGV: prefix, retention_s, poll_max_events, poll_max_age_ms, then per event: id, count, streams,
+#   then count x (endpoint id, delivery id), then streams x endpoint id (endpoints whose pull log gets the event).
+# An event already fanned out (a worker that lost its lease) is skipped, so nothing is created or appended twice.
+# A log entry holds prev (the id of the entry before it: a reader whose cursor is older than the first
+# entry's prev has lost entries to trimming), id, type, ts and body. Retention at append: about poll_max_events
+# entries (MAXLEN ~, whole macro nodes) and none older than poll_max_age (MINID, exact: a partly old node is cut).
 # Returns the number of deliveries created.
 FANOUT_COMMIT = (
     _NOW
     + """
 local prefix = ARGV[1]
 local retention = tonumber(ARGV[2])
+local max_events = ARGV[3]
+local max_age_ms = tonumber(ARGV[4])
 local created = 0
 local touched = {}
-local i = 3
+local logs = {}
+local i = 5
 while i <= #ARGV do
   local id = ARGV[i]
   local count = tonumber(ARGV[i + 1])
-  i = i + 2
+  local streams = tonumber(ARGV[i + 2])
+  i = i + 3
   local ek = prefix .. 'evt:' .. id
   local ts = redis.call('HGET', ek, 'ts')
   if ts and redis.call('HEXISTS', ek, 'deliveries') == 0 then
@@ -152,12 +160,28 @@ while i <= #ARGV do
     end
     redis.call('HSET', ek, 'deliveries', table.concat(dids, ','))
     created = created + count
+    if streams > 0 then
+      local ev = redis.call('HMGET', ek, 'type', 'body')
+      for j = 0, streams - 1 do
+        local sk = prefix .. 'stream:' .. ARGV[i + 2 * count + j]
+        local prev = logs[sk]
+        if not prev then
+          local last = redis.call('XREVRANGE', sk, '+', '-', 'COUNT', 1)
+          prev = last[1] and last[1][1] or '0-0'
+        end
+        logs[sk] = redis.call('XADD', sk, 'MAXLEN', '~', max_events, '*',
+                              'prev', prev, 'id', id, 'type', ev[1], 'ts', ts, 'body', ev[2])
+      end
+    end
   end
-  i = i + 2 * count
+  i = i + 2 * count + streams
   redis.call('ZREM', KEYS[1], id)
 end
 for ep, _ in pairs(touched) do
   redis.call('ZREMRANGEBYSCORE', prefix .. 'ep:' .. ep .. ':dlv', '-inf', now - retention * 1000)
+end
+for sk, _ in pairs(logs) do
+  redis.call('XTRIM', sk, 'MINID', now - max_age_ms)
 end
 return created
 """
@@ -246,5 +270,117 @@ if #due > 0 then
 end
 redis.call('DEL', KEYS[2])
 return 0
+"""
+)
+
+# Read a pull log after a cursor, refusing a cursor whose next entries were trimmed away.
+# KEYS[1] the endpoint's stream. ARGV: mode ('after' | 'latest'), after id ('0-0' = from the oldest entry kept),
+#   limit (entries), max_bytes (stop once the bodies read add up to this; at least one entry is returned).
+# Returns {'ok', after id, entries...} (an entry is {id, {field, value, ...}}; 'latest' returns no entries and
+# the id of the newest entry as 'after'), or {'expired', resume id (the prev of the first entry kept), first id}.
+READ_STREAM = """
+local function parse(id)
+  local d = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, d - 1)), tonumber(string.sub(id, d + 1))
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local key = KEYS[1]
+if ARGV[1] == 'latest' then
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  return {'ok', last[1] and last[1][1] or '0-0'}
+end
+local after = ARGV[2]
+local start = '-'
+if after ~= '0-0' then
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+  if first[1] then
+    local f = first[1][2]
+    for k = 1, #f, 2 do
+      if f[k] == 'prev' then
+        if less(after, f[k + 1]) then return {'expired', f[k + 1], first[1][1]} end
+        break
+      end
+    end
+  end
+  start = '(' .. after
+end
+local limit = tonumber(ARGV[3])
+local max_bytes = tonumber(ARGV[4])
+local out = {'ok', after}
+local bytes = 0
+while #out - 2 < limit and bytes < max_bytes do
+  local chunk = redis.call('XRANGE', key, start, '+', 'COUNT', math.min(64, limit - (#out - 2)))
+  if #chunk == 0 then break end
+  for _, e in ipairs(chunk) do
+    local f = e[2]
+    for k = 1, #f, 2 do
+      if f[k] == 'body' then bytes = bytes + #f[k + 1] break end
+    end
+    out[#out + 1] = e
+    start = '(' .. e[1]
+    if bytes >= max_bytes then break end
+  end
+  if #chunk < 64 then break end
+end
+return out
+"""
+
+# Rate limits (any endpoint with rate_limit_per_s): reserve send times for chunks of deliveries to one
+# endpoint, in order, with GCRA (a generic cell rate algorithm: the next free time 'tat' advances by
+# interval_ms per request; up to 'burst' requests may go at once). Nothing is sent before its slot, so
+# the endpoint never gets more than burst + elapsed / interval requests, whatever the number of workers.
+# KEYS[1] the endpoint's rl hash. ARGV: interval_ms, burst, hold_ttl_ms, then per chunk: n, then n delivery ids.
+# A chunk whose deliveries hold a slot ('d:<id>', written when one was handed back to the due set to wait
+# for it) keeps that slot; any other chunk gets the next free one.
+# Returns {now_ms, then the slot (ms) of each chunk}.
+RATE_RESERVE = (
+    _NOW
+    + """
+local interval = tonumber(ARGV[1])
+local tau = (tonumber(ARGV[2]) - 1) * interval
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0')
+local out = {now}
+local i = 4
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local held = nil
+  for j = 1, n do
+    local f = 'd:' .. ARGV[i + j]
+    local v = redis.call('HGET', KEYS[1], f)
+    if v then
+      redis.call('HDEL', KEYS[1], f)
+      held = math.max(held or 0, tonumber(v))
+    end
+  end
+  if held then
+    out[#out + 1] = held
+  else
+    out[#out + 1] = math.ceil(math.max(now, tat - tau))
+    tat = math.max(tat, now) + interval
+  end
+  i = i + n + 1
+end
+redis.call('HSET', KEYS[1], 'tat', string.format('%.3f', tat))
+redis.call('PEXPIRE', KEYS[1], math.ceil(math.max(tat - now, 0)) + tonumber(ARGV[3]))
+return out
+"""
+)
+
+# A throttled answer (the platform says "too fast"): no new slot before now + ARGV[1] ms.
+# KEYS[1] the endpoint's rl hash. ARGV: pause_ms, hold_ttl_ms.
+RATE_PAUSE = (
+    _NOW
+    + """
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0')
+local until_ms = now + tonumber(ARGV[1])
+if until_ms > tat then
+  redis.call('HSET', KEYS[1], 'tat', string.format('%.3f', until_ms))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(until_ms - now) + tonumber(ARGV[2]))
+end
+return 1
 """
 )

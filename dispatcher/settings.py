@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     api_insecure_no_auth: bool = False
     api_max_body_bytes: int = 8 * 1024 * 1024
 
+    # pull consumers (kind "poll" and ``also_poll`` endpoints; ``dispatcher.api_pull``)
+    poll_max_events: int = Field(default=100_000, ge=1, description="entries kept per endpoint log (about)")
+    poll_max_age_s: int = Field(default=7 * 24 * 3600, ge=1, description="age past which entries are trimmed")
+    poll_ws_max_unacked: int = Field(default=1000, ge=1, description="WebSocket frames sent but not acked")
+    poll_ws_ack_timeout_s: float = Field(default=30.0, gt=0, description="how long a full window waits for acks")
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _schedule(cls, value: object) -> tuple[float, ...]:

@@ -47,3 +47,17 @@ def webhook_headers(keys: Sequence[bytes], msg_id: str, timestamp: int, body: by
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature_header(keys, msg_id, timestamp, body),
     }
+
+
+PULL_TOKEN_PREFIX = "whpt_"
+
+
+def endpoint_token(endpoint_id: str, secret: str) -> str:
+    """A credential that reads one endpoint's pull log only: ``whpt_`` + HMAC of the endpoint id under its secret.
+
+    A pull consumer derives it from the secret it already holds to verify signatures, so it needs no API
+    key; the secret itself never travels. The signed content cannot collide with a webhook signature's
+    (``{id}.{integer timestamp}.{body}``).
+    """
+    mac = hmac.new(secret_key(secret), f"dispatcher-pull-token.v1.{endpoint_id}".encode(), hashlib.sha256).digest()
+    return PULL_TOKEN_PREFIX + base64.urlsafe_b64encode(mac).decode().rstrip("=")

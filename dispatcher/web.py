@@ -59,11 +59,13 @@ def _clock(unix_s: float | None) -> str:
 
 def _outcome(attempt: Attempt) -> str:
     what = str(attempt.status) if attempt.status is not None else (attempt.error or "no response")
+    if attempt.status is not None and attempt.error:  # a chat platform's 200 carrying an error code
+        what += f" ({attempt.error[:60]})"
     return f"{what} in {attempt.latency_ms:.0f} ms" if attempt.latency_ms else what
 
 
 def attempt_ok(attempt: Attempt) -> bool:
-    return attempt.status is not None and 200 <= attempt.status < 300
+    return attempt.status is not None and 200 <= attempt.status < 300 and not attempt.error
 
 
 templates.filters["when"] = _when

@@ -113,6 +113,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    query: str = ""  # the raw (still percent-encoded) query string
 
 
 Reply = tuple[int, dict[str, str], bytes]
@@ -139,7 +140,7 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        rec = Received(request.path, dict(request.headers), body, time.time())
+        rec = Received(request.path, dict(request.headers), body, time.time(), request.rel_url.raw_query_string)
         with self._lock:
             self.requests.append(rec)
             n = len(self.requests)

@@ -40,6 +40,8 @@ COMMANDS = [
     "worker",
     "scheduler",
     "dev",
+    "subscribe-poll",
+    "listen",
 ]
 
 

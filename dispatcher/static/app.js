@@ -125,10 +125,22 @@ function setupSubscribe(form) {
     show(error, "");
     const url = document.getElementById("url").value.trim();
     const types = document.getElementById("event-types").value.split(",").map((t) => t.trim()).filter(Boolean);
+    const body = { url, event_types: types.length ? types : ["*"] };
+    // optional: an explicit kind (else recognised from the URL), a chat robot's template and secret
+    for (const [id, field] of [["kind", "kind"], ["template", "template"], ["robot-secret", "robot_secret"]]) {
+      const value = document.getElementById(id).value.trim();
+      if (value) body[field] = value;
+    }
     const button = document.getElementById("subscribe");
     button.disabled = true;
     try {
-      const ep = await api("POST", "/v1/endpoints", { url, event_types: types.length ? types : ["*"] });
+      const ep = await api("POST", "/v1/endpoints", body);
+      const robot = ep.kind !== "webhook" && ep.kind !== "poll";
+      document.getElementById("webhook-help").hidden = robot;
+      document.getElementById("robot-help").hidden = !robot;
+      document.getElementById("robot-kind").textContent = ep.kind;
+      document.getElementById("robot-rate").textContent = ep.rate_limit_per_s ? +ep.rate_limit_per_s.toFixed(2) : "-";
+      document.getElementById("robot-secret").value = "";
       document.getElementById("created-id").textContent = ep.id;
       document.getElementById("secret").textContent = ep.secret;
       document.getElementById("snippet-secret").textContent = ep.secret;
