@@ -366,6 +366,8 @@ class Batch:
             }
             nxt = "" if delay is None else now_ms + int(delay * 1000)
             ep_id = "" if target is None else target.endpoint.id
+            if ep_id and outcome.latency_ms:  # a real attempt, not one skipped (disabled, expired, ...)
+                rt.health.note(ep_id, outcome.ok)
             if state == "dead":
                 reason = outcome.error or f"HTTP {outcome.status}"
                 room = max(0, DEAD_LETTERS_REPORTED - len(self.dead_letters))
@@ -382,6 +384,7 @@ class Batch:
             args += (key, field_name, amount)
         rt.record(keys=[k.due], args=args)
         self.results.clear()
+        rt.health.report(rt, now_ms)
         for ep_id, reason in self.to_disable.items():
             with contextlib.suppress(LookupError):  # deleted meanwhile
                 rt.endpoints.set_enabled(ep_id, False, reason)

@@ -20,6 +20,8 @@ class Keys:
         self.stats_outcomes = f"{prefix}stats:outcomes"
         # hash: latency bucket upper bound in ms ("5", ..., "+Inf") -> attempts; plus "sum_ms", "count"
         self.stats_latency = f"{prefix}stats:latency"
+        # hash: endpoint id -> ms when its current failing streak began (no entry = healthy)
+        self.failing = f"{prefix}failing"
         # counter: events accepted by enqueue()
         self.stats_enqueued = f"{prefix}stats:enqueued"
 

@@ -13,9 +13,10 @@ import aiohttp
 import redis
 
 from .endpoints import EndpointCache, EndpointStore
+from .health import EndpointHealth
 from .keys import Keys
 from .kick import Kicker
-from .scripts import CLAIM_DELIVERIES, CLAIM_EVENTS, FANOUT_COMMIT, HANDOFF, RATE_PAUSE, RATE_RESERVE, RECORD
+from .scripts import CLAIM_DELIVERIES, CLAIM_EVENTS, FANOUT_COMMIT, HANDOFF, HEALTH, RATE_PAUSE, RATE_RESERVE, RECORD
 from .settings import Settings
 from .ssrf import GuardedResolver
 
@@ -88,10 +89,21 @@ class Runtime:
         self.handoff = self.redis.register_script(HANDOFF)
         self.rate_reserve = self.redis.register_script(RATE_RESERVE)  # endpoints with a rate limit only
         self.rate_pause = self.redis.register_script(RATE_PAUSE)
+        self.health_script = self.redis.register_script(HEALTH)
+        self.health = EndpointHealth()
+        self._producer: Any = None
         self.kicker = Kicker(settings, self.redis, celery_app) if celery_app is not None else None
         self.loop = new_event_loop()
         self._session: aiohttp.ClientSession | None = None
         self.pid = os.getpid()
+
+    def producer(self) -> Any:
+        """A Dispatcher for operational events this process enqueues (e.g. ``endpoint.disabled``)."""
+        if self._producer is None:
+            from .client import Dispatcher
+
+            self._producer = Dispatcher(self.settings, client=self.redis)
+        return self._producer
 
     async def session(self) -> aiohttp.ClientSession:
         """The process' HTTP client (keep-alive pool, SSRF-guarded resolver); made inside the loop."""

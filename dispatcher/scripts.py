@@ -384,3 +384,28 @@ end
 return 1
 """
 )
+
+# Endpoint health. ARGV: prefix, now_ms, window_ms, then pairs (endpoint id, 1 = answered 2xx | 0 = failed).
+# A success ends the endpoint's failing streak; a failure starts one if none runs. Returns the endpoints
+# whose streak has lasted the window (the caller disables them), clearing their streak.
+HEALTH = """
+local key = ARGV[1] .. 'failing'
+local now = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local expired = {}
+for i = 4, #ARGV, 2 do
+  local ep = ARGV[i]
+  if ARGV[i + 1] == '1' then
+    redis.call('HDEL', key, ep)
+  else
+    redis.call('HSETNX', key, ep, now)
+    local since = tonumber(redis.call('HGET', key, ep))
+    if now - since >= window then
+      redis.call('HDEL', key, ep)
+      expired[#expired + 1] = ep
+    end
+  end
+end
+return expired
+"""
+

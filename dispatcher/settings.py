@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE_S
     retry_jitter: float = 0.2
     retry_after_max_s: float = 36000.0
+    disable_after_failing_s: float = 5 * 24 * 3600.0  # an endpoint failing this long without a success
     response_body_max_bytes: int = 1024
     user_agent: str = "webhook-dispatcher/0.1"
 
