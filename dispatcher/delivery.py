@@ -423,13 +423,17 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
     s = rt.settings
     b = Batch(rt, slot)
     deadline = time.monotonic() + (s.task_budget_s if budget_s is None else budget_s)
+    # past the budget the task only finishes what is in flight; while a slow request keeps it here
+    # anyway it goes on claiming (so it is never idle waiting), but not past one more timeout
+    hard_deadline = deadline + s.timeout_s
     idle_since: float | None = None
     last_flush = last_fanout = time.monotonic()
     threshold = max(1, s.deliver_inflight // 4)
     released = False
     while True:
         now = time.monotonic()
-        if now - last_fanout >= FANOUT_EVERY_S and now < deadline:
+        working = now < deadline or (bool(b.inflight) and now < hard_deadline)
+        if now - last_fanout >= FANOUT_EVERY_S and working:
             last_fanout = now
             events, created = fanout_once(rt)
             b.stats["fanned_out"] += created
@@ -437,7 +441,7 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
                 idle_since = None
         busy = len(b.inflight) + b.waiting_count()
         free = s.deliver_inflight - busy
-        if now < deadline and (free >= threshold or (free > 0 and not busy)):
+        if working and (free >= threshold or (free > 0 and not busy)):
             release = not busy and idle_since is not None and now - idle_since >= s.idle_linger_s
             jobs = b.claim(free, release)
             if jobs:
@@ -452,7 +456,7 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
                 await asyncio.sleep(LINGER_POLL_S)
                 last_fanout = 0.0  # look for new events on the next pass
                 continue
-        elif now >= deadline and b.waiting:
+        elif not working and b.waiting:
             b.defer_all_waiting()
         if not b.inflight and not b.finished and not b.results and not b.waiting and now >= deadline:
             break

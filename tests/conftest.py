@@ -172,7 +172,7 @@ class ReceiverServer:
         async def boot() -> None:
             app = web.Application(client_max_size=64 * 1024 * 1024)
             app.router.add_route("*", "/{tail:.*}", receiver._handle)
-            runner = web.AppRunner(app, access_log=None)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)  # don't wait on hung handlers
             await runner.setup()
             site = web.TCPSite(runner, receiver.host, receiver.port)
             await site.start()

@@ -194,3 +194,59 @@ def test_two_schedulers_fire_no_retry_twice(
             proc.send_signal(signal.SIGINT)
             proc.wait(20)
     dsp.close()
+
+
+def test_hanging_and_slow_endpoints_do_not_stall_healthy_ones(
+    redis_url: str, prefix: str, receiver_factory: Callable[..., Receiver]
+) -> None:
+    """Healthy deliveries all land before the hanging endpoint's first timeout even fires."""
+    from dispatcher.delivery import run_deliver
+    from dispatcher.fanout import run_fanout
+    from dispatcher.runtime import Runtime
+
+    settings = make_settings(redis_url, prefix, timeout_s=4.0)
+    dsp, rt = Dispatcher(settings), Runtime(settings)
+    hanging = receiver_factory(delay_s=30.0)
+    slow = receiver_factory(delay_s=0.5)
+    healthy = receiver_factory()
+    for rec in (hanging, slow, healthy):
+        dsp.subscribe(rec.url, ["*"])
+    dsp.enqueue_many([("fault.iso", {"i": i}) for i in range(200)])
+    started = time.time()
+    run_fanout(rt)
+    run_deliver(rt, budget_s=0.2)  # returns once the hanging requests time out
+    assert healthy.count() == 200, healthy.count()
+    last_healthy = max(r.at for r in healthy.requests)
+    assert last_healthy - started < 3.0 < settings.timeout_s  # all in before the first hang timed out
+    assert slow.count() >= 2  # the slow one makes progress too
+    rt.close()
+    dsp.close()
+
+
+def test_worker_clock_skew_does_not_move_the_schedule(
+    dsp: Dispatcher, runtime: object, receiver_factory: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Due times come from Redis' clock: a worker whose clock is 30 s ahead retries on schedule, not early."""
+    import dispatcher.delivery as delivery_module
+    from dispatcher.delivery import run_deliver
+    from dispatcher.fanout import run_fanout
+
+    class SkewedTime:
+        monotonic = staticmethod(time.monotonic)
+        perf_counter = staticmethod(time.perf_counter)
+
+        @staticmethod
+        def time() -> float:
+            return time.time() + 30.0
+
+    monkeypatch.setattr(delivery_module, "time", SkewedTime)
+    rec = receiver_factory(reply=lambda n, r: (500, {}, b"") if n <= 2 else (200, {}, b""))
+    dsp.subscribe(rec.url, ["*"])
+    eid = dsp.enqueue("skew.test", {})
+    deadline = time.monotonic() + 15
+    while states(dsp, eid) != ["delivered"]:
+        assert time.monotonic() < deadline
+        run_fanout(runtime)  # type: ignore[arg-type]
+        run_deliver(runtime, budget_s=0.3)  # type: ignore[arg-type]
+    gaps = [rec.requests[i + 1].at - rec.requests[i].at for i in range(2)]
+    assert gaps[0] >= 0.18 and gaps[1] >= 0.38  # the schedule (0.2 s, 0.4 s) held despite the skew
