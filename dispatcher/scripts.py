@@ -54,13 +54,10 @@ return out
 """
 )
 
-# Claim due events for fan-out, hiding them for the lease, and read what matching needs.
-# KEYS[1] fanout zset, KEYS[2] the caller's kick slot ('' = none)
-# ARGV: prefix, limit, lease_ms, slot_ttl_ms, release_slot_if_empty (0/1)
-# Returns {now_ms, endpoints version, then per event: id, type ('' if expired), only}
-CLAIM_EVENTS = (
-    _NOW
-    + """
+# The start of both claim scripts: with KEYS[1] a due zset, KEYS[2] the caller's kick slot ('' = none) and
+# ARGV prefix, limit, lease_ms, slot_ttl_ms, release_slot_if_empty, take the due ids (releasing or keeping
+# the slot when there are none) and start the reply {now_ms, endpoints version, ...}.
+_CLAIM_HEAD = """
 local prefix = ARGV[1]
 local slot = KEYS[2]
 local ver = redis.call('GET', prefix .. 'endpoints:ver') or ''
@@ -73,6 +70,16 @@ if #ids == 0 then
 end
 local until_ms = now + tonumber(ARGV[3])
 local out = {now, ver}
+"""
+
+# Claim due events for fan-out, hiding them for the lease, and read what matching needs.
+# KEYS[1] fanout zset, KEYS[2] the caller's kick slot ('' = none)
+# ARGV: prefix, limit, lease_ms, slot_ttl_ms, release_slot_if_empty (0/1)
+# Returns {now_ms, endpoints version, then per event: id, type ('' if expired), only}
+CLAIM_EVENTS = (
+    _NOW
+    + _CLAIM_HEAD
+    + """
 for _, id in ipairs(ids) do
   redis.call('ZADD', KEYS[1], until_ms, id)
   local f = redis.call('HMGET', prefix .. 'evt:' .. id, 'type', 'only')
@@ -194,19 +201,8 @@ return created
 # event expired)}. Deliveries whose record expired are dropped from the zset and not returned.
 CLAIM_DELIVERIES = (
     _NOW
+    + _CLAIM_HEAD
     + """
-local prefix = ARGV[1]
-local slot = KEYS[2]
-local ver = redis.call('GET', prefix .. 'endpoints:ver') or ''
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-if #ids == 0 then
-  if slot ~= '' then
-    if ARGV[5] == '1' then redis.call('DEL', slot) else redis.call('PEXPIRE', slot, ARGV[4]) end
-  end
-  return {now, ver}
-end
-local until_ms = now + tonumber(ARGV[3])
-local out = {now, ver}
 for _, did in ipairs(ids) do
   local f = redis.call('HMGET', prefix .. 'dlv:' .. did, 'ep', 'evt', 'n', 'r')
   if not f[1] then
