@@ -251,6 +251,7 @@ class Batch:
         # what an endpoint cannot take within about one round of its limit goes back to Redis for
         # a moment, so no claimed delivery waits here long enough for its lease to run out
         limits = self.rt.limits
+        later: list[tuple[Job, int]] = []
         for ep_id, queue in self.waiting.items():
             surplus: list[list[Job]] = []
             while len(queue) > limits.queue_allowance(ep_id):
@@ -259,7 +260,8 @@ class Batch:
             # backlog comes back over tens of seconds instead of being claimed again and again)
             spacing = limits.spacing_ms(ep_id)
             for i, chunk in enumerate(reversed(surplus)):
-                self.defer(chunk, min(MAX_DEFER_MS, DEFER_MS + int(i * spacing)))
+                later += ((job, min(MAX_DEFER_MS, DEFER_MS + int(i * spacing))) for job in chunk)
+        self.defer_each(later)
 
     def pump(self) -> None:
         """Start waiting chunks while their endpoint is under its concurrency limit."""
@@ -293,17 +295,21 @@ class Batch:
 
     def defer(self, jobs: list[Job], delay_ms: int) -> None:
         """Hand claimed jobs back to Redis, due again after ``delay_ms`` (and not before a reserved slot)."""
+        self.defer_each([(job, delay_ms) for job in jobs])
+
+    def defer_each(self, jobs: list[tuple[Job, int]]) -> None:
+        """``defer`` with a delay per job, in one write."""
         if not jobs:
             return
-        when = self.redis_now_ms() + delay_ms
+        now = self.redis_now_ms()
         k = self.rt.keys
-        if any(j.slot_ms for j in jobs):
+        if any(j.slot_ms for j, _ in jobs):
             pipe = self.rt.redis.pipeline(transaction=True)
-            ratelimit.hold(pipe, self.rt, jobs)
-            pipe.zadd(k.due, {j.id: max(when, j.slot_ms) for j in jobs})
+            ratelimit.hold(pipe, self.rt, [j for j, _ in jobs])
+            pipe.zadd(k.due, {j.id: max(now + delay, j.slot_ms) for j, delay in jobs})
             pipe.execute()
         else:
-            self.rt.redis.zadd(k.due, {j.id: when for j in jobs})
+            self.rt.redis.zadd(k.due, {j.id: now + delay for j, delay in jobs})
         self.stats["deferred"] += len(jobs)
 
     def defer_all_waiting(self) -> None:

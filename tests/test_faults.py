@@ -204,7 +204,7 @@ def test_hanging_and_slow_endpoints_do_not_stall_healthy_ones(
     from dispatcher.fanout import run_fanout
     from dispatcher.runtime import Runtime
 
-    settings = make_settings(redis_url, prefix, timeout_s=4.0)
+    settings = make_settings(redis_url, prefix, timeout_s=8.0)
     dsp, rt = Dispatcher(settings), Runtime(settings)
     hanging = receiver_factory(delay_s=30.0)
     slow = receiver_factory(delay_s=0.5)
@@ -217,7 +217,7 @@ def test_hanging_and_slow_endpoints_do_not_stall_healthy_ones(
     run_deliver(rt, budget_s=0.2)  # returns once the hanging requests time out
     assert healthy.count() == 200, healthy.count()
     last_healthy = max(r.at for r in healthy.requests)
-    assert last_healthy - started < 3.0 < settings.timeout_s  # all in before the first hang timed out
+    assert last_healthy - started < 6.0 < settings.timeout_s  # all in before the first hang timed out
     assert slow.count() >= 2  # the slow one makes progress too
     rt.close()
     dsp.close()
