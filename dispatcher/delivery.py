@@ -179,7 +179,9 @@ async def _exchange(rt: Runtime, out: Outcome, target: Target, url: URL, headers
     except aiohttp.ClientConnectorError as exc:
         out.error = f"connection error: {exc.os_error.strerror or type(exc.os_error).__name__}"
     except (aiohttp.ClientError, OSError) as exc:
-        out.error = f"{type(exc).__name__}: {str(exc)[:200]}"
+        # a URL may carry a token (chat robots): never copy it into the attempt record
+        text = str(exc).replace(str(url), "<url>").replace(str(target.url), "<url>")
+        out.error = f"{type(exc).__name__}: {text[:200]}"
     out.latency_ms = round((time.perf_counter() - t0) * 1000, 2)
 
 

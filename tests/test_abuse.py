@@ -155,3 +155,14 @@ def test_secrets_never_in_errors_or_listings(dsp: Dispatcher) -> None:
     assert ep.secret not in str(ep.masked())
     rotated = dsp.rotate_secret(ep.id)
     assert ep.secret not in str(rotated.masked()) and rotated.secret not in str(rotated.masked())
+
+
+def test_urls_with_tokens_stay_out_of_attempt_records(
+    dsp: Dispatcher, runtime: Runtime, raw_server: Callable[..., RawServer]
+) -> None:
+    """Errors that quote the request URL (aiohttp's do) must not copy a robot's token into the records."""
+    server = raw_server(lambda conn: conn.sendall(b"HTTP/1.1 2x0 Nope\r\n\r\n"))
+    url = server.url + "?access_token=SECRET-TOKEN-123"
+    attempt = _one_attempt(dsp, runtime, url)
+    assert "<url>" in (attempt.error or "")
+    assert attempt.error and "SECRET-TOKEN-123" not in attempt.error
