@@ -23,10 +23,14 @@ This package imports no web framework; each submodule imports only its own, when
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeAlias
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import VerificationError
+
+if TYPE_CHECKING:
+    from ..verify import SeenIds
 
 Secrets: TypeAlias = str | Sequence[str]
 SecretSource: TypeAlias = Secrets | Callable[[], Secrets]
@@ -49,4 +53,23 @@ def is_success(status: int) -> bool:
     return 200 <= status < 300
 
 
-__all__ = ["ALREADY_PROCESSED_BODY", "SecretSource", "Secrets", "error_body", "is_success", "resolve_secret"]
+@contextmanager
+def released_on_error(seen: SeenIds | None, msg_id: str) -> Iterator[None]:
+    """Release the claim on ``msg_id`` if the view raises, so that the sender's retry is processed."""
+    try:
+        yield
+    except Exception:
+        if seen is not None:
+            seen.forget(msg_id)
+        raise
+
+
+__all__ = [
+    "ALREADY_PROCESSED_BODY",
+    "SecretSource",
+    "Secrets",
+    "error_body",
+    "is_success",
+    "released_on_error",
+    "resolve_secret",
+]

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ..errors import AlreadyProcessed, VerificationError
 from ..verify import DEFAULT_TOLERANCE_S, SeenIds, verify, webhook_id
-from . import ALREADY_PROCESSED_BODY, SecretSource, error_body, is_success, resolve_secret
+from . import ALREADY_PROCESSED_BODY, SecretSource, error_body, is_success, released_on_error, resolve_secret
 
 View = Callable[..., Any]
 
@@ -73,12 +73,8 @@ def webhook_required(
                 if isinstance(checked, JsonResponse):
                     return checked
                 event, msg_id = checked
-                try:
+                with released_on_error(seen, msg_id):
                     response = await view(request, event, *args, **kwargs)
-                except Exception:
-                    if seen is not None:
-                        seen.forget(msg_id)
-                    raise
                 return _settle(seen, msg_id, response)
 
             return csrf_exempt(markcoroutinefunction(async_wrapper))
@@ -89,12 +85,8 @@ def webhook_required(
             if isinstance(checked, JsonResponse):
                 return checked
             event, msg_id = checked
-            try:
+            with released_on_error(seen, msg_id):
                 response = view(request, event, *args, **kwargs)
-            except Exception:
-                if seen is not None:
-                    seen.forget(msg_id)
-                raise
             return _settle(seen, msg_id, response)
 
         return csrf_exempt(wrapper)

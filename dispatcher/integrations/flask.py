@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from ..errors import AlreadyProcessed, VerificationError
 from ..verify import DEFAULT_TOLERANCE_S, SeenIds, verify, webhook_id
-from . import ALREADY_PROCESSED_BODY, SecretSource, error_body, is_success, resolve_secret
+from . import ALREADY_PROCESSED_BODY, SecretSource, error_body, is_success, released_on_error, resolve_secret
 
 View = Callable[..., Any]
 
@@ -71,12 +71,8 @@ def webhook_required(
                 if isinstance(checked, Response):
                     return checked
                 event, msg_id = checked
-                try:
+                with released_on_error(seen, msg_id):
                     result = await view(event, *args, **kwargs)
-                except Exception:
-                    if seen is not None:
-                        seen.forget(msg_id)
-                    raise
                 return _settle(seen, msg_id, result)
 
             return async_wrapper
@@ -87,12 +83,8 @@ def webhook_required(
             if isinstance(checked, Response):
                 return checked
             event, msg_id = checked
-            try:
+            with released_on_error(seen, msg_id):
                 result = view(event, *args, **kwargs)
-            except Exception:
-                if seen is not None:
-                    seen.forget(msg_id)
-                raise
             return _settle(seen, msg_id, result)
 
         return wrapper
