@@ -28,9 +28,9 @@ import aiohttp
 import redis
 
 from dispatcher import Dispatcher, Settings
-from dispatcher.embedded import EmbeddedRedis, free_port, reachable
-from dispatcher.runtime import new_event_loop
+from dispatcher.cli.embedded import EmbeddedRedis, free_port, reachable
 from dispatcher.signing import generate_secret, secret_key, webhook_headers
+from dispatcher.worker.runtime import new_event_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = generate_secret()

@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .client import Dispatcher
-from .errors import (
+# ``dispatcher.verify`` is the function; the module of that name (a compat re-export) is loaded first, because
+# importing a submodule later would rebind the package attribute to the module.
+from dispatcher import verify as _verify_module  # noqa: F401
+from dispatcher.client import Dispatcher
+from dispatcher.errors import (
     AlreadyProcessed,
     CursorExpired,
     DeliveryError,
@@ -41,11 +44,10 @@ from .errors import (
     UnsafeTarget,
     VerificationError,
 )
-from .models import Attempt, Delivery, DeliveryState, Endpoint
-from .settings import Settings
-from .verify import SeenIds, verify
-
-__version__ = "0.1.0"
+from dispatcher.models import Attempt, Delivery, DeliveryState, Endpoint
+from dispatcher.receiver.verify import SeenIds, verify
+from dispatcher.settings import Settings
+from dispatcher.version import __version__
 
 _default: Dispatcher | None = None
 
@@ -158,6 +160,7 @@ __all__ = [
     "TimestampTooOld",
     "UnsafeTarget",
     "VerificationError",
+    "__version__",
     "configure",
     "default",
     "deliveries",

@@ -9,15 +9,17 @@ from typing import Any, ParamSpec, TypeVar
 
 import redis
 
-from .endpoints import EndpointStore
-from .errors import StoreUnavailable
-from .events import CHUNK, NewEvent, build_event, build_many, script_args
-from .keys import Keys
-from .kick import SLOT_TTL_MS
-from .models import Delivery, DeliveryState, Endpoint
-from .records import Records
-from .scripts import ENQUEUE
-from .settings import Settings
+from dispatcher.defaults import STATS_MINUTES_SHOWN
+from dispatcher.errors import StoreUnavailable
+from dispatcher.events import CHUNK, NewEvent, build_event, build_many, script_args
+from dispatcher.kicks import SLOT_TTL_MS
+from dispatcher.models import Delivery, DeliveryState, Endpoint
+from dispatcher.settings import Settings
+from dispatcher.store.endpoints import EndpointStore
+from dispatcher.store.keys import Keys
+from dispatcher.store.records import Records
+from dispatcher.store.scripts import ENQUEUE
+from dispatcher.store.stats import collect_stats
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,7 @@ class Dispatcher:
     @property
     def kicker(self) -> Any:
         if self._kicker is None:
-            from .celeryconf import make_celery
-            from .kick import Kicker
+            from dispatcher.kicks import Kicker, make_celery
 
             self._kicker = Kicker(self.settings, self.redis, make_celery(self.settings, "dispatcher-producer"))
         return self._kicker
@@ -197,6 +198,11 @@ class Dispatcher:
         if n:
             self.kicker.kick("deliver")
         return n
+
+    # -- monitoring ------------------------------------------------------------------------------
+    def stats(self, minutes: int = STATS_MINUTES_SHOWN) -> dict[str, Any]:
+        """Every operational number, read from Redis now (``dispatcher.store.stats.collect_stats``)."""
+        return collect_stats(self.redis, self.keys, self.endpoints, minutes)
 
     def close(self) -> None:
         self.redis.close()

@@ -10,9 +10,9 @@ from typing import Any
 
 import orjson
 
-from .errors import InvalidInput, PayloadNotSerializable, PayloadTooLarge
-from .ids import new_id
-from .matching import validate_event_type
+from dispatcher.errors import InvalidInput, PayloadNotSerializable, PayloadTooLarge
+from dispatcher.ids import new_id
+from dispatcher.matching import validate_event_type
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,128}$")
 MAX_IDEMPOTENCY_KEY = 256

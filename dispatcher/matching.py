@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
-from .errors import InvalidEventType
+from dispatcher.errors import InvalidEventType
 
 _TYPE_RE = re.compile(r"^[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*$")
 MAX_TYPE_LENGTH = 128

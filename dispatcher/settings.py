@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from dispatcher.version import __version__
+
 DEFAULT_RETRY_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
 
@@ -67,7 +69,7 @@ class Settings(BaseSettings):
     retry_after_max_s: float = 36000.0
     disable_after_failing_s: float = 5 * 24 * 3600.0  # an endpoint failing this long without a success
     response_body_max_bytes: int = 1024
-    user_agent: str = "webhook-dispatcher/0.1"
+    user_agent: str = f"webhook-dispatcher/{__version__}"
 
     # batching and concurrency inside one worker process
     fanout_batch: int = 500

@@ -32,8 +32,8 @@ from django.core.management import execute_from_command_line  # noqa: E402
 from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from dispatcher.integrations.django import webhook_required  # noqa: E402
-from dispatcher.verify import SeenIds  # noqa: E402
+from dispatcher.receiver.integrations.django import webhook_required  # noqa: E402
+from dispatcher.receiver.verify import SeenIds  # noqa: E402
 
 
 def current_secrets() -> list[str]:

@@ -15,8 +15,8 @@ from typing import Any
 import redis
 from fastapi import Depends, FastAPI, Response
 
-from dispatcher.integrations.fastapi import WebhookVerifier
-from dispatcher.verify import SeenIds
+from dispatcher.receiver.integrations.fastapi import WebhookVerifier
+from dispatcher.receiver.verify import SeenIds
 
 
 def current_secrets() -> list[str]:

@@ -14,8 +14,8 @@ from typing import Any
 import redis
 from flask import Flask
 
-from dispatcher.integrations.flask import webhook_required
-from dispatcher.verify import SeenIds
+from dispatcher.receiver.integrations.flask import webhook_required
+from dispatcher.receiver.verify import SeenIds
 
 
 def current_secrets() -> list[str]:

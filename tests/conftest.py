@@ -20,8 +20,8 @@ import redis
 from aiohttp import web
 
 from dispatcher import Dispatcher, Settings
-from dispatcher.embedded import EmbeddedRedis
-from dispatcher.runtime import Runtime
+from dispatcher.cli.embedded import EmbeddedRedis
+from dispatcher.worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from dispatcher import Dispatcher, InvalidInput, PayloadNotSerializable
-from dispatcher.delivery import run_deliver
-from dispatcher.fanout import run_fanout
-from dispatcher.runtime import Runtime
+from dispatcher.worker.delivery import run_deliver
+from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.runtime import Runtime
 from tests.conftest import make_settings
 
 

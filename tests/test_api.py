@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 from standardwebhooks.webhooks import Webhook
 
 from dispatcher import Dispatcher, Settings
-from dispatcher.api import ApiConfigError, create_app
-from dispatcher.api_auth import SESSION_COOKIE, SESSION_TTL_S, Auth
-from dispatcher.delivery import run_deliver
-from dispatcher.fanout import run_fanout
+from dispatcher.api.app import ApiConfigError, create_app
+from dispatcher.api.auth import SESSION_COOKIE, SESSION_TTL_S, Auth
 from dispatcher.models import mask_secret
-from dispatcher.runtime import Runtime
+from dispatcher.worker.delivery import run_deliver
+from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.runtime import Runtime
 from tests.conftest import Receiver, make_settings
 
 KEY = "test-key-0123456789abcdef"

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
 from dispatcher import Dispatcher
-from dispatcher.api import create_app
+from dispatcher.api.app import create_app
 from dispatcher.settings import Settings
 
 schemathesis = pytest.importorskip("schemathesis")

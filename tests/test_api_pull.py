@@ -19,11 +19,11 @@ from websockets.sync.client import connect
 
 import dispatcher
 from dispatcher import Dispatcher, Settings
-from dispatcher.api import create_app
-from dispatcher.api_auth import SESSION_COOKIE, Auth
-from dispatcher.fanout import run_fanout
-from dispatcher.runtime import Runtime
+from dispatcher.api.app import create_app
+from dispatcher.api.auth import SESSION_COOKIE, Auth
 from dispatcher.signing import endpoint_token
+from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.runtime import Runtime
 from tests.apiserver import ApiServer
 from tests.conftest import Receiver, wait_until
 

@@ -20,8 +20,8 @@ import redis
 from click.testing import CliRunner, Result
 
 from dispatcher import Settings
-from dispatcher.cli import cli
-from dispatcher.embedded import free_port
+from dispatcher.cli.embedded import free_port
+from dispatcher.cli.main import cli
 
 from .conftest import ROOT, Received, Receiver, settings_env, wait_until
 
@@ -250,7 +250,7 @@ def test_deliveries_and_replay_with_a_worker(
 def test_worker_runs_celery_with_events_and_cpu_concurrency(
     cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dispatcher.cli as cli_module
+    import dispatcher.cli.main as cli_module
 
     seen: list[list[str]] = []
 

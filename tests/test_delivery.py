@@ -13,10 +13,10 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from dispatcher import Dispatcher, InvalidState
-from dispatcher.delivery import run_deliver
-from dispatcher.fanout import run_fanout
-from dispatcher.runtime import Runtime
 from dispatcher.settings import Settings
+from dispatcher.worker.delivery import run_deliver
+from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.runtime import Runtime
 from tests.conftest import Receiver, make_settings, wait_until
 
 
@@ -242,7 +242,7 @@ def test_lease_expiry_redelivers_claimed_work(redis_url: str, prefix: str, recei
     dsp.subscribe(receiver.url, ["*"])
     eid = dsp.enqueue("a.b", {})
     run_fanout(rt)
-    from dispatcher.delivery import Batch
+    from dispatcher.worker.delivery import Batch
 
     assert len(Batch(rt, 0).claim(10, False)) == 1  # claimed, then "the worker dies"
     run_deliver(rt, budget_s=0.1)

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import orjson
 
 from dispatcher import Dispatcher
-from dispatcher.delivery import run_deliver
-from dispatcher.fanout import run_fanout
-from dispatcher.runtime import Runtime
+from dispatcher.worker.delivery import run_deliver
+from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.runtime import Runtime
 from tests.conftest import Receiver, make_settings
 
 

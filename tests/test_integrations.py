@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import redis
 
+from dispatcher.receiver.verify import SeenIds
 from dispatcher.signing import generate_secret, secret_key, webhook_headers
-from dispatcher.verify import SeenIds
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
@@ -71,7 +71,7 @@ class TestFlask:
     def make_app(self, seen: SeenIds | None = None, fail: bool = False, status: int = 200) -> tuple[Any, list[Any]]:
         from flask import Flask
 
-        from dispatcher.integrations.flask import webhook_required
+        from dispatcher.receiver.integrations.flask import webhook_required
 
         app = Flask(__name__)
         received: list[Any] = []
@@ -151,7 +151,7 @@ class TestFlask:
     def test_async_view(self) -> None:
         from flask import Flask
 
-        from dispatcher.integrations.flask import webhook_required
+        from dispatcher.receiver.integrations.flask import webhook_required
 
         app = Flask(__name__)
 
@@ -171,7 +171,7 @@ class TestFastAPI:
     def make_app(self, seen: SeenIds | None = None, fail: bool = False) -> tuple[Any, list[Any]]:
         from fastapi import Depends, FastAPI
 
-        from dispatcher.integrations.fastapi import WebhookVerifier
+        from dispatcher.receiver.integrations.fastapi import WebhookVerifier
 
         app = FastAPI()
         verifier = WebhookVerifier([OTHER_SECRET, SECRET], seen=seen)
@@ -245,7 +245,7 @@ class TestFastAPI:
         from starlette.routing import Route
         from starlette.testclient import TestClient
 
-        from dispatcher.integrations.fastapi import WebhookVerifier
+        from dispatcher.receiver.integrations.fastapi import WebhookVerifier
 
         verifier = WebhookVerifier(SECRET)
 
@@ -287,7 +287,7 @@ def django_views() -> Iterator[Callable[..., tuple[Any, list[Any]]]]:
     from django.test import Client, override_settings
     from django.urls import clear_url_caches, path
 
-    from dispatcher.integrations.django import webhook_required
+    from dispatcher.receiver.integrations.django import webhook_required
 
     def make(seen: SeenIds | None = None, fail: bool = False, status: int = 200) -> tuple[Any, list[Any]]:
         from django.http import HttpRequest, JsonResponse

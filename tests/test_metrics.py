@@ -11,11 +11,12 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from dispatcher import Dispatcher
-from dispatcher.api import create_app
-from dispatcher.delivery import run_deliver
-from dispatcher.fanout import run_fanout
-from dispatcher.metrics import collect_stats, format_stats, latency_quantile, stats_metrics
-from dispatcher.runtime import Runtime
+from dispatcher.api.app import create_app
+from dispatcher.api.prometheus import stats_metrics
+from dispatcher.cli.stats import format_stats, latency_quantile
+from dispatcher.worker.delivery import run_deliver
+from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.runtime import Runtime
 from tests.conftest import Receiver
 
 
@@ -45,7 +46,7 @@ def mixed(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Rec
 
 
 def test_empty_store_has_zero_everything(dsp: Dispatcher) -> None:
-    stats = collect_stats(dsp)
+    stats = dsp.stats()
     assert stats["enqueued_total"] == 0
     assert stats["deliveries"] == {"delivered": 0, "retrying": 0, "dead": 0}
     assert stats["queue_depth"] == stats["pending_retries"] == stats["dead_letters"] == 0
@@ -61,7 +62,7 @@ def test_stats_after_delivered_dead_and_retrying(dsp: Dispatcher, mixed: dict[st
     dsp.enqueue("a.b", {"x": 2})  # stored, not fanned out yet: due now in the fan-out queue
     dsp.redis.set(dsp.keys.worker("w9@box"), json.dumps({"name": "w9@box", "pid": 7, "concurrency": 4}), ex=30)
 
-    stats = collect_stats(dsp)
+    stats = dsp.stats()
     assert stats["enqueued_total"] == 2
     assert stats["deliveries"] == {"delivered": 1, "retrying": 1, "dead": 1}
     by_ep = stats["deliveries_by_endpoint"]
@@ -97,7 +98,7 @@ def test_queue_depth_counts_due_members_and_pending_retries_the_future_ones(dsp:
     now_ms = int(sec) * 1000
     dsp.redis.zadd(dsp.keys.due, {"d-past": now_ms - 5000, "d-now": now_ms - 1, "d-later": now_ms + 600_000})
     dsp.redis.zadd(dsp.keys.fanout, {"e-past": now_ms - 1000, "e-leased": now_ms + 60_000})
-    stats = collect_stats(dsp)
+    stats = dsp.stats()
     assert stats["queue"] == {"fanout_due": 1, "deliver_due": 2}
     assert stats["queue_depth"] == 3
     assert stats["pending_retries"] == 1
@@ -124,7 +125,7 @@ def test_prometheus_metrics_from_redis_at_scrape_time(dsp: Dispatcher, mixed: di
     values = list(buckets.values())
     assert values == sorted(values), "buckets are cumulative"
     assert values[-1] == m["dispatcher_attempt_latency_seconds_count"][()] == 3
-    stats = collect_stats(dsp)
+    stats = dsp.stats()
     assert m["dispatcher_attempt_latency_seconds_sum"][()] == pytest.approx(stats["latency"]["sum_ms"] / 1000)
 
     # counters move with the next scrape: nothing is cached in the API process

@@ -16,13 +16,13 @@ from standardwebhooks.webhooks import Webhook
 
 import dispatcher
 from dispatcher import Dispatcher, InvalidInput, InvalidURL
-from dispatcher.cli import cli
+from dispatcher.cli.main import cli
 from dispatcher.errors import CursorExpired, InvalidCursor, PullError
-from dispatcher.fanout import run_fanout
-from dispatcher.pull import PulledEvent, endpoint_token, iter_events, iter_events_ws
-from dispatcher.pull_log import PullLog, parse_cursor
-from dispatcher.runtime import Runtime
+from dispatcher.receiver.pull import PulledEvent, endpoint_token, iter_events, iter_events_ws
 from dispatcher.settings import Settings
+from dispatcher.store.pull_log import PullLog, parse_cursor
+from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.runtime import Runtime
 from tests.apiserver import ApiServer
 from tests.conftest import Receiver, make_settings
 

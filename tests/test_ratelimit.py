@@ -10,10 +10,10 @@ from collections.abc import Callable
 import orjson
 
 from dispatcher import Dispatcher
-from dispatcher.delivery import run_deliver
-from dispatcher.fanout import run_fanout
-from dispatcher.runtime import Runtime
 from dispatcher.settings import Settings
+from dispatcher.worker.delivery import run_deliver
+from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.runtime import Runtime
 from tests.conftest import Receiver, wait_until
 from tests.test_delivery import pump, states
 

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from dispatcher import Dispatcher, InvalidInput, Settings
-from dispatcher.api import create_app
-from dispatcher.cli import cli
+from dispatcher.api.app import create_app
+from dispatcher.cli.main import cli
 from dispatcher.errors import InvalidTemplate
 from dispatcher.models import Endpoint
 from dispatcher.robots import PLATFORMS, ROBOT_KINDS, detect_kind, get

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from dispatcher import Dispatcher
-from dispatcher.runtime import Runtime
+from dispatcher.worker.runtime import Runtime
 from tests.conftest import Received, Receiver, Reply
 from tests.test_delivery import pump, states
 

@@ -29,8 +29,8 @@ from dispatcher.errors import (
     TimestampTooOld,
     VerificationError,
 )
+from dispatcher.receiver.verify import DEFAULT_SEEN_TTL_S, SeenIds, verify, webhook_id
 from dispatcher.signing import generate_secret, secret_key, sign, webhook_headers
-from dispatcher.verify import DEFAULT_SEEN_TTL_S, SeenIds, verify, webhook_id
 
 VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"

@@ -17,9 +17,9 @@ import uvicorn
 from standardwebhooks.webhooks import Webhook
 
 from dispatcher import Dispatcher, Settings
-from dispatcher.api import create_app
+from dispatcher.api.app import create_app
+from dispatcher.api.web import endpoint_view
 from dispatcher.models import Attempt, Delivery, DeliveryState
-from dispatcher.web import endpoint_view
 from tests.conftest import ROOT, Receiver, Worker, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")

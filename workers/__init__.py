@@ -1,1 +1,1 @@
-"""Celery workers of the webhook dispatcher: ``celery -A workers.app worker``."""
+"""``celery -A workers.app worker`` keeps working: the app lives in ``dispatcher.worker.app``."""

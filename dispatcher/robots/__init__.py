@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from ..errors import InvalidInput
-from ..models import Endpoint
-from . import dingtalk, discord, feishu, slack, teams, wecom
-from .common import MARKER, RobotRequest, Verdict
-from .template import DEFAULT_TEMPLATE, validate_template
+from dispatcher.errors import InvalidInput
+from dispatcher.models import Endpoint
+from dispatcher.robots import dingtalk, discord, feishu, slack, teams, wecom
+from dispatcher.robots.common import MARKER, RobotRequest, Verdict
+from dispatcher.robots.template import DEFAULT_TEMPLATE, validate_template
 
 
 class Platform(Protocol):

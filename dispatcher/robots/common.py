@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ..models import Endpoint
-from .template import Style, render
+from dispatcher.models import Endpoint
+from dispatcher.robots.template import Style, render
 
 MARKER = "…(truncated)"
 JSON_HEADERS = {"content-type": "application/json; charset=utf-8"}

@@ -17,9 +17,19 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote_plus, urlsplit, urlunsplit
 
-from ..models import Endpoint
-from .common import JSON_HEADERS, RobotRequest, Verdict, classify_code, cut, dumps, fit, hmac_sha256_b64, message
-from .template import Style
+from dispatcher.models import Endpoint
+from dispatcher.robots.common import (
+    JSON_HEADERS,
+    RobotRequest,
+    Verdict,
+    classify_code,
+    cut,
+    dumps,
+    fit,
+    hmac_sha256_b64,
+    message,
+)
+from dispatcher.robots.template import Style
 
 KIND = "dingtalk"
 DEFAULT_RATE_PER_S = 20 / 60

@@ -14,9 +14,19 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ..models import Endpoint
-from .common import DELIVERED, FAILED, JSON_HEADERS, RobotRequest, Verdict, cut, dumps, json_object, message
-from .template import Style
+from dispatcher.models import Endpoint
+from dispatcher.robots.common import (
+    DELIVERED,
+    FAILED,
+    JSON_HEADERS,
+    RobotRequest,
+    Verdict,
+    cut,
+    dumps,
+    json_object,
+    message,
+)
+from dispatcher.robots.template import Style
 
 KIND = "discord"
 DEFAULT_RATE_PER_S = 2.0

@@ -17,9 +17,19 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..models import Endpoint
-from .common import JSON_HEADERS, RobotRequest, Verdict, classify_code, cut, dumps, fit, hmac_sha256_b64, message
-from .template import PLAIN
+from dispatcher.models import Endpoint
+from dispatcher.robots.common import (
+    JSON_HEADERS,
+    RobotRequest,
+    Verdict,
+    classify_code,
+    cut,
+    dumps,
+    fit,
+    hmac_sha256_b64,
+    message,
+)
+from dispatcher.robots.template import PLAIN
 
 KIND = "feishu"
 DEFAULT_RATE_PER_S = 100 / 60

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..models import Endpoint
-from .common import DELIVERED, FAILED, JSON_HEADERS, RobotRequest, Verdict, cut, dumps, message
-from .template import Style
+from dispatcher.models import Endpoint
+from dispatcher.robots.common import DELIVERED, FAILED, JSON_HEADERS, RobotRequest, Verdict, cut, dumps, message
+from dispatcher.robots.template import Style
 
 KIND = "slack"
 DEFAULT_RATE_PER_S = 1.0

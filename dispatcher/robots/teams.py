@@ -18,9 +18,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..models import Endpoint
-from .common import DELIVERED, FAILED, JSON_HEADERS, RobotRequest, Verdict, cut, dumps, fit, message
-from .template import Style
+from dispatcher.models import Endpoint
+from dispatcher.robots.common import DELIVERED, FAILED, JSON_HEADERS, RobotRequest, Verdict, cut, dumps, fit, message
+from dispatcher.robots.template import Style
 
 KIND = "teams"
 DEFAULT_RATE_PER_S = 4.0

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import InvalidTemplate
+from dispatcher.errors import InvalidTemplate
 
 ROOTS = ("id", "type", "timestamp", "data")
 DEFAULT_TEMPLATE = "{data|fields}"

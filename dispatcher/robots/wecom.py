@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..models import Endpoint
-from .common import JSON_HEADERS, RobotRequest, Verdict, classify_code, cut, dumps, fit, message
-from .template import Style
+from dispatcher.models import Endpoint
+from dispatcher.robots.common import JSON_HEADERS, RobotRequest, Verdict, classify_code, cut, dumps, fit, message
+from dispatcher.robots.template import Style
 
 KIND = "wecom"
 DEFAULT_RATE_PER_S = 20 / 60

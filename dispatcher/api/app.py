@@ -1,0 +1,193 @@
+"""The HTTP API and web page: ``create_app(settings)`` builds the FastAPI app, ``serve()`` runs it.
+
+Routes (all JSON, all behind an API key except ``/healthz``, the page's login form and its static
+files):
+
+- ``/v1/...``: endpoints, events, deliveries, replay, stats (``dispatcher.api.routes``)
+- ``/v1/endpoints/{id}/poll`` and ``.../stream``: pull consumers, long-poll and WebSocket (``dispatcher.api.pull``)
+- ``/`` and ``/web/...``: the web page (``dispatcher.api.web``)
+- ``/metrics``: Prometheus, read from Redis at scrape time (``dispatcher.api.prometheus``)
+- ``/openapi.json``: the OpenAPI document
+- ``/healthz``: 200 when Redis answers (live workers listed, none is only a warning), else 503
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis
+import uvicorn
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dispatcher.api.auth import Auth, require_auth
+from dispatcher.api.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from dispatcher.api.prometheus import DispatcherCollector
+from dispatcher.api.pull import close_pull, install_pull
+from dispatcher.api.routes import router as v1_router
+from dispatcher.api.schemas import Health
+from dispatcher.api.web import install_web
+from dispatcher.client import Dispatcher
+from dispatcher.errors import DispatcherError
+from dispatcher.settings import Settings
+from dispatcher.store.stats import live_workers
+from dispatcher.version import __version__
+
+log = logging.getLogger(__name__)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+class ApiConfigError(DispatcherError):
+    """Raised when the API is asked to start in a configuration it refuses (no API keys)."""
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with a 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"the request body is larger than {self.max_bytes} bytes"
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await error_response(413, "payload_too_large", message)(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, message)
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+class SecurityHeaders:
+    """Headers on every answer: no sniffing, no framing, no caching (answers can hold secrets), a CSP."""
+
+    HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope.get("path", "").startswith("/static/")
+
+        async def send_with_headers(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                headers = list(msg.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in self.HEADERS if h[0] not in present)
+                if not static and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                msg["headers"] = headers
+            await send(msg)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def check_auth_config(settings: Settings) -> None:
+    """Refuse to serve without API keys unless no-auth was asked for explicitly."""
+    if not settings.api_keys and not settings.api_insecure_no_auth:
+        raise ApiConfigError(
+            "the HTTP API needs at least one API key: set DISPATCHER_API_KEYS=<key>[,<key>...] "
+            "(long random strings, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+            "or DISPATCHER_API_INSECURE_NO_AUTH=true to run it without authentication on a trusted machine"
+        )
+
+
+def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> FastAPI:
+    """The API and web page over ``dispatcher`` (built from ``settings`` and closed with the app if not given)."""
+    check_auth_config(settings)
+    dsp = dispatcher if dispatcher is not None else Dispatcher(settings)
+    owned = dispatcher is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await close_pull(app)
+        if owned:
+            dsp.close()
+
+    app = FastAPI(
+        title="webhook-dispatcher",
+        version=__version__,
+        description="Register webhook endpoints, publish events, inspect and replay deliveries.",
+        openapi_url=None,  # served below, behind the API key
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.dispatcher = dsp
+    app.state.auth = Auth(settings)
+    registry = CollectorRegistry()
+    registry.register(DispatcherCollector(dsp))
+    app.state.registry = registry
+
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(SecurityHeaders)
+    app.include_router(v1_router)
+    install_pull(app, settings)  # async long-poll and WebSocket routes of pull consumers
+    install_web(app)
+
+    @app.get("/healthz", response_model=Health, tags=["monitoring"], responses={503: ERROR_RESPONSES[503]})
+    def healthz() -> Any:
+        """No auth. 200 while Redis answers; ``workers`` lists live workers (none is a warning, not a failure)."""
+        try:
+            dsp.redis.ping()
+            workers = [w["name"] for w in live_workers(dsp.redis, dsp.keys)]
+        except redis.RedisError:
+            return error_response(503, "store_unavailable", "Redis is unreachable", redis="down", workers=[])
+        warning = None if workers else "no live workers: events are stored but not delivered until one runs"
+        return Health(redis="ok", workers=workers, warning=warning)
+
+    @app.get("/metrics", dependencies=[Depends(require_auth)], tags=["monitoring"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus text format, read from Redis at scrape time."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json", dependencies=[Depends(require_auth)], include_in_schema=False)
+    def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    return app
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
+    """Run the API under uvicorn until interrupted; raises ``ApiConfigError`` without API keys."""
+    app = create_app(settings)
+    auth = "NO AUTHENTICATION (api_insecure_no_auth)" if app.state.auth.open else f"{len(settings.api_keys)} API key(s)"
+    log.info("HTTP API on http://%s:%d (%s)", host, port, auth)
+    options: dict[str, Any] = {"log_level": "info", "proxy_headers": True, "server_header": False,
+                               # pull WebSockets: protocol pings keep idle ones alive; acks are tiny
+                               "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0, "ws_max_size": 64 * 1024}  # fmt: skip
+    options.update(uvicorn_options)
+    uvicorn.run(app, host=host, port=port, **options)

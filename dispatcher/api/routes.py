@@ -1,0 +1,200 @@
+"""The ``/v1`` routes: endpoints, events, deliveries, replay and stats, thin over ``Dispatcher``.
+
+Handlers are plain functions (FastAPI runs them in its thread pool) because ``Dispatcher`` talks to
+Redis synchronously. Errors are raised as the dispatcher's exceptions and turned into the one
+error shape by ``dispatcher.api_errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
+from pydantic import Discriminator, Tag
+
+from dispatcher.api.auth import require_auth
+from dispatcher.api.errors import ERROR_RESPONSES, ApiError
+from dispatcher.api.schemas import (
+    MAX_EVENTS_PER_REQUEST,
+    DeliveryList,
+    DisableEndpoint,
+    EndpointCreate,
+    EndpointList,
+    EndpointOut,
+    EndpointUpdate,
+    Enqueued,
+    EventIn,
+    EventOut,
+    Replayed,
+    RotateSecret,
+    SentTest,
+)
+from dispatcher.client import Dispatcher
+from dispatcher.models import Delivery, DeliveryState, Endpoint
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_auth)], responses=ERROR_RESPONSES)
+
+
+def get_dispatcher(request: Request) -> Dispatcher:
+    dsp = request.app.state.dispatcher
+    assert isinstance(dsp, Dispatcher)
+    return dsp
+
+
+Dsp = Annotated[Dispatcher, Depends(get_dispatcher)]
+
+
+def with_secret(endpoint: Endpoint) -> dict[str, Any]:
+    """The masked endpoint with its current secret in full: only for the answers that show it once."""
+    data = endpoint.masked()
+    data["secret"] = endpoint.secret
+    return data
+
+
+# -- endpoints ------------------------------------------------------------------------------------
+@router.post("/endpoints", status_code=status.HTTP_201_CREATED, response_model=EndpointOut, tags=["endpoints"])
+def create_endpoint(body: EndpointCreate, dsp: Dsp) -> dict[str, Any]:
+    """Register an endpoint. The answer holds its full signing secret: the only time it is shown."""
+    fields = body.model_dump(exclude_unset=True)
+    url, event_types, secret = fields.pop("url", None), fields.pop("event_types", ["*"]), fields.pop("secret", None)
+    return with_secret(dsp.subscribe(url, event_types, secret, **fields))
+
+
+@router.get("/endpoints", response_model=EndpointList, tags=["endpoints"])
+def list_endpoints(dsp: Dsp) -> dict[str, Any]:
+    return {"endpoints": [ep.masked() for ep in dsp.list_endpoints()]}
+
+
+@router.get("/endpoints/{endpoint_id}", response_model=EndpointOut, tags=["endpoints"])
+def get_endpoint(endpoint_id: str, dsp: Dsp) -> dict[str, Any]:
+    return dsp.get_endpoint(endpoint_id).masked()
+
+
+@router.patch("/endpoints/{endpoint_id}", response_model=EndpointOut, tags=["endpoints"])
+def update_endpoint(endpoint_id: str, body: EndpointUpdate, dsp: Dsp) -> dict[str, Any]:
+    """Change the given fields; ``enabled: true`` also clears the disabled reason."""
+    return dsp.update_endpoint(endpoint_id, **body.model_dump(exclude_unset=True)).masked()
+
+
+@router.delete("/endpoints/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["endpoints"])
+def delete_endpoint(endpoint_id: str, dsp: Dsp) -> Response:
+    dsp.unsubscribe(endpoint_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/endpoints/{endpoint_id}/rotate-secret", response_model=EndpointOut, tags=["endpoints"])
+def rotate_secret(endpoint_id: str, dsp: Dsp, body: Annotated[RotateSecret | None, Body()] = None) -> dict[str, Any]:
+    """New signing secret, shown once; the old one keeps signing alongside it for ``grace_s`` (1 day)."""
+    req = body or RotateSecret()
+    return with_secret(dsp.rotate_secret(endpoint_id, req.grace_s, req.secret))
+
+
+@router.post("/endpoints/{endpoint_id}/enable", response_model=EndpointOut, tags=["endpoints"])
+def enable_endpoint(endpoint_id: str, dsp: Dsp) -> dict[str, Any]:
+    return dsp.enable_endpoint(endpoint_id).masked()
+
+
+@router.post("/endpoints/{endpoint_id}/disable", response_model=EndpointOut, tags=["endpoints"])
+def disable_endpoint(
+    endpoint_id: str, dsp: Dsp, body: Annotated[DisableEndpoint | None, Body()] = None
+) -> dict[str, Any]:
+    return dsp.disable_endpoint(endpoint_id, body.reason if body else None).masked()
+
+
+@router.post(
+    "/endpoints/{endpoint_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=SentTest, tags=["endpoints"]
+)
+def send_test(endpoint_id: str, dsp: Dsp) -> dict[str, str]:
+    """Send a ``webhook.test`` event to this endpoint only, whatever its type filters."""
+    return {"event_id": dsp.send_test(endpoint_id)}
+
+
+# -- events ---------------------------------------------------------------------------------------
+def _one_or_many(value: Any) -> str:
+    return "events" if isinstance(value, list) else "event"
+
+
+# a callable discriminator, so a bad body is reported against the shape that was sent, not both
+EventsBody = Annotated[
+    Annotated[EventIn, Tag("event")] | Annotated[list[EventIn], Tag("events")],
+    Discriminator(_one_or_many),
+    Body(description=f"one event, or an array of 1 to {MAX_EVENTS_PER_REQUEST}"),
+]
+
+
+@router.post(
+    "/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Enqueued,
+    response_model_exclude_none=True,
+    tags=["events"],
+)
+def post_events(body: EventsBody, dsp: Dsp) -> dict[str, Any]:
+    """Store events durably for delivery to every matching endpoint. An array is all or nothing."""
+    if isinstance(body, EventIn):
+        event_id = dsp.enqueue(body.type, body.data, event_id=body.id, idempotency_key=body.idempotency_key)
+        return {"ids": [event_id], "id": event_id}
+    if not 1 <= len(body) <= MAX_EVENTS_PER_REQUEST:
+        raise ApiError(422, "validation_error", f"send 1 to {MAX_EVENTS_PER_REQUEST} events per request")
+    items = [{"type": e.type, "data": e.data, "id": e.id, "idempotency_key": e.idempotency_key} for e in body]
+    return {"ids": dsp.enqueue_many(items)}
+
+
+@router.get("/events/{event_id}", response_model=EventOut, tags=["events"])
+def get_event(event_id: str, dsp: Dsp) -> dict[str, Any]:
+    """The event as sent, and its deliveries (none until fanned out) with every attempt."""
+    event = dsp.event(event_id)
+    return {**event, "deliveries": dsp.deliveries(event_id)}
+
+
+# -- deliveries -----------------------------------------------------------------------------------
+@router.get("/endpoints/{endpoint_id}/deliveries", response_model=DeliveryList, tags=["deliveries"])
+def endpoint_deliveries(
+    endpoint_id: str,
+    dsp: Dsp,
+    state: DeliveryState | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, list[Delivery]]:
+    """The endpoint's deliveries, newest first; ``state=dead`` reads its dead-letter queue."""
+    dsp.get_endpoint(endpoint_id)
+    return {"deliveries": dsp.endpoint_deliveries(endpoint_id, state, limit)}
+
+
+@router.get("/deliveries/{delivery_id}", response_model=Delivery, tags=["deliveries"])
+def get_delivery(delivery_id: str, dsp: Dsp) -> Delivery:
+    return dsp.get_delivery(delivery_id)
+
+
+@router.post(
+    "/deliveries/{delivery_id}/replay",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Replayed,
+    tags=["deliveries"],
+)
+def replay_delivery(delivery_id: str, dsp: Dsp) -> dict[str, int]:
+    """Queue a dead delivery again for a fresh round of attempts (409 unless it is dead)."""
+    return {"replayed": dsp.replay(delivery_id)}
+
+
+@router.post(
+    "/endpoints/{endpoint_id}/replay",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Replayed,
+    tags=["deliveries"],
+)
+def replay_endpoint(
+    endpoint_id: str,
+    dsp: Dsp,
+    state: Literal["dead"] = "dead",
+    since: Annotated[float | None, Query(ge=0, description="unix time: only dead-lettered at or after")] = None,
+) -> dict[str, int]:
+    """Replay every dead delivery of the endpoint (optionally only those dead since ``since``)."""
+    dsp.get_endpoint(endpoint_id)
+    return {"replayed": dsp.replay(endpoint_id=endpoint_id, since=since)}
+
+
+# -- stats ----------------------------------------------------------------------------------------
+@router.get("/stats", tags=["monitoring"])
+def stats(dsp: Dsp) -> dict[str, Any]:
+    """Counters, queue depths, dead letters, workers and per-minute outcomes (see /metrics)."""
+    return dsp.stats()

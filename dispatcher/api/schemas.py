@@ -1,0 +1,167 @@
+"""Request and response bodies of the HTTP API (``dispatcher.api``).
+
+Requests are strict: unknown fields and wrong JSON types are refused with a 422 before anything is
+written. What a value means (a URL's safety, a pattern's syntax, an event's size) is still checked
+by the dispatcher itself, which answers 400 or 413.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from dispatcher.models import Delivery
+
+MAX_EVENTS_PER_REQUEST = 1000
+
+
+class Strict(BaseModel):
+    """Base of every request body: unknown fields and type coercions are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class EndpointCreate(Strict):
+    url: str | None = Field(
+        default=None,
+        description="http(s) URL the events are POSTed to; left out for kind 'poll'",
+        examples=["https://example.com/hooks"],
+    )
+    kind: str | None = Field(
+        default=None,
+        description="'webhook' (Standard Webhooks), 'poll' (no URL, consumers pull GET /v1/endpoints/{id}/poll), or a"
+        " chat robot: 'slack', 'discord', 'teams', 'dingtalk', 'feishu', 'wecom'. Left out: recognised from the URL's"
+        " host (a chat platform's), else 'webhook'",
+    )
+    template: str | None = Field(
+        default=None, description="chat robots: message template, e.g. 'Order {data.order.id} paid'; null: default"
+    )
+    robot_secret: str | None = Field(default=None, description="dingtalk / feishu: the robot's signing secret")
+    also_poll: bool = Field(default=False, description="also append the events to the endpoint's pull log")
+    event_types: list[str] = Field(default=["*"], description="'*', exact types, or 'prefix.*' patterns")
+    secret: str | None = Field(default=None, description="whsec_ + base64 of 24-64 bytes; generated when left out")
+    description: str = ""
+    max_batch: int = Field(default=1, description="events per POST (> 1: a JSON array)")
+    retry_schedule: list[float] | None = Field(default=None, description="seconds after each failed attempt")
+    rate_limit_per_s: float | None = Field(
+        default=None, description="requests per second at most; null: none (a chat robot: its platform's rate)"
+    )
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _url_unless_poll(self) -> EndpointCreate:
+        if self.url is None and self.kind != "poll":
+            raise ValueError("url is required (only kind 'poll' has none)")
+        return self
+
+
+class EndpointUpdate(Strict):
+    """Fields to change; those left out stay as they are. Secrets change through rotate-secret."""
+
+    url: str | None = None
+    event_types: list[str] | None = None
+    description: str | None = None
+    max_batch: int | None = None
+    retry_schedule: list[float] | None = Field(default=None, description="null: back to the global schedule")
+    rate_limit_per_s: float | None = Field(default=None, description="null: no limit (a chat robot: its platform's)")
+    enabled: bool | None = None
+    also_poll: bool | None = None
+    kind: str | None = Field(default=None, description="webhook or a chat robot kind (not to or from poll)")
+    template: str | None = Field(default=None, description="chat robots: null: back to the default template")
+    robot_secret: str | None = Field(default=None, description="dingtalk / feishu: null: no signing")
+
+    @model_validator(mode="after")
+    def _not_null(self) -> EndpointUpdate:
+        for name in ("url", "event_types", "description", "max_batch", "enabled", "also_poll", "kind"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class RotateSecret(Strict):
+    grace_s: float = Field(default=86400.0, ge=0, description="how long the old secret keeps signing too")
+    secret: str | None = Field(default=None, description="the new secret; generated when left out")
+
+
+class DisableEndpoint(Strict):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class EventIn(Strict):
+    type: str = Field(examples=["order.paid"])
+    data: Any = None
+    id: str | None = Field(default=None, description="your own event id (letters, digits, _ - .)")
+    idempotency_key: str | None = Field(default=None, description="the same key again returns the first event's id")
+
+
+class SecretOut(BaseModel):
+    secret: str
+    expires_at: float
+
+
+class EndpointOut(BaseModel):
+    """An endpoint; ``secret`` is masked except in the answers to create and rotate-secret."""
+
+    id: str
+    url: str
+    event_types: list[str]
+    secret: str
+    enabled: bool
+    description: str
+    max_batch: int
+    retry_schedule: list[float] | None
+    created_at: float
+    disabled_reason: str | None
+    kind: str
+    also_poll: bool
+    rate_limit_per_s: float | None
+    previous_secrets: list[SecretOut]
+    template: str | None
+    robot_secret: str | None = Field(description="masked")
+
+
+class EndpointList(BaseModel):
+    endpoints: list[EndpointOut]
+
+
+class Enqueued(BaseModel):
+    ids: list[str]
+    id: str | None = Field(default=None, description="set when a single event (not an array) was posted")
+
+
+class SentTest(BaseModel):
+    event_id: str
+
+
+class EventOut(BaseModel):
+    id: str
+    type: str
+    timestamp: str
+    data: Any
+    fanned_out: bool
+    deliveries: list[Delivery]
+
+
+class DeliveryList(BaseModel):
+    deliveries: list[Delivery]
+
+
+class Replayed(BaseModel):
+    replayed: int
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["invalid_input"])
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    redis: Literal["ok", "down"]
+    workers: list[str]
+    warning: str | None = None

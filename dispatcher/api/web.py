@@ -1,0 +1,185 @@
+"""The web page: register an endpoint, see its secret once, watch deliveries, replay, send tests.
+
+Server-rendered with Jinja2 (autoescaped) plus one small vanilla script (``static/app.js``) that
+logs in, posts forms to the ``/v1`` API with the page's cookie session and the CSRF header, and
+refreshes the endpoint list (``GET /web/endpoints``, an HTML fragment) and the per-minute counters
+(``GET /v1/stats``) every few seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import Field
+
+from dispatcher.api.auth import (
+    SESSION_COOKIE,
+    SESSION_TTL_S,
+    get_auth,
+    refuse_cross_site,
+    require_auth,
+    require_csrf_header,
+    unauthorized,
+)
+from dispatcher.api.schemas import Strict
+from dispatcher.client import Dispatcher
+from dispatcher.models import Attempt, Delivery, Endpoint
+
+HERE = Path(__file__).resolve().parent
+PAGE_ENDPOINTS = 50  # endpoints shown on the page (newest first)
+PAGE_DELIVERIES = 10  # recent deliveries shown per endpoint
+REFRESH_MS = 3000
+
+templates = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _when(unix_s: float | None) -> str:
+    if not unix_s:
+        return "-"
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _clock(unix_s: float | None) -> str:
+    if not unix_s:
+        return "-"
+    return datetime.fromtimestamp(unix_s, UTC).strftime("%H:%M:%S")
+
+
+def _outcome(attempt: Attempt) -> str:
+    what = str(attempt.status) if attempt.status is not None else (attempt.error or "no response")
+    if attempt.status is not None and attempt.error:  # a chat platform's 200 carrying an error code
+        what += f" ({attempt.error[:60]})"
+    return f"{what} in {attempt.latency_ms:.0f} ms" if attempt.latency_ms else what
+
+
+def attempt_ok(attempt: Attempt) -> bool:
+    return attempt.status is not None and 200 <= attempt.status < 300 and not attempt.error
+
+
+templates.filters["when"] = _when
+templates.filters["clock"] = _clock
+templates.filters["outcome"] = _outcome
+templates.tests["ok"] = attempt_ok
+
+
+@dataclass
+class EndpointView:
+    """What the page shows of one endpoint."""
+
+    endpoint: Endpoint
+    deliveries: list[Delivery]
+    dead_letters: int
+    last_attempt: Attempt | None
+    failing_since: float | None
+
+
+def endpoint_view(endpoint: Endpoint, deliveries: list[Delivery], dead_letters: int) -> EndpointView:
+    """Last attempt, and since when every attempt has failed (over the recent deliveries shown)."""
+    attempts = sorted((a for d in deliveries for a in d.attempts), key=lambda a: a.at, reverse=True)
+    failing_since = None
+    for a in attempts:
+        if attempt_ok(a):
+            break
+        failing_since = a.at
+    return EndpointView(endpoint, deliveries, dead_letters, attempts[0] if attempts else None, failing_since)
+
+
+def endpoint_views(dsp: Dispatcher) -> list[EndpointView]:
+    endpoints = list(reversed(dsp.list_endpoints()))[:PAGE_ENDPOINTS]  # ids sort by creation time
+    pipe = dsp.redis.pipeline(transaction=False)
+    for ep in endpoints:
+        pipe.zcard(dsp.keys.endpoint_dead(ep.id))
+    dead = pipe.execute() if endpoints else []
+    return [
+        endpoint_view(ep, dsp.endpoint_deliveries(ep.id, limit=PAGE_DELIVERIES), int(n))
+        for ep, n in zip(endpoints, dead, strict=True)
+    ]
+
+
+def render(name: str, **context: Any) -> HTMLResponse:
+    return HTMLResponse(templates.get_template(name).render(**context))
+
+
+class Login(Strict):
+    api_key: str = Field(min_length=1, max_length=1024)
+
+
+router = APIRouter(include_in_schema=False)
+
+
+def _dispatcher(request: Request) -> Dispatcher:
+    dsp = request.app.state.dispatcher
+    assert isinstance(dsp, Dispatcher)
+    return dsp
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request) -> HTMLResponse:
+    """The login form, or (logged in) the whole page."""
+    auth = get_auth(request)
+    if not auth.logged_in(request):
+        return render("login.html")
+    dsp = _dispatcher(request)
+    return render(
+        "index.html",
+        views=endpoint_views(dsp),
+        open_mode=auth.open,
+        refresh_ms=REFRESH_MS,
+        page_endpoints=PAGE_ENDPOINTS,
+    )
+
+
+@router.get("/web/endpoints", response_class=HTMLResponse, dependencies=[Depends(require_auth)])
+def endpoints_fragment(request: Request) -> HTMLResponse:
+    """The endpoint list alone, for the page's periodic refresh."""
+    return render("_endpoints.html", views=endpoint_views(_dispatcher(request)), page_endpoints=PAGE_ENDPOINTS)
+
+
+@router.post("/web/login", status_code=204)
+def login(request: Request, body: Login) -> Response:
+    """Trade an API key for the page's session cookie (HttpOnly, SameSite=Strict)."""
+    refuse_cross_site(request)
+    require_csrf_header(request)
+    auth = get_auth(request)
+    response = Response(status_code=204)
+    if auth.open:
+        return response
+    if not auth.check_key(body.api_key):
+        raise unauthorized("invalid API key")
+    response.set_cookie(
+        SESSION_COOKIE,
+        auth.issue_session(body.api_key),
+        max_age=SESSION_TTL_S,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/web/logout", status_code=204)
+def logout(request: Request) -> Response:
+    refuse_cross_site(request)
+    require_csrf_header(request)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
+def install_web(app: FastAPI) -> None:
+    """Add the page's routes and its static files to ``app``."""
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

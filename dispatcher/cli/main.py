@@ -1,0 +1,474 @@
+"""The ``dispatcher`` command line: manage endpoints, publish events, inspect and replay deliveries, run processes.
+
+Every command reads its configuration once from the environment (``DISPATCHER_*``, see
+``dispatcher.settings``). Records are printed as JSON; listings as a compact table (``--json`` for
+JSON). Failures print one ``Error: ...`` line on stderr and exit non-zero, never a traceback:
+
+* exit 2 -- bad input (a usage error, unparseable JSON, an ``InvalidInput`` from the dispatcher);
+* exit 1 -- anything else (not found, invalid state, Redis or the broker unreachable, bad configuration).
+
+Endpoint secrets are printed once, by ``subscribe``; every other command shows them masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+import click
+import redis
+from kombu.exceptions import KombuError
+from pydantic import ValidationError
+
+from dispatcher.cli.dev import redact_url
+from dispatcher.cli.pull import listen, subscribe_poll
+from dispatcher.client import Dispatcher
+from dispatcher.errors import DispatcherError, InvalidInput
+from dispatcher.models import Delivery, DeliveryState, Endpoint
+from dispatcher.robots import ROBOT_KINDS
+from dispatcher.settings import Settings
+from dispatcher.version import __version__
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CliError(click.ClickException):
+    """A one-line error for the user (exit 1)."""
+
+    exit_code = EXIT_FAILURE
+
+
+class CliInputError(CliError):
+    """A one-line error about input that can never succeed (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+def _settings_error(exc: ValidationError) -> CliError:
+    """Name each invalid ``DISPATCHER_*`` variable without echoing its value (it may hold a password)."""
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in err.get("loc", ()))
+        name = f"DISPATCHER_{field.upper()}" if field else "settings"
+        problems.append(f"{name}: {err.get('msg', 'invalid')}")
+    return CliError("invalid configuration: " + "; ".join(problems))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class DispatcherGroup(click.Group):
+    """Turns the dispatcher's own errors, and Redis or broker failures, into clean ``CliError``s."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InvalidInput as exc:
+            raise CliInputError(_one_line(exc)) from None
+        except DispatcherError as exc:
+            raise CliError(_one_line(exc)) from None
+        except ValidationError as exc:
+            raise _settings_error(exc) from None
+        except redis.RedisError as exc:
+            raise CliError(f"Redis error: {_one_line(exc)}") from None
+        except KombuError as exc:
+            raise CliError(f"broker error: {_one_line(exc)}") from None
+
+
+# -- helpers ----------------------------------------------------------------------------------
+@contextmanager
+def _dispatcher() -> Iterator[Dispatcher]:
+    """One Settings() and one Dispatcher for the command; closed when it is done."""
+    dsp = Dispatcher(Settings())
+    try:
+        yield dsp
+    finally:
+        dsp.close()
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers], *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _endpoint_rows(endpoints: Sequence[Endpoint]) -> list[list[object]]:
+    rows: list[list[object]] = []
+    for ep in endpoints:
+        masked = ep.masked()
+        state = "yes" if ep.enabled else f"no ({ep.disabled_reason})" if ep.disabled_reason else "no"
+        rows.append([ep.id, ep.url, ",".join(ep.event_types), state, ep.max_batch, masked["secret"], ep.description])
+    return rows
+
+
+def _last_outcome(d: Delivery) -> str:
+    if not d.attempts:
+        return "-"
+    last = d.attempts[-1]
+    if last.status is not None:
+        return str(last.status)
+    return last.error or "-"
+
+
+def _print_deliveries(found: Sequence[Delivery], as_json: bool, other: str) -> None:
+    if as_json:
+        _echo_json([d.model_dump(mode="json") for d in found])
+        return
+    head = "EVENT" if other == "event" else "ENDPOINT"
+    rows: list[list[object]] = [
+        [
+            d.id,
+            d.event_id if other == "event" else d.endpoint_id,
+            d.state.value,
+            len(d.attempts),
+            _last_outcome(d),
+            _when(d.next_attempt_at),
+            _when(d.created_at),
+        ]
+        for d in found
+    ]
+    click.echo(_table(["ID", head, "STATE", "ATTEMPTS", "LAST", "NEXT ATTEMPT", "CREATED (UTC)"], rows))
+
+
+def _cpu_count() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _exec(argv: list[str]) -> NoReturn:
+    """Replace this process with ``argv`` (a seam for tests)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+def _json_option(fn: Callable[P, R]) -> Callable[P, R]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(fn)
+
+
+# -- the commands -----------------------------------------------------------------------------
+@click.group(cls=DispatcherGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dispatcher")
+def cli() -> None:
+    """Signed, retried, batched webhook delivery on Redis and Celery.
+
+    Configuration comes from DISPATCHER_* environment variables (e.g. DISPATCHER_REDIS_URL).
+    Start a local stack with `dispatcher dev`.
+    """
+
+
+@cli.command()
+@click.argument("url")
+@click.option("-t", "--type", "event_types", multiple=True, metavar="PATTERN",
+              help="Event type to receive: '*', an exact type, or 'prefix.*'. Repeatable; default '*'.")  # fmt: skip
+@click.option("--secret", default=None, help="Signing secret (whsec_...); generated when omitted.")
+@click.option("--max-batch", type=int, default=None, help="Deliver up to N events per request (default 1).")
+@click.option("--retry-schedule", default=None, metavar="SECONDS",
+              help="Comma-separated retry delays, e.g. '5,300,1800' (default: the global schedule).")  # fmt: skip
+@click.option("--description", default=None, help="Free text shown in listings.")
+@click.option("--kind", type=click.Choice(["webhook", *ROBOT_KINDS]), default=None,
+              help="webhook, or a chat robot. Default: recognised from the URL's host, else webhook.")  # fmt: skip
+@click.option("--template", default=None, help="Chat robots: message template, e.g. 'Order {data.order.id} paid'.")
+@click.option("--robot-secret", default=None, help="DingTalk / Feishu: the robot's signing secret (SEC...).")
+@click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None, metavar="PER_S",
+              help="At most this many requests per second (chat robots: default their platform's rate).")  # fmt: skip
+def subscribe(
+    url: str,
+    event_types: tuple[str, ...],
+    secret: str | None,
+    max_batch: int | None,
+    retry_schedule: str | None,
+    description: str | None,
+    kind: str | None,
+    template: str | None,
+    robot_secret: str | None,
+    rate_limit: float | None,
+) -> None:
+    """Subscribe URL to events; prints the endpoint with its secret (shown only this once).
+
+    A chat robot's URL (Slack, Discord, Teams, DingTalk, Feishu/Lark, WeCom) is recognised: its events
+    arrive as chat messages.
+    """
+    options: dict[str, Any] = {}
+    for name, value in (("kind", kind), ("template", template), ("robot_secret", robot_secret),
+                        ("rate_limit_per_s", rate_limit)):  # fmt: skip
+        if value is not None:
+            options[name] = value
+    if max_batch is not None:
+        options["max_batch"] = max_batch
+    if retry_schedule is not None:
+        options["retry_schedule"] = retry_schedule
+    if description is not None:
+        options["description"] = description
+    with _dispatcher() as dsp:
+        endpoint = dsp.subscribe(url, event_types or ("*",), secret, **options)
+    _echo_json({**endpoint.masked(), "secret": endpoint.secret})  # the robot secret stays masked
+    click.echo("Store the secret now: verify signatures with it. It is not shown again.", err=True)
+
+
+@cli.command()
+@click.argument("endpoint_id")
+def unsubscribe(endpoint_id: str) -> None:
+    """Delete an endpoint; its pending deliveries are dropped when they come due."""
+    with _dispatcher() as dsp:
+        dsp.unsubscribe(endpoint_id)
+    _echo_json({"unsubscribed": endpoint_id})
+
+
+@cli.command()
+@_json_option
+def endpoints(as_json: bool) -> None:
+    """List endpoints (secrets masked)."""
+    with _dispatcher() as dsp:
+        found = dsp.list_endpoints()
+    if as_json:
+        _echo_json([ep.masked() for ep in found])
+    else:
+        click.echo(_table(["ID", "URL", "TYPES", "ENABLED", "BATCH", "SECRET", "DESCRIPTION"], _endpoint_rows(found)))
+
+
+@cli.command()
+@click.argument("endpoint_id")
+def enable(endpoint_id: str) -> None:
+    """Enable an endpoint again (prints it, secret masked)."""
+    with _dispatcher() as dsp:
+        endpoint = dsp.enable_endpoint(endpoint_id)
+    _echo_json(endpoint.masked())
+
+
+@cli.command()
+@click.argument("endpoint_id")
+@click.option("--reason", default=None, help="Why, shown in listings.")
+def disable(endpoint_id: str, reason: str | None) -> None:
+    """Disable an endpoint: nothing is sent to it until it is enabled (prints it, secret masked)."""
+    with _dispatcher() as dsp:
+        endpoint = dsp.disable_endpoint(endpoint_id, reason)
+    _echo_json(endpoint.masked())
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+@cli.command()
+@click.argument("event_type", metavar="TYPE")
+@click.argument("data", metavar="JSON")
+@click.option("--id", "event_id", default=None, help="Event id (default: generated). Re-using one sends nothing again.")
+@click.option("--idempotency-key", default=None, help="Events with a key already seen are not sent again.")
+def enqueue(event_type: str, data: str, event_id: str | None, idempotency_key: str | None) -> None:
+    """Publish an event of TYPE whose data is JSON ('-' reads it from stdin); prints the event id."""
+    text = sys.stdin.read() if data == "-" else data
+    try:
+        payload = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise CliInputError(f"event data is not valid JSON: {_one_line(exc)}") from None
+    with _dispatcher() as dsp:
+        new_id = dsp.enqueue(event_type, payload, event_id=event_id, idempotency_key=idempotency_key)
+    click.echo(new_id)
+
+
+@cli.command()
+@click.argument("event_id")
+@_json_option
+def deliveries(event_id: str, as_json: bool) -> None:
+    """Show every delivery of an event, with its state and attempts (none until it is fanned out)."""
+    with _dispatcher() as dsp:
+        found = dsp.deliveries(event_id)
+    _print_deliveries(found, as_json, "endpoint")
+
+
+@cli.command("endpoint-deliveries")
+@click.argument("endpoint_id")
+@click.option("--state", type=click.Choice([s.value for s in DeliveryState]), default=None,
+              help="Only deliveries in this state ('dead' reads the dead-letter queue).")  # fmt: skip
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@_json_option
+def endpoint_deliveries(endpoint_id: str, state: str | None, limit: int, as_json: bool) -> None:
+    """Show an endpoint's deliveries, newest first."""
+    with _dispatcher() as dsp:
+        found = dsp.endpoint_deliveries(endpoint_id, state, limit)
+    _print_deliveries(found, as_json, "event")
+
+
+@cli.command()
+@click.argument("delivery_id", required=False)
+@click.option("--endpoint", "endpoint_id", default=None, help="Replay every dead delivery of this endpoint.")
+@click.option("--since", type=float, default=None, metavar="UNIX_TS",
+              help="With --endpoint: only deliveries dead-lettered at or after this time.")  # fmt: skip
+def replay(delivery_id: str | None, endpoint_id: str | None, since: float | None) -> None:
+    """Send dead deliveries again: DELIVERY_ID, or all of --endpoint ID. Prints how many."""
+    if (delivery_id is None) == (endpoint_id is None):
+        raise click.UsageError("give either a DELIVERY_ID or --endpoint ID (not both)")
+    if since is not None and endpoint_id is None:
+        raise click.UsageError("--since only applies with --endpoint")
+    with _dispatcher() as dsp:
+        n = dsp.replay(delivery_id, endpoint_id=endpoint_id, since=since)
+    _echo_json({"replayed": n})
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker of workers.app; extra arguments go to `celery worker`.
+
+    Defaults: task events on (-E, for Flower), log level info, concurrency = CPU count.
+    Pass Celery's own options after `--` when they clash with ours, e.g. `dispatcher worker -- --help`.
+    """
+    Settings()  # fail here, cleanly, on a bad environment rather than in Celery's import
+    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-E", "-l", "info",
+            "-c", str(_cpu_count()), *celery_args]  # fmt: skip
+    _exec(argv)  # options given later win, so the caller's -c / -l override ours
+
+
+@cli.command()
+@click.option("--interval", type=click.FloatRange(min=0.01), default=None,
+              help="Seconds between ticks (default: DISPATCHER_SCHEDULER_INTERVAL_S).")  # fmt: skip
+@click.option("-l", "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
+def scheduler(interval: float | None, log_level: str) -> None:
+    """Run the scheduler in the foreground: kicks workers when retries come due. Ctrl-C stops it."""
+    from dispatcher.kicks import Kicker, make_celery
+    from dispatcher.worker.scheduler import run_scheduler
+
+    settings = Settings()
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("dispatcher.scheduler")
+    every = interval if interval is not None else settings.scheduler_interval_s
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    app = make_celery(settings, "dispatcher-scheduler")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("scheduler: %s received, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        log.info(
+            "scheduler running every %.2fs on %s (prefix %s); Ctrl-C stops it",
+            every,
+            redact_url(settings.redis_url),
+            settings.key_prefix,
+        )
+        run_scheduler(Kicker(settings, client, app), every, stop)
+        log.info("scheduler stopped")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        app.close()
+        client.close()
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+def api(host: str, port: int) -> None:
+    """Serve the HTTP API, the web page (/) and Prometheus metrics (/metrics) under uvicorn.
+
+    Needs DISPATCHER_API_KEYS (comma-separated bearer keys). One async process holds many
+    connections; run more of them behind a load balancer to scale out.
+    """
+    from dispatcher.api.app import ApiConfigError, serve
+
+    try:
+        serve(Settings(), host=host, port=port)
+    except ApiConfigError as exc:
+        raise CliError(_one_line(exc)) from None
+
+
+@cli.command()
+@_json_option
+def stats(as_json: bool) -> None:
+    """Print throughput, failures, queue depth, pending retries and dead letters (the /metrics figures)."""
+    from dispatcher.cli.stats import format_stats
+
+    with _dispatcher() as d:
+        figures = d.stats()
+    if as_json:
+        _echo_json(figures)
+    else:
+        click.echo(format_stats(figures))
+
+
+@cli.command()
+@click.option("--port-flower", type=click.IntRange(1, 65535), default=5555, show_default=True,
+              help="Port for Flower on 127.0.0.1.")  # fmt: skip
+@click.option("--port-api", type=click.IntRange(1, 65535), default=8000, show_default=True,
+              help="Port for the HTTP API and web page on 127.0.0.1.")  # fmt: skip
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path(".dispatcher-dev"), show_default=True,
+              help="Where the embedded Redis keeps its data (persists across runs).")  # fmt: skip
+@click.option("--port-redis", type=click.IntRange(1, 65535), default=None,
+              help="Port for the embedded Redis (default: a free one).")  # fmt: skip
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: CPU count).")  # fmt: skip
+@click.option("--startup-timeout", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Seconds to wait for the stack to become ready.")  # fmt: skip
+def dev(
+    port_flower: int,
+    port_api: int,
+    directory: Path,
+    port_redis: int | None,
+    concurrency: int | None,
+    startup_timeout: float,
+) -> None:
+    """Run a local stack: Redis (embedded unless DISPATCHER_REDIS_URL answers), a worker, the scheduler,
+    Flower and the HTTP API with its web page.
+
+    Loopback targets are allowed in this stack. Ctrl-C stops everything.
+    """
+    from dispatcher.cli.dev import DevStack
+
+    Settings()  # validate the environment before starting anything
+    stack = DevStack(
+        directory,
+        flower_port=port_flower,
+        api_port=port_api,
+        redis_port=port_redis,
+        concurrency=concurrency,
+        startup_timeout_s=startup_timeout,
+    )
+    code = stack.run()
+    if code:
+        sys.exit(code)
+
+
+cli.add_command(subscribe_poll)
+cli.add_command(listen)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``dispatcher``)."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="dispatcher")
+
+
+__all__ = ["CliError", "CliInputError", "cli", "main"]
+
+if __name__ == "__main__":
+    main()

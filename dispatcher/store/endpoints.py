@@ -1,0 +1,201 @@
+"""Endpoints: validating, saving, reading and changing subscriptions (workers cache them: ``worker.targets``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+
+from dispatcher import robots
+from dispatcher.errors import EndpointNotFound, InvalidInput, InvalidURL
+from dispatcher.ids import new_id
+from dispatcher.matching import validate_patterns
+from dispatcher.models import POLL_KIND, Endpoint, PreviousSecret
+from dispatcher.settings import Settings, parse_schedule
+from dispatcher.signing import generate_secret, secret_key
+from dispatcher.ssrf import check_url
+from dispatcher.store.keys import Keys
+
+MAX_BATCH_LIMIT = 1000
+KINDS = {"webhook", POLL_KIND, *robots.ROBOT_KINDS}  # Endpoint.kind values accepted by create()
+
+
+def _validate_secret(secret: str | None) -> str:
+    if secret is None:
+        return generate_secret()
+    if not isinstance(secret, str):
+        raise InvalidInput("secret must be a string")
+    try:
+        key = secret_key(secret)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid secret: {exc}") from None
+    if not 24 <= len(key) <= 64:
+        raise InvalidInput("secret must hold 24 to 64 bytes (whsec_ + base64)")
+    return secret
+
+
+def _validate_fields(settings: Settings, fields: dict[str, Any]) -> dict[str, Any]:
+    out = dict(fields)
+    if "url" in out:
+        out["url"] = check_url(out["url"], settings.allow_private_targets)
+    if "event_types" in out:
+        out["event_types"] = validate_patterns(out["event_types"])
+    if "max_batch" in out:
+        mb = out["max_batch"]
+        if not isinstance(mb, int) or isinstance(mb, bool) or not 1 <= mb <= MAX_BATCH_LIMIT:
+            raise InvalidInput(f"max_batch must be an integer from 1 to {MAX_BATCH_LIMIT}")
+    if out.get("retry_schedule") is not None:
+        try:
+            out["retry_schedule"] = list(parse_schedule(out["retry_schedule"]))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+    if out.get("rate_limit_per_s") is not None:
+        rl = out["rate_limit_per_s"]
+        if isinstance(rl, bool) or not isinstance(rl, (int, float)) or not 0 < rl <= 100_000:
+            raise InvalidInput("rate_limit_per_s must be a number above 0 (deliveries per second) or null")
+        out["rate_limit_per_s"] = float(rl)
+    if "enabled" in out and not isinstance(out["enabled"], bool):
+        raise InvalidInput("enabled must be true or false")
+    if "also_poll" in out and not isinstance(out["also_poll"], bool):
+        raise InvalidInput("also_poll must be true or false")
+    if "description" in out and not isinstance(out["description"], str):
+        raise InvalidInput("description must be a string")
+    robots.validate_robot_fields(out)  # template, robot_secret
+    return out
+
+
+def _kind_change(current: Endpoint, changes: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Check a new ``kind``; a new URL of a chat platform switches the kind to it (unless ``kind`` is given)."""
+    if "kind" in changes:
+        kind = changes["kind"]
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise InvalidInput(f"kind must be one of: {', '.join(sorted(KINDS))}")
+        if (kind == POLL_KIND) != (current.kind == POLL_KIND):
+            raise InvalidInput("an endpoint cannot become or stop being a poll endpoint: create a new one")
+    elif "url" in changes and current.kind != POLL_KIND:
+        detected = robots.detect_kind(fields["url"])
+        if detected is not None:
+            fields["kind"] = detected
+
+
+class EndpointStore:
+    """Endpoints in one Redis hash; every change bumps a version counter that worker caches watch."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings) -> None:
+        self._r = client
+        self._k = keys
+        self._s = settings
+
+    def create(
+        self,
+        url: str | None,
+        event_types: Iterable[str] = ("*",),
+        secret: str | None = None,
+        **options: Any,
+    ) -> Endpoint:
+        unknown = set(options) - {
+            "description", "max_batch", "retry_schedule", "enabled", "rate_limit_per_s", "kind", "also_poll",
+            "template", "robot_secret",
+        }  # fmt: skip
+        if unknown:
+            raise InvalidInput(f"unknown endpoint option(s): {', '.join(sorted(unknown))}")
+        kind = options.get("kind")
+        if kind is None:  # a chat robot's URL tells its platform (dispatcher.robots); anything else is a webhook
+            kind = options["kind"] = robots.detect_kind(url) or "webhook"
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise InvalidInput(f"kind must be one of: {', '.join(sorted(KINDS))}")
+        if kind == POLL_KIND:  # no URL: consumers pull the endpoint's log (dispatcher.api_pull)
+            if url not in (None, ""):
+                raise InvalidInput("a poll endpoint has no URL: its consumers read GET /v1/endpoints/{id}/poll")
+            if options.get("also_poll"):
+                raise InvalidInput("also_poll is for endpoints with a URL; a poll endpoint is only read by pull")
+            fields = _validate_fields(self._s, {"event_types": event_types, **options})
+            fields["url"] = ""
+        else:
+            if url is None or url == "":
+                raise InvalidURL(f"an endpoint of kind {kind!r} needs a URL (kind 'poll' is the one without)")
+            fields = _validate_fields(self._s, {"url": url, "event_types": event_types, **options})
+        endpoint = Endpoint(id=new_id("ep"), secret=_validate_secret(secret), created_at=time.time(), **fields)
+        endpoint = robots.apply_kind_rules(endpoint)
+        self._save(endpoint)
+        return endpoint
+
+    def get(self, endpoint_id: str) -> Endpoint:
+        raw = self._r.hget(self._k.endpoints, endpoint_id)
+        if raw is None:
+            raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
+        return Endpoint.model_validate_json(raw)
+
+    def list(self) -> list[Endpoint]:
+        raw = self._r.hgetall(self._k.endpoints)
+        return sorted((Endpoint.model_validate_json(v) for v in raw.values()), key=lambda e: e.id)
+
+    def update(self, endpoint_id: str, **changes: Any) -> Endpoint:
+        allowed = {
+            "url",
+            "event_types",
+            "description",
+            "max_batch",
+            "retry_schedule",
+            "enabled",
+            "secret",
+            "rate_limit_per_s",
+            "also_poll",
+            "kind",
+            "template",
+            "robot_secret",
+        }
+        unknown = set(changes) - allowed
+        if unknown:
+            raise InvalidInput(f"unknown endpoint field(s): {', '.join(sorted(unknown))}")
+        if ("url" in changes or changes.get("also_poll")) and self.get(endpoint_id).kind == POLL_KIND:
+            raise InvalidInput("a poll endpoint has no URL (and needs no also_poll): create a webhook endpoint instead")
+        fields = _validate_fields(self._s, changes)
+        if "secret" in fields:
+            fields["secret"] = _validate_secret(fields["secret"])
+        if fields.get("enabled") is True:
+            fields["disabled_reason"] = None
+        current = self.get(endpoint_id)
+        _kind_change(current, changes, fields)
+        endpoint = robots.apply_kind_rules(
+            current.model_copy(update=fields), current, rate_given=changes.get("rate_limit_per_s") is not None
+        )
+        self._save(endpoint)
+        return endpoint
+
+    def set_enabled(self, endpoint_id: str, enabled: bool, reason: str | None = None) -> Endpoint:
+        endpoint = self.get(endpoint_id).model_copy(
+            update={"enabled": enabled, "disabled_reason": None if enabled else reason or "disabled by user"}
+        )
+        self._save(endpoint)
+        return endpoint
+
+    def rotate_secret(self, endpoint_id: str, grace_s: float = 86400.0, new_secret: str | None = None) -> Endpoint:
+        """Give the endpoint a new secret; the old one keeps signing alongside it for ``grace_s``."""
+        if not isinstance(grace_s, (int, float)) or isinstance(grace_s, bool) or grace_s < 0:
+            raise InvalidInput("grace_s must be a number of seconds >= 0")
+        secret = _validate_secret(new_secret)
+        endpoint = self.get(endpoint_id)
+        now = time.time()
+        kept = [p for p in endpoint.previous_secrets if p.expires_at > now]
+        if grace_s > 0:
+            kept.append(PreviousSecret(secret=endpoint.secret, expires_at=now + grace_s))
+        endpoint = endpoint.model_copy(update={"secret": secret, "previous_secrets": kept})
+        self._save(endpoint)
+        return endpoint
+
+    def delete(self, endpoint_id: str) -> None:
+        if not self._r.hdel(self._k.endpoints, endpoint_id):
+            raise EndpointNotFound(f"no endpoint {endpoint_id!r}")  # and nothing written
+        pipe = self._r.pipeline()
+        pipe.incr(self._k.endpoints_version)
+        pipe.delete(self._k.stream(endpoint_id))  # its pull log, if it had one
+        pipe.execute()
+
+    def _save(self, endpoint: Endpoint) -> None:
+        pipe = self._r.pipeline()
+        pipe.hset(self._k.endpoints, endpoint.id, endpoint.model_dump_json())
+        pipe.incr(self._k.endpoints_version)
+        pipe.execute()

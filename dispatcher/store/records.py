@@ -1,0 +1,118 @@
+"""Delivery records: reading them back, and replaying dead ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis
+
+from dispatcher.errors import DeliveryNotFound, EventNotFound, InvalidState
+from dispatcher.models import Attempt, Delivery, DeliveryState
+from dispatcher.store.keys import Keys
+from dispatcher.store.scripts import REPLAY
+
+
+def _s(value: Any) -> str:
+    """Text of a Redis reply (bytes, or None for a missing field)."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_delivery(delivery_id: str, raw: dict[Any, Any]) -> Delivery:
+    """A Delivery from its Redis hash (fields: evt, ep, state, n, created, next, a<N>)."""
+    attempts = []
+    n = int(raw.get(b"n", b"0"))
+    for i in range(1, n + 1):
+        a = raw.get(b"a%d" % i)
+        if a is not None:
+            attempts.append(Attempt.model_validate(orjson.loads(a)))
+    nxt = raw.get(b"next")
+    state = DeliveryState(_s(raw.get(b"state")) or "pending")
+    return Delivery(
+        id=delivery_id,
+        event_id=_s(raw.get(b"evt")),
+        endpoint_id=_s(raw.get(b"ep")),
+        state=state,
+        attempts=attempts,
+        created_at=int(raw.get(b"created", b"0")) / 1000,
+        next_attempt_at=int(nxt) / 1000 if nxt and state in (DeliveryState.PENDING, DeliveryState.RETRYING) else None,
+    )
+
+
+class Records:
+    """Read access to events and deliveries, and replay."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._r = client
+        self._k = keys
+        self._replay = client.register_script(REPLAY)
+
+    def event(self, event_id: str) -> dict[str, Any]:
+        raw = self._r.hgetall(self._k.event(event_id))
+        if not raw:
+            raise EventNotFound(f"no event {event_id!r}")
+        body = orjson.loads(raw[b"body"])
+        return {**body, "fanned_out": b"deliveries" in raw}
+
+    def delivery_ids(self, event_id: str) -> list[str]:
+        value = self._r.hget(self._k.event(event_id), "deliveries")
+        if value is None:
+            if not self._r.exists(self._k.event(event_id)):
+                raise EventNotFound(f"no event {event_id!r}")
+            return []
+        return [d for d in _s(value).split(",") if d]
+
+    def get_many(self, delivery_ids: list[str]) -> list[Delivery]:
+        pipe = self._r.pipeline(transaction=False)
+        for d in delivery_ids:
+            pipe.hgetall(self._k.delivery(d))
+        return [parse_delivery(d, raw) for d, raw in zip(delivery_ids, pipe.execute(), strict=True) if raw]
+
+    def get(self, delivery_id: str) -> Delivery:
+        raw = self._r.hgetall(self._k.delivery(delivery_id))
+        if not raw:
+            raise DeliveryNotFound(f"no delivery {delivery_id!r}")
+        return parse_delivery(delivery_id, raw)
+
+    def for_event(self, event_id: str) -> list[Delivery]:
+        return self.get_many(self.delivery_ids(event_id))
+
+    def for_endpoint(
+        self, endpoint_id: str, state: DeliveryState | str | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        """Newest first. ``state='dead'`` reads the dead-letter queue directly."""
+        if state is not None and DeliveryState(state) is DeliveryState.DEAD:
+            ids = self._r.zrevrange(self._k.endpoint_dead(endpoint_id), 0, limit - 1)
+            return self.get_many([_s(i) for i in ids])
+        ids = self._r.zrevrange(self._k.endpoint_deliveries(endpoint_id), 0, -1 if state else limit - 1)
+        found = self.get_many([_s(i) for i in ids])
+        if state is not None:
+            found = [d for d in found if d.state == DeliveryState(state)][:limit]
+        return found
+
+    def replay(self, delivery_id: str) -> None:
+        """Queue a dead delivery again, starting a fresh round of the retry schedule."""
+        ep = self._r.hget(self._k.delivery(delivery_id), "ep")
+        if ep is None:
+            raise DeliveryNotFound(f"no delivery {delivery_id!r}")
+        keys = [self._k.delivery(delivery_id), self._k.due, self._k.endpoint_dead(_s(ep))]
+        result = int(self._replay(keys=keys, args=[delivery_id]))
+        if result == -1:
+            raise DeliveryNotFound(f"no delivery {delivery_id!r}")
+        if result == 0:
+            raise InvalidState(f"delivery {delivery_id!r} is not dead; only dead deliveries can be replayed")
+
+    def replay_endpoint(self, endpoint_id: str, since: float | None = None) -> int:
+        """Replay every dead delivery of an endpoint (dead-lettered at or after ``since``); returns the count."""
+        low = "-inf" if since is None else int(since * 1000)
+        ids = [_s(i) for i in self._r.zrangebyscore(self._k.endpoint_dead(endpoint_id), low, "+inf")]
+        count = 0
+        for delivery_id in ids:
+            try:
+                self.replay(delivery_id)
+                count += 1
+            except (DeliveryNotFound, InvalidState):
+                self._r.zrem(self._k.endpoint_dead(endpoint_id), delivery_id)
+        return count
