@@ -100,9 +100,9 @@ class Bench:
             [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-c", str(self.workers),
              "-l", "warning", "--without-mingle", "--without-gossip", "-n", f"bench{uuid.uuid4().hex[:4]}@%h"]
         )  # fmt: skip
-        client = redis.Redis.from_url(self.redis_url)
-        wait(lambda: list(client.scan_iter(f"{self.prefix}worker:*")), 60, "workers")
-        client.close()
+        d = self.dispatcher()
+        wait(d.store.heartbeats.live, 60, "workers")
+        d.close()
 
     def stop(self) -> None:
         for proc in self.procs:

@@ -2,67 +2,48 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 
 from dispatcher.defaults import STATS_MINUTES_SHOWN
-from dispatcher.errors import StoreUnavailable
-from dispatcher.events import CHUNK, NewEvent, build_event, build_many, script_args
-from dispatcher.kicks import SLOT_TTL_MS
+from dispatcher.errormap import translating
+from dispatcher.events import CHUNK, NewEvent, build_event, build_many
+from dispatcher.kicks import Kicker
 from dispatcher.models import Delivery, DeliveryState, Endpoint
 from dispatcher.settings import Settings
-from dispatcher.store.endpoints import EndpointStore
-from dispatcher.store.keys import Keys
-from dispatcher.store.records import Records
-from dispatcher.store.scripts import ENQUEUE
-from dispatcher.store.stats import collect_stats
+from dispatcher.store import Store
+from dispatcher.store.queue import Stage
 
 log = logging.getLogger(__name__)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _store_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
-
-    return wrapper
 
 
 class Dispatcher:
     """Subscribe endpoints, publish events, read and replay deliveries."""
 
-    def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None) -> None:
-        self.settings = settings or Settings()
-        self.keys = Keys(self.settings.key_prefix)
-        self.redis = client or redis.Redis.from_url(
-            self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
-        )
-        self.endpoints = EndpointStore(self.redis, self.keys, self.settings)
-        self.records = Records(self.redis, self.keys)
-        self._enqueue = self.redis.register_script(ENQUEUE)
-        self._kicker: Any = None
+    def __init__(
+        self, settings: Settings | None = None, client: redis.Redis | None = None, store: Store | None = None
+    ) -> None:
+        self.settings = settings or (store.settings if store is not None else Settings())
+        self.store = store if store is not None else Store(self.settings, client)
+        self.redis = self.store.redis
+        self.keys = self.store.keys
+        self.endpoints = self.store.endpoints
+        self.records = self.store.records
+        self._kicker: Kicker | None = None
 
     # -- kicks -------------------------------------------------------------------------------
     @property
-    def kicker(self) -> Any:
+    def kicker(self) -> Kicker:
+        """Publishes kicks (Celery messages that wake workers); made on first use."""
         if self._kicker is None:
-            from dispatcher.kicks import Kicker, make_celery
-
-            self._kicker = Kicker(self.settings, self.redis, make_celery(self.settings, "dispatcher-producer"))
+            self._kicker = Kicker.for_producer(self.settings, self.store.queue)
         return self._kicker
 
     # -- endpoints ---------------------------------------------------------------------------
-    @_store_errors
+    @translating
     def subscribe(
         self, url: str | None, event_types: Iterable[str] = ("*",), secret: str | None = None, **options: Any
     ) -> Endpoint:
@@ -80,32 +61,32 @@ class Dispatcher:
         """Register a pull consumer (kind ``poll``, no URL) for ``event_types``; read it with ``dispatcher.pull``."""
         return self.subscribe(None, event_types, secret, kind="poll", **options)
 
-    @_store_errors
+    @translating
     def unsubscribe(self, endpoint_id: str) -> None:
         self.endpoints.delete(endpoint_id)
 
-    @_store_errors
+    @translating
     def get_endpoint(self, endpoint_id: str) -> Endpoint:
         return self.endpoints.get(endpoint_id)
 
-    @_store_errors
+    @translating
     def list_endpoints(self) -> list[Endpoint]:
         return self.endpoints.list()
 
-    @_store_errors
+    @translating
     def update_endpoint(self, endpoint_id: str, **changes: Any) -> Endpoint:
         return self.endpoints.update(endpoint_id, **changes)
 
-    @_store_errors
+    @translating
     def rotate_secret(self, endpoint_id: str, grace_s: float = 86400.0, new_secret: str | None = None) -> Endpoint:
         """New signing secret; the old one keeps signing alongside it for ``grace_s`` seconds."""
         return self.endpoints.rotate_secret(endpoint_id, grace_s, new_secret)
 
-    @_store_errors
+    @translating
     def enable_endpoint(self, endpoint_id: str) -> Endpoint:
         return self.endpoints.set_enabled(endpoint_id, True)
 
-    @_store_errors
+    @translating
     def disable_endpoint(self, endpoint_id: str, reason: str | None = None) -> Endpoint:
         return self.endpoints.set_enabled(endpoint_id, False, reason)
 
@@ -149,40 +130,37 @@ class Dispatcher:
             ids.extend(self._write(events[start : start + CHUNK]))
         return ids
 
-    @_store_errors
+    @translating
     def _write(self, events: list[NewEvent]) -> list[str]:
-        s = self.settings
-        keys = [self.keys.fanout, self.keys.kick("fanout", 1)]
-        args = [s.key_prefix, s.retention_s, s.idempotency_ttl_s, SLOT_TTL_MS, *script_args(events)]
-        out = self._enqueue(keys=keys, args=args)
-        if int(out[0]):
+        done = self.store.queue.enqueue(events)
+        if done.kick:
             try:
-                self.kicker.publish("fanout", 1)
+                self.kicker.publish(Stage.FANOUT, 1)
             except Exception as exc:  # the event is stored; the scheduler will kick it
                 log.warning("event stored but the fan-out kick failed (%s); the scheduler will pick it up", exc)
-        return [v.decode() for v in out[1 : 1 + len(events)]]
+        return done.ids
 
     # -- deliveries --------------------------------------------------------------------------
-    @_store_errors
+    @translating
     def event(self, event_id: str) -> dict[str, Any]:
         return self.records.event(event_id)
 
-    @_store_errors
+    @translating
     def deliveries(self, event_id: str) -> list[Delivery]:
         """Every delivery of an event (empty until it is fanned out), with each attempt."""
         return self.records.for_event(event_id)
 
-    @_store_errors
+    @translating
     def get_delivery(self, delivery_id: str) -> Delivery:
         return self.records.get(delivery_id)
 
-    @_store_errors
+    @translating
     def endpoint_deliveries(
         self, endpoint_id: str, state: DeliveryState | str | None = None, limit: int = 100
     ) -> list[Delivery]:
         return self.records.for_endpoint(endpoint_id, state, limit)
 
-    @_store_errors
+    @translating
     def replay(
         self, delivery_id: str | None = None, *, endpoint_id: str | None = None, since: float | None = None
     ) -> int:
@@ -196,13 +174,13 @@ class Dispatcher:
             assert endpoint_id is not None
             n = self.records.replay_endpoint(endpoint_id, since)
         if n:
-            self.kicker.kick("deliver")
+            self.kicker.kick(Stage.DELIVER)
         return n
 
     # -- monitoring ------------------------------------------------------------------------------
     def stats(self, minutes: int = STATS_MINUTES_SHOWN) -> dict[str, Any]:
         """Every operational number, read from Redis now (``dispatcher.store.stats.collect_stats``)."""
-        return collect_stats(self.redis, self.keys, self.endpoints, minutes)
+        return self.store.stats(minutes)
 
     def close(self) -> None:
-        self.redis.close()
+        self.store.close()

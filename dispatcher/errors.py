@@ -80,8 +80,20 @@ class PullError(DispatcherError):
         self.code = code
 
 
-class StoreUnavailable(DispatcherError):
+class ConfigError(DispatcherError):
+    """Raised when the settings cannot work: a process asked to start in a configuration it refuses."""
+
+
+class StoreError(DispatcherError):
+    """Raised when Redis answers an operation with an error (out of memory, a read-only replica, ...)."""
+
+
+class StoreUnavailable(StoreError):
     """Raised when Redis cannot be reached; the operation did not happen."""
+
+
+class BrokerUnavailable(DispatcherError):
+    """Raised when the Celery broker cannot be reached to publish a kick."""
 
 
 class DeadLettered(DispatcherError):
@@ -89,21 +101,41 @@ class DeadLettered(DispatcherError):
 
 
 class DeliveryError(DispatcherError):
-    """Raised when one HTTP delivery attempt fails; ``retryable`` tells whether the schedule applies."""
+    """Raised by the HTTP engine when an attempt gets no answer; its message is the attempt's recorded error.
+
+    The delivery loop catches it and records the attempt; callers of the dispatcher never see it.
+    ``retryable`` tells whether the retry schedule applies.
+    """
 
     retryable: bool = True
 
 
 class RetryableDeliveryError(DeliveryError):
-    """Raised when an attempt failed in a way that may succeed later (5xx, timeout, refused connection)."""
+    """Raised when an attempt failed in a way that may succeed later (no answer in time, no connection)."""
 
     retryable = True
 
 
+class AttemptTimeout(RetryableDeliveryError):
+    """Raised when the receiver did not answer within ``timeout_s`` (or could not be connected to in time)."""
+
+
+class ConnectionFailed(RetryableDeliveryError):
+    """Raised when no connection could be made: refused, unreachable, a name that does not resolve, TLS."""
+
+
+class ReceiverProtocolError(RetryableDeliveryError):
+    """Raised when the answer is not HTTP the engine can read, or the connection broke in the middle of it."""
+
+
 class PermanentDeliveryError(DeliveryError):
-    """Raised when an attempt failed in a way retries cannot fix (410 Gone, a forbidden target)."""
+    """Raised when an attempt failed in a way retries cannot fix (a target the SSRF guard refuses)."""
 
     retryable = False
+
+
+class TargetRefused(PermanentDeliveryError):
+    """Raised when the endpoint's address is loopback, private or otherwise not allowed (the SSRF guard)."""
 
 
 class RawBodyRequired(DispatcherError, TypeError):

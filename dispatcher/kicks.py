@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from celery import Celery
 
+from dispatcher.errormap import translated
 from dispatcher.settings import Settings
-from dispatcher.store.keys import Keys
-from dispatcher.store.scripts import COUNT_DUE, TAKE_SLOTS
+from dispatcher.store.queue import Queue, Stage
 
 log = logging.getLogger(__name__)
 
@@ -50,47 +49,41 @@ def make_celery(settings: Settings, main: str = "dispatcher") -> Celery:
     return app
 
 
-STAGES = {"fanout": TASK_FANOUT, "deliver": TASK_DELIVER}
-SLOT_TTL_MS = 30_000
+TASKS = {Stage.FANOUT: TASK_FANOUT, Stage.DELIVER: TASK_DELIVER}
 
 
 class Kicker:
     """Publishes kick tasks for a stage, taking free slots first."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, celery_app: Any) -> None:
+    def __init__(self, settings: Settings, queue: Queue, celery_app: Celery) -> None:
         self._s = settings
-        self._r = client
-        self._k = Keys(settings.key_prefix)
+        self._queue = queue
         self._app = celery_app
-        self._take = client.register_script(TAKE_SLOTS)
-        self._count = client.register_script(COUNT_DUE)
 
-    def slot_keys(self, stage: str) -> list[str]:
-        return [self._k.kick(stage, i) for i in range(1, self._s.kick_parallelism + 1)]
+    @classmethod
+    def for_producer(cls, settings: Settings, queue: Queue) -> Kicker:
+        """A Kicker with a Celery app of its own, for processes that only publish (producers, the API)."""
+        return cls(settings, queue, make_celery(settings, "dispatcher-producer"))
 
-    def publish(self, stage: str, slot: int) -> None:
+    def publish(self, stage: Stage, slot: int) -> None:
         """Send one kick for ``slot`` (the caller already holds the slot)."""
-        self._app.send_task(STAGES[stage], kwargs={"slot": slot})
+        with translated():
+            self._app.send_task(TASKS[stage], kwargs={"slot": slot})
 
-    def kick(self, stage: str, wanted: int = 1) -> int:
+    def kick(self, stage: Stage, wanted: int = 1) -> int:
         """Take up to ``wanted`` free slots of ``stage`` and publish a kick for each; returns how many."""
         wanted = min(wanted, self._s.kick_parallelism)
         if wanted <= 0:
             return 0
-        taken = self._take(keys=self.slot_keys(stage), args=[SLOT_TTL_MS, wanted])
+        taken = self._queue.take_slots(stage, wanted)
         for slot in taken:
-            self.publish(stage, int(slot))
+            self.publish(stage, slot)
         return len(taken)
-
-    def due(self, stage: str, cap: int) -> int:
-        """How many members of the stage's queue are due now (counted up to ``cap``)."""
-        key = self._k.fanout if stage == "fanout" else self._k.due
-        return int(self._count(keys=[key], args=[cap]))
 
     def tick(self) -> dict[str, int]:
         """One scheduler pass: kick each stage that has due work, one slot per batch of it."""
         sent = {}
-        for stage, batch in (("fanout", self._s.fanout_batch), ("deliver", self._s.deliver_inflight)):
-            n = self.due(stage, batch * self._s.kick_parallelism)
-            sent[stage] = self.kick(stage, -(-n // batch)) if n else 0
+        for stage, batch in ((Stage.FANOUT, self._s.fanout_batch), (Stage.DELIVER, self._s.deliver_inflight)):
+            n = self._queue.count_due(stage, batch * self._s.kick_parallelism)
+            sent[str(stage)] = self.kick(stage, -(-n // batch)) if n else 0
         return sent

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from typing import Annotated
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from dispatcher.errors import ConfigError
 from dispatcher.version import __version__
 
 DEFAULT_RETRY_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -44,6 +46,22 @@ def parse_api_keys(value: object) -> tuple[str, ...]:
     else:
         raise ValueError("api_keys must be comma-separated strings")
     return tuple(k for k in items if k)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe to print."""
+    try:
+        parts = urlsplit(url)
+        password, user, host, port = parts.password, parts.username, parts.hostname, parts.port
+    except ValueError:
+        return "<unparseable url>"
+    if password is None:
+        return url
+    host = host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user or ''}:***@{host}" + (f":{port}" if port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Settings(BaseSettings):
@@ -136,3 +154,13 @@ class Settings(BaseSettings):
     def lease_s(self) -> float:
         """How long a claimed delivery stays invisible before another worker may take it."""
         return self.timeout_s + self.lease_margin_s
+
+
+def check_api_config(settings: Settings) -> None:
+    """Refuse to serve the HTTP API without API keys unless no-auth was asked for explicitly."""
+    if not settings.api_keys and not settings.api_insecure_no_auth:
+        raise ConfigError(
+            "the HTTP API needs at least one API key: set DISPATCHER_API_KEYS=<key>[,<key>...] "
+            "(long random strings, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+            "or DISPATCHER_API_INSECURE_NO_AUTH=true to run it without authentication on a trusted machine"
+        )

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from dispatcher import Dispatcher, InvalidInput, PayloadNotSerializable
-from dispatcher.worker.delivery import run_deliver
 from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
 from tests.conftest import make_settings
 

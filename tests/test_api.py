@@ -14,8 +14,8 @@ from dispatcher import Dispatcher, Settings
 from dispatcher.api.app import ApiConfigError, create_app
 from dispatcher.api.auth import SESSION_COOKIE, SESSION_TTL_S, Auth
 from dispatcher.models import mask_secret
-from dispatcher.worker.delivery import run_deliver
 from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
 from tests.conftest import Receiver, make_settings
 
@@ -202,7 +202,7 @@ def test_web_login_sets_an_httponly_strict_cookie_and_csrf_is_enforced(
 def test_healthz_reports_redis_and_live_workers(anon: TestClient, dsp: Dispatcher) -> None:
     body = anon.get("/healthz").json()
     assert body["redis"] == "ok" and body["workers"] == [] and "no live workers" in body["warning"]
-    dsp.redis.set(dsp.keys.worker("w1@host"), '{"name": "w1@host", "pid": 1, "concurrency": 2}', ex=30)
+    dsp.store.heartbeats.beat("w1@host", {"pid": 1, "concurrency": 2}, ttl_s=30)
     resp = anon.get("/healthz")
     assert resp.status_code == 200
     assert resp.json() == {"redis": "ok", "workers": ["w1@host"], "warning": None}

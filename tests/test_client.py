@@ -84,7 +84,8 @@ def test_enqueue_writes_event_and_returns_id(dsp: Dispatcher) -> None:
     eid = dsp.enqueue("user.created", {"id": 1})
     event = dsp.event(eid)
     assert event["id"] == eid and event["type"] == "user.created" and event["data"] == {"id": 1}
-    assert dsp.redis.zscore(dsp.keys.fanout, eid) is not None
+    claimed = dsp.store.queue.claim_events(10).events  # queued for fan-out, with what matching needs
+    assert [(e.id, e.type, e.only) for e in claimed] == [(eid, "user.created", None)]
 
 
 @pytest.mark.parametrize(

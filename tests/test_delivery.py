@@ -14,8 +14,8 @@ from standardwebhooks.webhooks import Webhook
 
 from dispatcher import Dispatcher, InvalidState
 from dispatcher.settings import Settings
-from dispatcher.worker.delivery import run_deliver
 from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
 from tests.conftest import Receiver, make_settings, wait_until
 
@@ -242,9 +242,9 @@ def test_lease_expiry_redelivers_claimed_work(redis_url: str, prefix: str, recei
     dsp.subscribe(receiver.url, ["*"])
     eid = dsp.enqueue("a.b", {})
     run_fanout(rt)
-    from dispatcher.worker.delivery import Batch
+    from dispatcher.worker.run import DeliveryRun
 
-    assert len(Batch(rt, 0).claim(10, False)) == 1  # claimed, then "the worker dies"
+    assert len(DeliveryRun(rt, 0).claim(10, False)) == 1  # claimed, then "the worker dies"
     run_deliver(rt, budget_s=0.1)
     assert receiver.count() == 0  # still leased
     wait_until(lambda: (run_deliver(rt, budget_s=0.1), receiver.count())[1] == 1, 5)

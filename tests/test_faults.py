@@ -200,8 +200,8 @@ def test_hanging_and_slow_endpoints_do_not_stall_healthy_ones(
     redis_url: str, prefix: str, receiver_factory: Callable[..., Receiver]
 ) -> None:
     """Healthy deliveries all land before the hanging endpoint's first timeout even fires."""
-    from dispatcher.worker.delivery import run_deliver
     from dispatcher.worker.fanout import run_fanout
+    from dispatcher.worker.run import run_deliver
     from dispatcher.worker.runtime import Runtime
 
     settings = make_settings(redis_url, prefix, timeout_s=8.0)
@@ -227,9 +227,9 @@ def test_worker_clock_skew_does_not_move_the_schedule(
     dsp: Dispatcher, runtime: object, receiver_factory: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Due times come from Redis' clock: a worker whose clock is 30 s ahead retries on schedule, not early."""
-    import dispatcher.worker.delivery as delivery_module
-    from dispatcher.worker.delivery import run_deliver
+    import dispatcher.worker.run as delivery_module
     from dispatcher.worker.fanout import run_fanout
+    from dispatcher.worker.run import run_deliver
 
     class SkewedTime:
         monotonic = staticmethod(time.monotonic)

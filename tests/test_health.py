@@ -8,8 +8,8 @@ from collections.abc import Callable
 import orjson
 
 from dispatcher import Dispatcher
-from dispatcher.worker.delivery import run_deliver
 from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
 from tests.conftest import Receiver, make_settings
 

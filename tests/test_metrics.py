@@ -14,8 +14,8 @@ from dispatcher import Dispatcher
 from dispatcher.api.app import create_app
 from dispatcher.api.prometheus import stats_metrics
 from dispatcher.cli.stats import format_stats, latency_quantile
-from dispatcher.worker.delivery import run_deliver
 from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
 from tests.conftest import Receiver
 
@@ -60,7 +60,7 @@ def test_empty_store_has_zero_everything(dsp: Dispatcher) -> None:
 def test_stats_after_delivered_dead_and_retrying(dsp: Dispatcher, mixed: dict[str, str]) -> None:
     dsp.disable_endpoint(mixed["dead"], "gone for the test")
     dsp.enqueue("a.b", {"x": 2})  # stored, not fanned out yet: due now in the fan-out queue
-    dsp.redis.set(dsp.keys.worker("w9@box"), json.dumps({"name": "w9@box", "pid": 7, "concurrency": 4}), ex=30)
+    dsp.store.heartbeats.beat("w9@box", {"pid": 7, "concurrency": 4}, ttl_s=30)
 
     stats = dsp.stats()
     assert stats["enqueued_total"] == 2

@@ -21,6 +21,7 @@ from dispatcher.errors import CursorExpired, InvalidCursor, PullError
 from dispatcher.receiver.pull import PulledEvent, endpoint_token, iter_events, iter_events_ws
 from dispatcher.settings import Settings
 from dispatcher.store.pull_log import PullLog, parse_cursor
+from dispatcher.store.queue import FanoutItem
 from dispatcher.worker.fanout import run_fanout
 from dispatcher.worker.runtime import Runtime
 from tests.apiserver import ApiServer
@@ -102,10 +103,13 @@ def test_fanout_appends_to_logs_instead_of_posting(
 def test_a_redone_fanout_appends_nothing_twice(dsp: Dispatcher, runtime: Runtime, raw_redis: redis.Redis) -> None:
     poll = dsp.subscribe_poll(["*"])
     ids = dsp.enqueue_many([("a.b", {"i": i}) for i in range(3)])
-    run_fanout(runtime)
-    # a worker that lost its lease fans the same events out again
-    raw_redis.zadd(dsp.keys.fanout, dict.fromkeys(ids, 0))
-    run_fanout(runtime)
+    stalled = runtime.store.queue.claim_events(10)  # a worker claims them, then stalls past its lease
+    assert sorted(e.id for e in stalled.events) == sorted(ids)
+    raw_redis.zadd(dsp.keys.fanout, {e.entry: 0 for e in stalled.events})  # the lease runs out
+    run_fanout(runtime)  # another worker fans them out
+    assert sorted(log_ids(raw_redis, dsp.settings, poll.id)) == sorted(ids)
+    # the stalled worker wakes up and commits the fan-out it had prepared
+    assert runtime.store.queue.commit_fanout([FanoutItem(e, logs=[poll.id]) for e in stalled.events]) == 0
     assert sorted(log_ids(raw_redis, dsp.settings, poll.id)) == sorted(ids)
 
 

@@ -11,8 +11,8 @@ import orjson
 
 from dispatcher import Dispatcher
 from dispatcher.settings import Settings
-from dispatcher.worker.delivery import run_deliver
 from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
 from tests.conftest import Receiver, wait_until
 from tests.test_delivery import pump, states

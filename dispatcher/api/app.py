@@ -33,9 +33,8 @@ from dispatcher.api.routes import router as v1_router
 from dispatcher.api.schemas import Health
 from dispatcher.api.web import install_web
 from dispatcher.client import Dispatcher
-from dispatcher.errors import DispatcherError
-from dispatcher.settings import Settings
-from dispatcher.store.stats import live_workers
+from dispatcher.errors import ConfigError
+from dispatcher.settings import Settings, check_api_config
 from dispatcher.version import __version__
 
 log = logging.getLogger(__name__)
@@ -46,8 +45,7 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-class ApiConfigError(DispatcherError):
-    """Raised when the API is asked to start in a configuration it refuses (no API keys)."""
+ApiConfigError = ConfigError  # the name it had before ConfigError covered every process
 
 
 class BodyLimit:
@@ -112,19 +110,9 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def check_auth_config(settings: Settings) -> None:
-    """Refuse to serve without API keys unless no-auth was asked for explicitly."""
-    if not settings.api_keys and not settings.api_insecure_no_auth:
-        raise ApiConfigError(
-            "the HTTP API needs at least one API key: set DISPATCHER_API_KEYS=<key>[,<key>...] "
-            "(long random strings, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
-            "or DISPATCHER_API_INSECURE_NO_AUTH=true to run it without authentication on a trusted machine"
-        )
-
-
 def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> FastAPI:
     """The API and web page over ``dispatcher`` (built from ``settings`` and closed with the app if not given)."""
-    check_auth_config(settings)
+    check_api_config(settings)
     dsp = dispatcher if dispatcher is not None else Dispatcher(settings)
     owned = dispatcher is None
 
@@ -162,8 +150,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
     def healthz() -> Any:
         """No auth. 200 while Redis answers; ``workers`` lists live workers (none is a warning, not a failure)."""
         try:
-            dsp.redis.ping()
-            workers = [w["name"] for w in live_workers(dsp.redis, dsp.keys)]
+            workers = [w["name"] for w in dsp.store.heartbeats.live()]
         except redis.RedisError:
             return error_response(503, "store_unavailable", "Redis is unreachable", redis="down", workers=[])
         warning = None if workers else "no live workers: events are stored but not delivered until one runs"
@@ -182,7 +169,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
-    """Run the API under uvicorn until interrupted; raises ``ApiConfigError`` without API keys."""
+    """Run the API under uvicorn until interrupted; raises ``ConfigError`` without API keys."""
     app = create_app(settings)
     auth = "NO AUTHENTICATION (api_insecure_no_auth)" if app.state.auth.open else f"{len(settings.api_keys)} API key(s)"
     log.info("HTTP API on http://%s:%d (%s)", host, port, auth)

@@ -98,10 +98,7 @@ def endpoint_view(endpoint: Endpoint, deliveries: list[Delivery], dead_letters: 
 
 def endpoint_views(dsp: Dispatcher) -> list[EndpointView]:
     endpoints = list(reversed(dsp.list_endpoints()))[:PAGE_ENDPOINTS]  # ids sort by creation time
-    pipe = dsp.redis.pipeline(transaction=False)
-    for ep in endpoints:
-        pipe.zcard(dsp.keys.endpoint_dead(ep.id))
-    dead = pipe.execute() if endpoints else []
+    dead = dsp.records.dead_counts([ep.id for ep in endpoints])
     return [
         endpoint_view(ep, dsp.endpoint_deliveries(ep.id, limit=PAGE_DELIVERIES), int(n))
         for ep, n in zip(endpoints, dead, strict=True)

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 from dispatcher.cli.embedded import EmbeddedRedis, reachable
 from dispatcher.errors import DispatcherError
+from dispatcher.settings import redact_url
 
 READY_LINE = "dispatcher dev is ready"
 WORKER_READY_MARK = " ready."  # celery logs "celery@host ready." once it consumes
@@ -39,22 +39,6 @@ POLL_S = 0.1
 
 class DevError(DispatcherError):
     """Raised when the dev stack cannot start (a port in use, the directory locked by another stack)."""
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe to print."""
-    try:
-        parts = urlsplit(url)
-        password, user, host, port = parts.password, parts.username, parts.hostname, parts.port
-    except ValueError:
-        return "<unparseable url>"
-    if password is None:
-        return url
-    host = host or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user or ''}:***@{host}" + (f":{port}" if port is not None else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -13,16 +13,12 @@ Endpoint secrets are printed once, by ``subscribe``; every other command shows t
 from __future__ import annotations
 
 import json
-import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
@@ -30,13 +26,12 @@ import redis
 from kombu.exceptions import KombuError
 from pydantic import ValidationError
 
-from dispatcher.cli.dev import redact_url
 from dispatcher.cli.pull import listen, subscribe_poll
 from dispatcher.client import Dispatcher
 from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.models import Delivery, DeliveryState, Endpoint
 from dispatcher.robots import ROBOT_KINDS
-from dispatcher.settings import Settings
+from dispatcher.settings import Settings, check_api_config
 from dispatcher.version import __version__
 
 P = ParamSpec("P")
@@ -353,36 +348,11 @@ def worker(celery_args: tuple[str, ...]) -> None:
 @click.option("-l", "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def scheduler(interval: float | None, log_level: str) -> None:
     """Run the scheduler in the foreground: kicks workers when retries come due. Ctrl-C stops it."""
-    from dispatcher.kicks import Kicker, make_celery
-    from dispatcher.worker.scheduler import run_scheduler
-
-    settings = Settings()
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("dispatcher.scheduler")
-    every = interval if interval is not None else settings.scheduler_interval_s
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-    app = make_celery(settings, "dispatcher-scheduler")
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("scheduler: %s received, stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        log.info(
-            "scheduler running every %.2fs on %s (prefix %s); Ctrl-C stops it",
-            every,
-            redact_url(settings.redis_url),
-            settings.key_prefix,
-        )
-        run_scheduler(Kicker(settings, client, app), every, stop)
-        log.info("scheduler stopped")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        app.close()
-        client.close()
+    Settings()  # fail here, cleanly, on a bad environment
+    argv = [sys.executable, "-m", "dispatcher.worker.scheduler", "-l", log_level]
+    if interval is not None:
+        argv += ["--interval", str(interval)]
+    _exec(argv)
 
 
 @cli.command()
@@ -394,12 +364,8 @@ def api(host: str, port: int) -> None:
     Needs DISPATCHER_API_KEYS (comma-separated bearer keys). One async process holds many
     connections; run more of them behind a load balancer to scale out.
     """
-    from dispatcher.api.app import ApiConfigError, serve
-
-    try:
-        serve(Settings(), host=host, port=port)
-    except ApiConfigError as exc:
-        raise CliError(_one_line(exc)) from None
+    check_api_config(Settings())  # a clean error here rather than in the server process
+    _exec([sys.executable, "-m", "dispatcher.api", "--host", host, "--port", str(port)])
 
 
 @cli.command()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast, overload
 
 import redis
 
 from dispatcher import robots
-from dispatcher.errors import EndpointNotFound, InvalidInput, InvalidURL
+from dispatcher.errors import EndpointNotFound, InvalidInput, InvalidState, InvalidURL
 from dispatcher.ids import new_id
 from dispatcher.matching import validate_patterns
 from dispatcher.models import POLL_KIND, Endpoint, PreviousSecret
@@ -17,8 +17,10 @@ from dispatcher.settings import Settings, parse_schedule
 from dispatcher.signing import generate_secret, secret_key
 from dispatcher.ssrf import check_url
 from dispatcher.store.keys import Keys
+from dispatcher.store.scripts import Scripts
 
 MAX_BATCH_LIMIT = 1000
+WRITE_ATTEMPTS = 20  # reads and compare-and-sets of one change while other writers keep changing the endpoint
 KINDS = {"webhook", POLL_KIND, *robots.ROBOT_KINDS}  # Endpoint.kind values accepted by create()
 
 
@@ -81,11 +83,12 @@ def _kind_change(current: Endpoint, changes: dict[str, Any], fields: dict[str, A
 
 
 class EndpointStore:
-    """Endpoints in one Redis hash; every change bumps a version counter that worker caches watch."""
+    """Endpoints in one Redis hash; every change is one compare-and-set that bumps the version workers watch."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts, settings: Settings) -> None:
         self._r = client
         self._k = keys
+        self._scripts = scripts
         self._s = settings
 
     def create(
@@ -119,18 +122,23 @@ class EndpointStore:
             fields = _validate_fields(self._s, {"url": url, "event_types": event_types, **options})
         endpoint = Endpoint(id=new_id("ep"), secret=_validate_secret(secret), created_at=time.time(), **fields)
         endpoint = robots.apply_kind_rules(endpoint)
-        self._save(endpoint)
+        self._save_new(endpoint)
         return endpoint
 
     def get(self, endpoint_id: str) -> Endpoint:
-        raw = self._r.hget(self._k.endpoints, endpoint_id)
-        if raw is None:
-            raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
-        return Endpoint.model_validate_json(raw)
+        return Endpoint.model_validate_json(self._read(endpoint_id))
 
     def list(self) -> list[Endpoint]:
         raw = self._r.hgetall(self._k.endpoints)
         return sorted((Endpoint.model_validate_json(v) for v in raw.values()), key=lambda e: e.id)
+
+    def load_all(self) -> tuple[bytes | None, dict[bytes, bytes]]:
+        """The version counter and every endpoint's raw JSON, read together (for the workers' cache)."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.get(self._k.endpoints_version)
+        pipe.hgetall(self._k.endpoints)
+        version, raw = pipe.execute()
+        return version or b"", raw
 
     def update(self, endpoint_id: str, **changes: Any) -> Endpoint:
         allowed = {
@@ -150,52 +158,75 @@ class EndpointStore:
         unknown = set(changes) - allowed
         if unknown:
             raise InvalidInput(f"unknown endpoint field(s): {', '.join(sorted(unknown))}")
-        if ("url" in changes or changes.get("also_poll")) and self.get(endpoint_id).kind == POLL_KIND:
-            raise InvalidInput("a poll endpoint has no URL (and needs no also_poll): create a webhook endpoint instead")
         fields = _validate_fields(self._s, changes)
         if "secret" in fields:
             fields["secret"] = _validate_secret(fields["secret"])
         if fields.get("enabled") is True:
             fields["disabled_reason"] = None
-        current = self.get(endpoint_id)
-        _kind_change(current, changes, fields)
-        endpoint = robots.apply_kind_rules(
-            current.model_copy(update=fields), current, rate_given=changes.get("rate_limit_per_s") is not None
-        )
-        self._save(endpoint)
-        return endpoint
+
+        def change(current: Endpoint) -> Endpoint:
+            if ("url" in changes or changes.get("also_poll")) and current.kind == POLL_KIND:
+                raise InvalidInput(
+                    "a poll endpoint has no URL (and needs no also_poll): create a webhook endpoint instead"
+                )
+            own = dict(fields)
+            _kind_change(current, changes, own)
+            rate_given = changes.get("rate_limit_per_s") is not None
+            return robots.apply_kind_rules(current.model_copy(update=own), current, rate_given=rate_given)
+
+        return self._change(endpoint_id, change)
 
     def set_enabled(self, endpoint_id: str, enabled: bool, reason: str | None = None) -> Endpoint:
-        endpoint = self.get(endpoint_id).model_copy(
-            update={"enabled": enabled, "disabled_reason": None if enabled else reason or "disabled by user"}
-        )
-        self._save(endpoint)
-        return endpoint
+        update = {"enabled": enabled, "disabled_reason": None if enabled else reason or "disabled by user"}
+        return self._change(endpoint_id, lambda current: current.model_copy(update=update))
 
     def rotate_secret(self, endpoint_id: str, grace_s: float = 86400.0, new_secret: str | None = None) -> Endpoint:
         """Give the endpoint a new secret; the old one keeps signing alongside it for ``grace_s``."""
         if not isinstance(grace_s, (int, float)) or isinstance(grace_s, bool) or grace_s < 0:
             raise InvalidInput("grace_s must be a number of seconds >= 0")
         secret = _validate_secret(new_secret)
-        endpoint = self.get(endpoint_id)
-        now = time.time()
-        kept = [p for p in endpoint.previous_secrets if p.expires_at > now]
-        if grace_s > 0:
-            kept.append(PreviousSecret(secret=endpoint.secret, expires_at=now + grace_s))
-        endpoint = endpoint.model_copy(update={"secret": secret, "previous_secrets": kept})
-        self._save(endpoint)
-        return endpoint
+
+        def change(current: Endpoint) -> Endpoint:
+            now = time.time()
+            kept = [p for p in current.previous_secrets if p.expires_at > now]
+            if grace_s > 0:
+                kept.append(PreviousSecret(secret=current.secret, expires_at=now + grace_s))
+            return current.model_copy(update={"secret": secret, "previous_secrets": kept})
+
+        return self._change(endpoint_id, change)
 
     def delete(self, endpoint_id: str) -> None:
-        if not self._r.hdel(self._k.endpoints, endpoint_id):
-            raise EndpointNotFound(f"no endpoint {endpoint_id!r}")  # and nothing written
-        pipe = self._r.pipeline()
-        pipe.incr(self._k.endpoints_version)
-        pipe.delete(self._k.stream(endpoint_id))  # its pull log, if it had one
-        pipe.execute()
+        """Delete the endpoint and its pull log; its pending deliveries go dead when they come due."""
+        self._change(endpoint_id, lambda current: None)
 
-    def _save(self, endpoint: Endpoint) -> None:
-        pipe = self._r.pipeline()
-        pipe.hset(self._k.endpoints, endpoint.id, endpoint.model_dump_json())
-        pipe.incr(self._k.endpoints_version)
-        pipe.execute()
+    # -- writing: compare and set ---------------------------------------------------------------------
+    def _read(self, endpoint_id: str) -> bytes:
+        raw = self._r.hget(self._k.endpoints, endpoint_id)
+        if raw is None:
+            raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
+        return cast(bytes, raw)
+
+    def _write(self, endpoint_id: str, expected: bytes, new: bytes) -> int:
+        keys = [self._k.endpoints, self._k.endpoints_version, self._k.stream(endpoint_id)]
+        return int(self._scripts.run("endpoint_write", keys, [endpoint_id, expected, new]))
+
+    @overload
+    def _change(self, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint: ...
+    @overload
+    def _change(self, endpoint_id: str, change: Callable[[Endpoint], None]) -> None: ...
+    def _change(self, endpoint_id: str, change: Callable[[Endpoint], Endpoint | None]) -> Endpoint | None:
+        """Apply ``change`` (None: delete) to the endpoint as it is in Redis, atomically: when another writer
+        changed it between the read and the write, read it again and apply the change to that."""
+        for _ in range(WRITE_ATTEMPTS):
+            raw = self._read(endpoint_id)
+            endpoint = change(Endpoint.model_validate_json(raw))
+            result = self._write(endpoint_id, raw, b"" if endpoint is None else endpoint.model_dump_json().encode())
+            if result == 1:
+                return endpoint
+            if result == -1:
+                raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
+        raise InvalidState(f"endpoint {endpoint_id!r} kept changing while this change was applied; try again")
+
+    def _save_new(self, endpoint: Endpoint) -> None:
+        if self._write(endpoint.id, b"", endpoint.model_dump_json().encode()) != 1:
+            raise InvalidState(f"an endpoint with id {endpoint.id!r} exists already")

@@ -1,4 +1,8 @@
-"""Every Redis key the dispatcher uses, in one place. All share the configured prefix."""
+"""Every Redis key name the dispatcher uses, spelled in this one place, under the configured prefix.
+
+Nothing else builds a key: the store's classes ask ``Keys`` and hand the names to Redis or, for the
+Lua scripts, through ``KEYS``. ARCHITECTURE.md lists each key with what it holds and who writes it.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +16,31 @@ class Keys:
         self.endpoints = f"{prefix}endpoints"
         # counter bumped on every endpoint change; workers reload their cache when it moves
         self.endpoints_version = f"{prefix}endpoints:ver"
-        # zset: event id -> due time (ms); events waiting for fan-out (score = lease while claimed)
+        # zset: "<event id> <type>[ <endpoint ids>]" -> due ms; events waiting for fan-out (lease end while claimed)
         self.fanout = f"{prefix}fanout"
-        # zset: delivery id -> due time (ms); new deliveries, retries and claimed leases
+        # zset: delivery id -> due ms; new deliveries, retries and claimed leases
         self.due = f"{prefix}due"
+        # hash: delivery id -> "<event id> <endpoint id> <attempts> <attempts this round>", while pending
+        self.jobs = f"{prefix}jobs"
+        # hash: event id -> the exact body POSTed, while a delivery of the event is pending
+        self.bodies = f"{prefix}bodies"
+        # hash: event id -> how many of its deliveries are pending (its body goes with the last)
+        self.refs = f"{prefix}refs"
         # hash: "<endpoint id>:<delivered|retrying|dead>" -> attempts with that outcome
         self.stats_outcomes = f"{prefix}stats:outcomes"
         # hash: latency bucket upper bound in ms ("5", ..., "+Inf") -> attempts; plus "sum_ms", "count"
         self.stats_latency = f"{prefix}stats:latency"
-        # hash: endpoint id -> ms when its current failing streak began (no entry = healthy)
-        self.failing = f"{prefix}failing"
         # counter: events accepted by enqueue()
         self.stats_enqueued = f"{prefix}stats:enqueued"
+        # hash: endpoint id -> ms when its current failing streak began (no entry = healthy)
+        self.failing = f"{prefix}failing"
+        # zset: worker name -> ms until which its last heartbeat counts
+        self.workers = f"{prefix}workers"
+        # hash: worker name -> JSON (name, pid, concurrency, at) of its last heartbeat
+        self.workers_info = f"{prefix}workers:info"
 
     def event(self, event_id: str) -> str:
-        """hash: body (exact JSON sent), type, ts, deliveries (comma-separated ids after fan-out)."""
+        """hash: body (exact JSON sent), type, ts, only, deliveries (comma-separated ids after fan-out)."""
         return f"{self.prefix}evt:{event_id}"
 
     def idempotency(self, key: str) -> str:
@@ -58,10 +72,7 @@ class Keys:
         """hash with a 2 h TTL: delivered / retrying / dead attempts in one unix minute."""
         return f"{self.prefix}stats:min:{minute}"
 
-    def worker(self, name: str) -> str:
-        """string with a TTL: a live worker's heartbeat (JSON: name, pid, concurrency, at)."""
-        return f"{self.prefix}worker:{name}"
-
     def kick(self, stage: str, slot: int) -> str:
-        """string with a short TTL: debounces publishing of kick tasks per stage and slot."""
+        """string with a short TTL: kick slot ``slot`` (1..kick_parallelism) of ``fanout`` or ``deliver``.
+        Slot 0 is never taken: it stands for "no slot" where a script needs a key anyway."""
         return f"{self.prefix}kick:{stage}:{slot}"

@@ -36,7 +36,7 @@ from dispatcher.models import Endpoint
 from dispatcher.settings import Settings
 from dispatcher.signing import secret_key, signature_header
 from dispatcher.store.keys import Keys
-from dispatcher.store.scripts import READ_STREAM
+from dispatcher.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class PullLog:
         self._redis: aredis.Redis | None = None
         self._blocker: aredis.Redis | None = None
         self._waiters: StreamWaiters | None = None
-        self._script: Any = None
+        self._scripts: Scripts | None = None
         self.streams_open = 0  # WebSocket streams being served (dispatcher.api_pull)
 
     def _ensure(self) -> tuple[aredis.Redis, StreamWaiters]:
@@ -275,7 +275,7 @@ class PullLog:
                 url, single_connection_client=True, socket_timeout=BLOCK_MS / 1000 + 10, socket_connect_timeout=5
             )
             self._waiters = StreamWaiters(self._blocker, self._redis)
-            self._script = self._redis.register_script(READ_STREAM)
+            self._scripts = Scripts(self._redis)  # type: ignore[arg-type]  # redis.asyncio: the same API, awaited
             self._loop = loop
         return self._redis, self._waiters
 
@@ -293,9 +293,11 @@ class PullLog:
     async def read(self, endpoint: Endpoint, after: str | None, limit: int) -> Page:
         """Up to ``limit`` events after stream id ``after`` (None: none, the cursor of the newest entry)."""
         self._ensure()
-        out = await self._script(
-            keys=[self.keys.stream(endpoint.id)],
-            args=["latest" if after is None else "after", after or START, limit, MAX_PAGE_BYTES],
+        assert self._scripts is not None
+        out = await self._scripts.run(
+            "read_stream",
+            [self.keys.stream(endpoint.id)],
+            ["latest" if after is None else "after", after or START, limit, MAX_PAGE_BYTES],
         )
         status, sid = out[0], str(out[1].decode())
         if status == b"expired":

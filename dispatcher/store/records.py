@@ -10,7 +10,7 @@ import redis
 from dispatcher.errors import DeliveryNotFound, EventNotFound, InvalidState
 from dispatcher.models import Attempt, Delivery, DeliveryState
 from dispatcher.store.keys import Keys
-from dispatcher.store.scripts import REPLAY
+from dispatcher.store.scripts import Scripts
 
 
 def _s(value: Any) -> str:
@@ -44,10 +44,10 @@ def parse_delivery(delivery_id: str, raw: dict[Any, Any]) -> Delivery:
 class Records:
     """Read access to events and deliveries, and replay."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts) -> None:
         self._r = client
         self._k = keys
-        self._replay = client.register_script(REPLAY)
+        self._scripts = scripts
 
     def event(self, event_id: str) -> dict[str, Any]:
         raw = self._r.hgetall(self._k.event(event_id))
@@ -92,13 +92,24 @@ class Records:
             found = [d for d in found if d.state == DeliveryState(state)][:limit]
         return found
 
+    def dead_counts(self, endpoint_ids: list[str]) -> list[int]:
+        """How many dead letters each endpoint holds."""
+        if not endpoint_ids:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for endpoint_id in endpoint_ids:
+            pipe.zcard(self._k.endpoint_dead(endpoint_id))
+        return [int(n) for n in pipe.execute()]
+
     def replay(self, delivery_id: str) -> None:
         """Queue a dead delivery again, starting a fresh round of the retry schedule."""
-        ep = self._r.hget(self._k.delivery(delivery_id), "ep")
-        if ep is None:
+        k = self._k
+        event_id, endpoint_id = (_s(v) for v in self._r.hmget(k.delivery(delivery_id), "evt", "ep"))
+        if not endpoint_id:
             raise DeliveryNotFound(f"no delivery {delivery_id!r}")
-        keys = [self._k.delivery(delivery_id), self._k.due, self._k.endpoint_dead(_s(ep))]
-        result = int(self._replay(keys=keys, args=[delivery_id]))
+        keys = [k.delivery(delivery_id), k.due, k.endpoint_dead(endpoint_id)]
+        keys += (k.jobs, k.bodies, k.refs, k.event(event_id))
+        result = int(self._scripts.run("replay", keys, [delivery_id, event_id, endpoint_id]))
         if result == -1:
             raise DeliveryNotFound(f"no delivery {delivery_id!r}")
         if result == 0:

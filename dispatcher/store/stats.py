@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import redis
 
 from dispatcher.defaults import LATENCY_BUCKETS_MS, STATS_MINUTES_SHOWN
 from dispatcher.errors import StoreUnavailable
 from dispatcher.store.endpoints import EndpointStore
+from dispatcher.store.heartbeats import Heartbeats
 from dispatcher.store.keys import Keys
 
 OUTCOMES = ("delivered", "retrying", "dead")
-_GLOB_SPECIAL = "*?[]\\"
 
 
 def _int(value: Any) -> int:
@@ -31,31 +30,6 @@ def _int(value: Any) -> int:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in text)
-
-
-def live_workers(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    """Workers whose heartbeat key has not expired, sorted by name (name, pid, concurrency, at)."""
-    found = sorted(_text(k) for k in client.scan_iter(match=_glob_escape(keys.worker("")) + "*", count=1000))
-    if not found:
-        return []
-    workers = []
-    start = len(keys.worker(""))
-    for key, raw in zip(found, client.mget(found), strict=True):
-        if raw is None:  # expired between SCAN and MGET
-            continue
-        try:
-            info = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            info = {}
-        if not isinstance(info, dict):
-            info = {}
-        info["name"] = str(info.get("name") or key[start:])
-        workers.append(info)
-    return workers
 
 
 def collect_stats(
@@ -85,7 +59,7 @@ def collect_stats(
         for m in minute_ids:
             pipe.hgetall(k.stats_minute(m))
         out = pipe.execute()
-        workers = live_workers(r, k)
+        workers = Heartbeats(r, k).live()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
     raw_outcomes, raw_latency, enqueued, fanout_due, deliver_due, scheduled = out[:6]

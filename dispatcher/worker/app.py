@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
 import time
 from typing import Any, ClassVar
 
-import redis
 from celery import Celery, bootsteps
 
+from dispatcher.errormap import translated
+from dispatcher.errors import StoreError
 from dispatcher.kicks import Kicker, make_celery
 from dispatcher.settings import Settings
-from dispatcher.store.keys import Keys
+from dispatcher.store import Store
+from dispatcher.store.heartbeats import Heartbeats
 from dispatcher.worker.scheduler import run_scheduler
 
 log = logging.getLogger(__name__)
@@ -28,16 +29,15 @@ app.conf.update(include=["dispatcher.worker.tasks"])
 HEARTBEAT_INTERVAL_S = 5.0
 
 
-def _heartbeat(client: redis.Redis, name: str, concurrency: int, stop: threading.Event) -> None:
+def _heartbeat(heartbeats: Heartbeats, name: str, concurrency: int, stop: threading.Event) -> None:
     """Say this worker is alive (health checks read it) every few seconds until stopped."""
-    key = Keys(settings.key_prefix).worker(name)
     while not stop.is_set():
-        value = json.dumps({"name": name, "pid": os.getpid(), "concurrency": concurrency, "at": time.time()})
-        with contextlib.suppress(redis.RedisError):
-            client.set(key, value, ex=int(HEARTBEAT_INTERVAL_S * 3))
+        info = {"pid": os.getpid(), "concurrency": concurrency, "at": time.time()}
+        with contextlib.suppress(StoreError), translated():
+            heartbeats.beat(name, info, ttl_s=HEARTBEAT_INTERVAL_S * 3)
         stop.wait(HEARTBEAT_INTERVAL_S)
-    with contextlib.suppress(redis.RedisError):
-        client.delete(key)
+    with contextlib.suppress(StoreError), translated():
+        heartbeats.gone(name)
 
 
 class EmbeddedScheduler(bootsteps.StartStopStep):
@@ -49,12 +49,12 @@ class EmbeddedScheduler(bootsteps.StartStopStep):
         self._stop = threading.Event()
 
     def start(self, parent: Any) -> None:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        store = Store(settings)
         threading.Thread(
-            target=_heartbeat, args=(client, parent.hostname, parent.concurrency, self._stop), daemon=True
+            target=_heartbeat, args=(store.heartbeats, parent.hostname, parent.concurrency, self._stop), daemon=True
         ).start()
         if settings.embedded_scheduler:
-            kicker = Kicker(settings, client, app)
+            kicker = Kicker(settings, store.queue, app)
             threading.Thread(
                 target=run_scheduler, args=(kicker, settings.scheduler_interval_s, self._stop), daemon=True
             ).start()

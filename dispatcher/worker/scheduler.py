@@ -9,12 +9,18 @@ are atomic, so nothing fires twice.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import signal
 import threading
+from collections.abc import Sequence
+from types import FrameType
 
-import redis
-
-from dispatcher.kicks import Kicker
+from dispatcher.errormap import translated
+from dispatcher.errors import BrokerUnavailable, StoreError
+from dispatcher.kicks import Kicker, make_celery
+from dispatcher.settings import Settings, redact_url
+from dispatcher.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -24,16 +30,55 @@ def run_scheduler(kicker: Kicker, interval_s: float, stop: threading.Event) -> N
     failing = False
     while not stop.is_set():
         try:
-            sent = kicker.tick()
+            with translated():
+                sent = kicker.tick()
             if failing:
                 log.info("scheduler: Redis reachable again")
                 failing = False
             if any(sent.values()):
                 log.debug("scheduler kicked %s", sent)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except (StoreError, BrokerUnavailable) as exc:
             if not failing:
                 log.warning("scheduler: cannot reach Redis or the broker (%s); retrying", type(exc).__name__)
                 failing = True
         except Exception:
             log.exception("scheduler tick failed")
         stop.wait(interval_s)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The standalone scheduler (``dispatcher scheduler``, ``python -m dispatcher.worker.scheduler``)."""
+    parser = argparse.ArgumentParser(prog="dispatcher scheduler", description="Kick workers when work comes due.")
+    parser.add_argument("--interval", type=float, default=None, help="seconds between ticks")
+    parser.add_argument("-l", "--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    every = args.interval if args.interval is not None else settings.scheduler_interval_s
+    store = Store(settings)
+    app = make_celery(settings, "dispatcher-scheduler")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("scheduler: %s received, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        log.info(
+            "scheduler running every %.2fs on %s (prefix %s); Ctrl-C stops it",
+            every,
+            redact_url(settings.redis_url),
+            settings.key_prefix,
+        )
+        run_scheduler(Kicker(settings, store.queue, app), every, stop)
+        log.info("scheduler stopped")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        app.close()
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -9,10 +9,8 @@ the event it claimed).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
 
 import orjson
-import redis
 from yarl import URL
 
 from dispatcher import robots
@@ -22,7 +20,7 @@ from dispatcher.models import Endpoint
 from dispatcher.settings import Settings
 from dispatcher.signing import secret_key
 from dispatcher.ssrf import check_literal_host
-from dispatcher.store.keys import Keys
+from dispatcher.store.endpoints import EndpointStore
 
 
 @dataclass(slots=True)
@@ -76,13 +74,7 @@ class EndpointCache:
                 index.add(ep.event_types, target)
         self.targets, self.index, self.version = targets, index, version
 
-    def refresh(self, client: redis.Redis, keys: Keys, version: bytes | None = None) -> None:
-        """Reload from Redis if the version moved (read with one GET unless the caller already has it)."""
-        if version is None:
-            version = cast("bytes | None", client.get(keys.endpoints_version))
+    def refresh(self, endpoints: EndpointStore, version: bytes) -> None:
+        """Reload every endpoint if the version (read by the claim that needs them) moved."""
         if version != self.version or self.version is None:
-            pipe = client.pipeline(transaction=True)
-            pipe.get(keys.endpoints_version)
-            pipe.hgetall(keys.endpoints)
-            version, raw = pipe.execute()
-            self.load(version, raw)
+            self.load(*endpoints.load_all())

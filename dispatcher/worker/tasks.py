@@ -7,8 +7,8 @@ from typing import Any
 from dispatcher.errors import DeadLettered
 from dispatcher.kicks import TASK_DEAD_LETTER, TASK_DELIVER, TASK_FANOUT
 from dispatcher.worker.app import app, settings
-from dispatcher.worker.delivery import run_deliver
 from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import get_runtime
 
 

@@ -1,0 +1,85 @@
+"""One map from foreign exceptions (redis, kombu/Celery, aiohttp) to the dispatcher's own.
+
+Every room that catches a library's exception to turn it into ours goes through ``translate``: the
+client and the store (``StoreUnavailable``), kick publishing (``BrokerUnavailable``), the HTTP engine
+(``DeliveryError`` subclasses, whose messages become the attempts' recorded errors), the API and CLI.
+A library that is not imported cannot have raised, so each is looked up only when already loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import ParamSpec, TypeVar
+
+import redis
+
+from dispatcher.errors import (
+    AttemptTimeout,
+    BrokerUnavailable,
+    ConnectionFailed,
+    DispatcherError,
+    ReceiverProtocolError,
+    StoreError,
+    StoreUnavailable,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def translate(exc: BaseException, url: str | None = None) -> DispatcherError | None:
+    """Our exception for ``exc``, or None when it is not a failure of Redis, the broker or an HTTP exchange.
+
+    ``url``: given for an HTTP exchange (a webhook POST), whose failures become ``DeliveryError``s; it is
+    scrubbed from their messages (a chat robot's URL carries its token).
+    """
+    if isinstance(exc, DispatcherError):
+        return exc
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return StoreUnavailable(f"Redis is unreachable: {_one_line(exc)}")
+    if isinstance(exc, redis.RedisError):
+        return StoreError(f"Redis error: {_one_line(exc)}")
+    kombu = sys.modules.get("kombu.exceptions")
+    if kombu is not None and isinstance(exc, kombu.KombuError):
+        return BrokerUnavailable(f"broker error: {_one_line(exc)}")
+    if url is None:
+        return None
+    aiohttp = sys.modules.get("aiohttp")
+    if isinstance(exc, TimeoutError):
+        return AttemptTimeout("timeout")
+    if aiohttp is not None and isinstance(exc, aiohttp.ClientConnectorError):
+        return ConnectionFailed(f"connection error: {exc.os_error.strerror or type(exc.os_error).__name__}")
+    if (aiohttp is not None and isinstance(exc, aiohttp.ClientError)) or isinstance(exc, OSError):
+        text = str(exc).replace(url, "<url>") if url else str(exc)
+        return ReceiverProtocolError(f"{type(exc).__name__}: {text[:200]}")
+    return None
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Raise ours in place of a foreign exception ``translate`` knows; anything else goes through."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is None or mapped is exc:
+            raise
+        raise mapped from exc
+
+
+def translating(fn: Callable[P, R]) -> Callable[P, R]:
+    """``translated()`` around every call of ``fn``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with translated():
+            return fn(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,25 @@
+-- endpoint_write: create, change or delete one endpoint if it is still as the caller read it (compare and
+-- set), and bump the endpoints' version so workers reload. A caller whose endpoint changed meanwhile reads
+-- it again and re-applies its change, so no change undoes another (an auto-disable stays disabled unless
+-- the change itself enables) and a deleted endpoint never comes back.
+-- KEYS[1] endpoints   hash    endpoint id -> endpoint JSON
+-- KEYS[2] version     string  the endpoints' version counter
+-- KEYS[3] stream      stream  the endpoint's pull log (deleted with the endpoint)
+-- ARGV[1] endpoint id  ARGV[2] the JSON read ('' = it must not exist yet)  ARGV[3] the new JSON ('' = delete)
+-- Returns 1 written, 0 changed since it was read (read again and retry), -1 no such endpoint.
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '' then
+  if current then return 0 end
+elseif not current then
+  return -1
+elseif current ~= ARGV[2] then
+  return 0
+end
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[3])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+end
+redis.call('INCR', KEYS[2])
+return 1

@@ -1,0 +1,51 @@
+-- enqueue: store events and queue them for fan-out, all or nothing; an id or idempotency key seen before
+-- returns the first event's id and writes nothing for it.
+-- KEYS[1] fanout      zset    queue entry -> due ms
+-- KEYS[2] slot        string  the fan-out kick slot taken when something was queued
+-- KEYS[3] enqueued    string  counter of events accepted
+-- KEYS[4..] per event: its event hash, then its idempotency key when it has one
+-- ARGV[1] retention_s        ARGV[2] idempotency_ttl_s     ARGV[3] slot_ttl_ms
+-- ARGV[4..] per event, 5 each: id, type, body, only (endpoint ids or ''), has_idempotency_key (0/1);
+--   its queue entry is "<id> <type>" or "<id> <type> <only>"
+-- Returns {kick (0/1), the id per event..., 1 if new / 0 if seen per event...}
+--#include now
+local retention, idem_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ids, fresh = {}, {}
+local added = 0
+local k = 4
+for i = 4, #ARGV, 5 do
+  local id, typ, body, only, has_idem = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local event_key = KEYS[k]
+  local idem_key = nil
+  k = k + 1
+  if has_idem == '1' then idem_key = KEYS[k]; k = k + 1 end
+  local result, dup = id, false
+  if idem_key then
+    local prev = redis.call('GET', idem_key)
+    if prev then result = prev; dup = true end
+  end
+  if not dup and redis.call('EXISTS', event_key) == 1 then dup = true end
+  if not dup then
+    redis.call('HSET', event_key, 'body', body, 'type', typ, 'ts', now)
+    local entry = id .. ' ' .. typ
+    if only ~= '' then
+      redis.call('HSET', event_key, 'only', only)
+      entry = entry .. ' ' .. only
+    end
+    redis.call('EXPIRE', event_key, retention)
+    redis.call('ZADD', KEYS[1], now, entry)
+    if idem_key then redis.call('SET', idem_key, id, 'EX', idem_ttl) end
+    added = added + 1
+  end
+  ids[#ids + 1] = result
+  fresh[#fresh + 1] = dup and 0 or 1
+end
+local kick = 0
+if added > 0 then
+  redis.call('INCRBY', KEYS[3], added)
+  if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then kick = 1 end
+end
+local out = {kick}
+for _, v in ipairs(ids) do out[#out + 1] = v end
+for _, v in ipairs(fresh) do out[#out + 1] = v end
+return out

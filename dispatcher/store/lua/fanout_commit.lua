@@ -1,0 +1,80 @@
+-- fanout_commit: record the deliveries of claimed events and take the events off the fan-out queue.
+-- An event already fanned out (a worker that lost its lease) or expired is only taken off the queue, so a
+-- redone fan-out creates nothing twice and appends nothing twice to a pull log.
+-- KEYS[1] fanout      zset    the fan-out queue
+-- KEYS[2] due         zset    delivery id -> due ms
+-- KEYS[3] jobs        hash    delivery id -> "<event id> <endpoint id> <attempts> <attempts this round>"
+-- KEYS[4] bodies      hash    event id -> body, while a delivery of the event is pending
+-- KEYS[5] refs        hash    event id -> pending deliveries of the event (its body goes when none is left)
+-- KEYS[6..] per event: its event hash; then per delivery: the delivery hash and its endpoint's delivery
+--   listing; then per pull log: the endpoint's stream
+-- ARGV[1] retention_s  ARGV[2] poll_max_events  ARGV[3] poll_max_age_ms
+-- ARGV[4..] per event: queue entry, event id, deliveries D, pull logs L, then D x (endpoint id, delivery id)
+-- A log entry holds prev (the entry before it: a reader whose cursor is older than the first entry's prev
+-- has lost entries to trimming), id, type, ts and body. Retention at append: about poll_max_events entries
+-- (MAXLEN ~, whole macro nodes) and none older than poll_max_age (MINID, exact).
+-- Returns the number of deliveries created.
+--#include now
+local retention = tonumber(ARGV[1])
+local max_events = ARGV[2]
+local max_age_ms = tonumber(ARGV[3])
+local created = 0
+local listings, logs = {}, {}
+local k = 6
+local i = 4
+while i <= #ARGV do
+  local entry, id = ARGV[i], ARGV[i + 1]
+  local count, streams = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  i = i + 4
+  local event_key = KEYS[k]
+  k = k + 1
+  local ts = redis.call('HGET', event_key, 'ts')
+  local fresh = ts and redis.call('HEXISTS', event_key, 'deliveries') == 0
+  local ids = {}
+  for j = 0, count - 1 do
+    local ep, did = ARGV[i + 2 * j], ARGV[i + 2 * j + 1]
+    local delivery_key, listing_key = KEYS[k], KEYS[k + 1]
+    k = k + 2
+    if fresh then
+      redis.call('HSET', delivery_key, 'evt', id, 'ep', ep, 'state', 'pending', 'n', 0, 'r', 0,
+                 'created', now, 'next', ts)
+      redis.call('EXPIRE', delivery_key, retention)
+      redis.call('ZADD', listing_key, now, did)
+      redis.call('ZADD', KEYS[2], ts, did)
+      redis.call('HSET', KEYS[3], did, id .. ' ' .. ep .. ' 0 0')
+      listings[listing_key] = true
+      ids[#ids + 1] = did
+    end
+  end
+  i = i + 2 * count
+  if fresh then
+    redis.call('HSET', event_key, 'deliveries', table.concat(ids, ','))
+    created = created + count
+    local ev = redis.call('HMGET', event_key, 'type', 'body')
+    if count > 0 then
+      redis.call('HSET', KEYS[4], id, ev[2])
+      redis.call('HINCRBY', KEYS[5], id, count)
+    end
+    for _ = 1, streams do
+      local stream_key = KEYS[k]
+      k = k + 1
+      local prev = logs[stream_key]
+      if not prev then
+        local last = redis.call('XREVRANGE', stream_key, '+', '-', 'COUNT', 1)
+        prev = last[1] and last[1][1] or '0-0'
+      end
+      logs[stream_key] = redis.call('XADD', stream_key, 'MAXLEN', '~', max_events, '*',
+                                    'prev', prev, 'id', id, 'type', ev[1], 'ts', ts, 'body', ev[2])
+    end
+  else
+    k = k + streams
+  end
+  redis.call('ZREM', KEYS[1], entry)
+end
+for listing_key, _ in pairs(listings) do
+  redis.call('ZREMRANGEBYSCORE', listing_key, '-inf', now - retention * 1000)
+end
+for stream_key, _ in pairs(logs) do
+  redis.call('XTRIM', stream_key, 'MINID', now - max_age_ms)
+end
+return created

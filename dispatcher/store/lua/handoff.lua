@@ -1,0 +1,13 @@
+-- handoff: at the end of a task, keep its kick slot (and say so) when due work remains, else free it.
+-- KEYS[1] queue       zset    fan-out or delivery queue
+-- KEYS[2] slot        string  the task's kick slot
+-- ARGV[1] slot_ttl_ms
+-- Returns 1 when the caller should publish a follow-up kick for its slot.
+--#include now
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
+if #due > 0 then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+  return 1
+end
+redis.call('DEL', KEYS[2])
+return 0

@@ -1,0 +1,236 @@
+"""The work queues in Redis: events waiting for fan-out, deliveries waiting for an attempt, kick slots.
+
+- ``fanout`` (zset): one entry per stored event, ``"<event id> <type>[ <endpoint ids>]"``, scored by the
+  time it is due. A claim moves the score to the lease's end, so a worker that dies mid-batch leaves the
+  entry to come back by itself. The entry carries what matching needs, so a claim reads nothing else.
+- ``due`` (zset): delivery ids by due time (new, retrying, or leased while an attempt runs). Alongside it,
+  ``jobs`` (delivery id -> event, endpoint, attempt counts) and ``bodies`` (event id -> body, with
+  ``refs`` counting the event's pending deliveries) hold what sending needs, so a claim is one round trip
+  through declared keys only.
+- kick slots (``kick:<stage>:<n>``): a task holds one while it works (see ``dispatcher.kicks``).
+
+``Queue`` owns those keys and is the only caller of the scripts that move work through them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from dispatcher.defaults import SLOT_TTL_MS, STATS_MINUTE_TTL_S
+from dispatcher.events import NewEvent
+from dispatcher.settings import Settings
+from dispatcher.store.keys import Keys
+from dispatcher.store.scripts import Scripts
+
+
+class Stage(enum.StrEnum):
+    """The two queues a kick can wake a worker for."""
+
+    FANOUT = "fanout"
+    DELIVER = "deliver"
+
+
+class SlotMode(enum.StrEnum):
+    """What a claim does with the caller's kick slot."""
+
+    NONE = "none"  # the caller holds no slot (a direct call, a test)
+    KEEP = "keep"  # refresh it: the task goes on
+    RELEASE_IF_EMPTY = "release_if_empty"  # free it when nothing is due, so the next enqueue kicks again
+
+
+class Counter(enum.IntEnum):
+    """The counter hashes an outcome batch increments (their position in the record script's ``KEYS``)."""
+
+    OUTCOMES = 5  # "<endpoint id>:<state>" -> count
+    LATENCY = 6  # latency bucket / "sum_ms" / "count" -> count
+    MINUTE = 7  # state -> count in this minute
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """What storing a batch of events did."""
+
+    ids: list[str]  # per event: its id, or the first event's id when it was seen before
+    fresh: list[bool]  # per event: stored now (False: an id or idempotency key seen before)
+    kick: bool  # the fan-out slot was free and is now the caller's: publish a kick
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedEvent:
+    """An event leased for fan-out."""
+
+    entry: str  # its queue entry, to take it off the queue
+    id: str
+    type: str
+    only: list[str] | None  # addressed to these endpoints only (e.g. a test event), whatever their types
+
+
+@dataclass(frozen=True, slots=True)
+class EventClaim:
+    now_ms: int  # Redis' clock at the claim
+    version: bytes  # the endpoints' version counter at the claim
+    events: list[ClaimedEvent]
+
+
+# id, endpoint id, event id, attempts so far, attempts this round, body (None when the event is gone)
+ClaimedDelivery = tuple[str, str, str, int, int, bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryClaim:
+    now_ms: int
+    version: bytes
+    deliveries: list[ClaimedDelivery]
+    orphans: list[str] = field(default_factory=list)  # queued ids without a job: dropped from the queue
+
+
+@dataclass(slots=True)
+class FanoutItem:
+    """The fan-out of one claimed event: a delivery per endpoint, and the pull logs it is appended to."""
+
+    event: ClaimedEvent
+    deliveries: list[tuple[str, str]] = field(default_factory=list)  # (endpoint id, delivery id)
+    logs: list[str] = field(default_factory=list)  # endpoint ids
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One delivery's attempt outcome, as recorded."""
+
+    delivery_id: str
+    event_id: str
+    endpoint_id: str
+    state: str  # a DeliveryState value: delivered, retrying or dead
+    n: int  # attempts made, this one included
+    r: int  # attempts made this round, this one included
+    attempt: bytes  # the attempt's JSON record
+    next_ms: int | None  # when it is due again (retrying)
+    dead_letter: bool = False  # add it to its endpoint's dead letters
+
+
+class Queue:
+    """The fan-out and delivery queues and their kick slots."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts, settings: Settings) -> None:
+        self._r = client
+        self._k = keys
+        self._scripts = scripts
+        self._s = settings
+
+    # -- producing -----------------------------------------------------------------------------------
+    def enqueue(self, events: Sequence[NewEvent]) -> Enqueued:
+        """Store events and queue them for fan-out, atomically; the fan-out slot is taken if it was free."""
+        k, s = self._k, self._s
+        keys = [k.fanout, k.kick(Stage.FANOUT, 1), k.stats_enqueued]
+        args: list[Any] = [s.retention_s, s.idempotency_ttl_s, SLOT_TTL_MS]
+        for ev in events:
+            keys.append(k.event(ev.id))
+            if ev.idempotency_key:
+                keys.append(k.idempotency(ev.idempotency_key))
+            args += (ev.id, ev.type, ev.body, ev.only, 1 if ev.idempotency_key else 0)
+        out = self._scripts.run("enqueue", keys, args)
+        n = len(events)
+        return Enqueued([v.decode() for v in out[1 : 1 + n]], [bool(v) for v in out[1 + n :]], bool(out[0]))
+
+    # -- fan-out ---------------------------------------------------------------------------------------
+    def claim_events(self, limit: int, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> EventClaim:
+        """Lease up to ``limit`` due events for fan-out."""
+        k = self._k
+        keys = [k.fanout, k.kick(Stage.FANOUT, slot), k.endpoints_version]
+        out = self._scripts.run("claim_events", keys, [limit, self.lease_ms, SLOT_TTL_MS, mode])
+        events = []
+        for raw in out[2:]:
+            entry = raw.decode()
+            parts = entry.split(" ")
+            only = parts[2].split(",") if len(parts) > 2 else None
+            events.append(ClaimedEvent(entry, parts[0], parts[1] if len(parts) > 1 else "", only))
+        return EventClaim(int(out[0]), out[1], events)
+
+    def commit_fanout(self, items: Sequence[FanoutItem]) -> int:
+        """Record the deliveries (and pull-log appends) of claimed events; returns the deliveries created."""
+        k, s = self._k, self._s
+        keys = [k.fanout, k.due, k.jobs, k.bodies, k.refs]
+        args: list[Any] = [s.retention_s, s.poll_max_events, s.poll_max_age_s * 1000]
+        for item in items:
+            ev = item.event
+            keys.append(k.event(ev.id))
+            args += (ev.entry, ev.id, len(item.deliveries), len(item.logs))
+            for endpoint_id, delivery_id in item.deliveries:
+                keys += (k.delivery(delivery_id), k.endpoint_deliveries(endpoint_id))
+                args += (endpoint_id, delivery_id)
+            keys += (k.stream(endpoint_id) for endpoint_id in item.logs)
+        return int(self._scripts.run("fanout_commit", keys, args))
+
+    # -- delivery --------------------------------------------------------------------------------------
+    @property
+    def lease_ms(self) -> int:
+        return int(self._s.lease_s * 1000)
+
+    def claim_deliveries(self, limit: int, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> DeliveryClaim:
+        """Lease up to ``limit`` due deliveries with what sending them needs."""
+        k = self._k
+        keys = [k.due, k.kick(Stage.DELIVER, slot), k.endpoints_version, k.jobs, k.bodies]
+        out = self._scripts.run("claim_deliveries", keys, [limit, self.lease_ms, SLOT_TTL_MS, mode])
+        claimed: list[ClaimedDelivery] = []
+        orphans: list[str] = []
+        for i in range(2, len(out), 3):
+            job = out[i + 1]
+            if not job:
+                orphans.append(out[i].decode())
+                continue
+            event_id, endpoint_id, n, r = job.decode().split(" ")
+            claimed.append((out[i].decode(), endpoint_id, event_id, int(n), int(r), out[i + 2] or None))
+        return DeliveryClaim(int(out[0]), out[1], claimed, orphans)
+
+    def record(self, outcomes: Sequence[Outcome], counters: Mapping[tuple[Counter, str], int], now_ms: int) -> None:
+        """Write a batch of attempt outcomes and counter increments in one script call."""
+        k, s = self._k, self._s
+        keys = [k.due, k.jobs, k.bodies, k.refs, k.stats_outcomes, k.stats_latency, k.stats_minute(now_ms // 60000)]
+        args: list[Any] = [s.retention_s, now_ms, STATS_MINUTE_TTL_S, len(outcomes)]
+        for o in outcomes:
+            keys += (k.delivery(o.delivery_id), k.endpoint_dead(o.endpoint_id))
+            args += (o.delivery_id, o.event_id, o.endpoint_id, o.state, o.n, o.r, o.attempt,
+                     "" if o.next_ms is None else o.next_ms, 1 if o.dead_letter else 0)  # fmt: skip
+        for (counter, name), amount in counters.items():
+            args += (int(counter), name, amount)
+        self._scripts.run("record", keys, args)
+
+    def defer(self, due: Mapping[str, int], holds: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        """Hand claimed deliveries back to the queue, due at the given ms; ``holds`` keeps rate-limit send
+        slots reserved by them (endpoint id -> {delivery id: slot ms}), in the same transaction."""
+        if not due:
+            return
+        if not holds:
+            self._r.zadd(self._k.due, dict(due))
+            return
+        pipe = self._r.pipeline(transaction=True)
+        for endpoint_id, slots in holds.items():
+            pipe.hset(self._k.rate_limit(endpoint_id), mapping={f"d:{d}": ms for d, ms in slots.items()})
+        pipe.zadd(self._k.due, dict(due))
+        pipe.execute()
+
+    # -- kick slots ------------------------------------------------------------------------------------
+    def _queue(self, stage: Stage) -> str:
+        return self._k.fanout if stage is Stage.FANOUT else self._k.due
+
+    def slot_keys(self, stage: Stage) -> list[str]:
+        return [self._k.kick(stage, i) for i in range(1, self._s.kick_parallelism + 1)]
+
+    def take_slots(self, stage: Stage, wanted: int) -> list[int]:
+        """Take up to ``wanted`` free kick slots of ``stage``; returns their numbers."""
+        taken = self._scripts.run("take_slots", self.slot_keys(stage), [SLOT_TTL_MS, wanted])
+        return [int(slot) for slot in taken]
+
+    def handoff(self, stage: Stage, slot: int) -> bool:
+        """At the end of a task: keep its slot when work is due (True: publish a follow-up kick), else free it."""
+        keys = [self._queue(stage), self._k.kick(stage, slot)]
+        return bool(self._scripts.run("handoff", keys, [SLOT_TTL_MS]))
+
+    def count_due(self, stage: Stage, cap: int) -> int:
+        """How many entries of the stage's queue are due now (counted up to ``cap``)."""
+        return int(self._scripts.run("count_due", [self._queue(stage)], [cap]))

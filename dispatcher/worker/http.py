@@ -1,0 +1,128 @@
+"""The HTTP exchange: one signed POST (or one chat message) and what it came to, never an exception.
+
+Requests go out on the worker process' keep-alive session (``Runtime.session``), whose resolver drops
+non-public addresses (``dispatcher.ssrf``); IP-literal hosts are vetted when the endpoint is loaded
+(``Target.refused``). Redirects are not followed, at most ``response_body_max_bytes`` of an answer is
+read (a chat platform's answer up to ``ROBOT_RESPONSE_MAX_BYTES``, inflated within that bound to be
+classified), and every failure becomes a ``DeliveryError`` whose message is the attempt's error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from dispatcher.errormap import translate
+from dispatcher.errors import DeliveryError, TargetRefused
+from dispatcher.retry import parse_retry_after
+from dispatcher.signing import webhook_headers
+from dispatcher.worker.jobs import Job, Outcome
+from dispatcher.worker.targets import Target
+
+ROBOT_RESPONSE_MAX_BYTES = 64 * 1024  # a chat platform's answer is read whole (up to this) to classify it
+
+
+def batch_message_id(jobs: list[Job]) -> str:
+    """The ``webhook-id`` of a batched POST: the same for the same set of events."""
+    digest = hashlib.blake2b("|".join(sorted(j.event_id for j in jobs)).encode(), digest_size=12).hexdigest()
+    return f"batch_{digest}"
+
+
+def build_request(jobs: list[Job], max_batch: int) -> tuple[str, bytes]:
+    """(webhook-id, body) for one POST: the event itself, or a JSON array of events when batching."""
+    if max_batch <= 1:
+        job = jobs[0]
+        assert job.body is not None
+        return job.event_id, job.body
+    return batch_message_id(jobs), b"[" + b",".join(j.body for j in jobs if j.body is not None) + b"]"
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+    """Up to ``cap`` bytes of the body, and whether the body ended within them."""
+    if resp.content_length is not None and resp.content_length <= cap:
+        return await resp.read(), True
+    buf = b""
+    while len(buf) < cap:
+        chunk = await resp.content.read(cap - len(buf))
+        if not chunk:
+            return buf, True
+        buf += chunk
+    return buf, resp.content.at_eof()
+
+
+def _decoded(resp: aiohttp.ClientResponse, raw: bytes, cap: int) -> bytes:
+    """A compressed answer (the session does not decompress) inflated for reading, best effort."""
+    if resp.headers.get("Content-Encoding", "").lower() not in ("gzip", "deflate", "x-gzip"):
+        return raw
+    try:
+        return zlib.decompressobj(wbits=47).decompress(raw, cap)  # gzip or zlib header
+    except zlib.error:
+        return raw
+
+
+async def post(session: aiohttp.ClientSession, target: Target, msg_id: str, body: bytes, cap: int) -> Outcome:
+    """One signed Standard Webhooks POST."""
+    out = Outcome()
+    headers = webhook_headers(target.signing_keys(out.at), msg_id, int(out.at), body)
+    await _exchange(session, out, target, target.url, headers, body, cap)
+    return out
+
+
+async def post_robot(session: aiohttp.ClientSession, target: Target, job: Job, cap: int) -> Outcome:
+    """One chat message: the event rendered by the endpoint's platform, the answer classified by its rules."""
+    out = Outcome()
+    assert target.robot is not None and job.body is not None
+    req = target.robot.render(orjson.loads(job.body), target.endpoint, out.at)
+    url = target.url if req.url == target.endpoint.url else URL(req.url)
+    await _exchange(session, out, target, url, req.headers, req.body, max(cap, ROBOT_RESPONSE_MAX_BYTES), cap)
+    return out
+
+
+async def _exchange(
+    session: aiohttp.ClientSession,
+    out: Outcome,
+    target: Target,
+    url: URL,
+    headers: dict[str, str],
+    body: bytes,
+    cap: int,
+    keep: int | None = None,
+) -> None:
+    """POST and fill ``out``: status, response (the first ``keep`` bytes, default ``cap``), Retry-After, a
+    robot's verdict; a failure to get an answer is recorded as the ``DeliveryError`` it maps to."""
+    robot = target.robot
+    t0 = time.perf_counter()
+    try:
+        if target.refused:  # an IP literal outside what the settings allow (the resolver vets names)
+            raise TargetRefused(f"refused: {target.refused}")
+        out.sent = True
+        async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+            out.status = resp.status
+            raw, complete = await _read_capped(resp, cap)
+            if not complete:
+                resp.close()  # do not read a huge (or endless) body just to reuse the connection
+            if resp.status == 429 or resp.status >= 500 or "Retry-After" in resp.headers:
+                out.retry_after_s = parse_retry_after(resp.headers.get("Retry-After"))
+            if robot is not None:
+                raw = _decoded(resp, raw, cap)
+                verdict = robot.classify(resp.status, resp.headers, raw)
+                out.rejected = 200 <= resp.status < 300 and not verdict.ok
+                out.error = verdict.error if out.rejected else None
+                out.throttled = verdict.throttled
+                if verdict.retry_after_s is not None:
+                    out.retry_after_s = max(out.retry_after_s or 0.0, verdict.retry_after_s)
+            out.response = raw[: keep or cap].decode("utf-8", "replace")
+    except Exception as exc:
+        # a URL may carry a token (chat robots): the mapping never copies it into the attempt record
+        mapped = translate(exc, str(url)) if not isinstance(exc, DeliveryError) else exc
+        if not isinstance(mapped, DeliveryError):
+            raise
+        out.error = str(mapped).replace(str(target.url), "<url>")
+        out.permanent = not mapped.retryable
+    if out.sent:
+        out.latency_ms = round((time.perf_counter() - t0) * 1000, 2)

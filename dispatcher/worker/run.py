@@ -1,0 +1,304 @@
+"""The delivery engine: claim due deliveries, POST them concurrently, record every attempt.
+
+One ``deliver_loop`` is one Celery task (``dispatcher.deliver``): it keeps up to ``deliver_inflight``
+requests in flight on one keep-alive HTTP pool, claiming more from Redis as requests finish, and
+writes the outcomes back in batches (``recording``). Requests to one endpoint are capped by
+``EndpointLimits`` so a slow endpoint cannot take every slot; what it cannot take soon goes back to
+Redis, spread over the time it would need. The loop also fans out due events every ``FANOUT_EVERY_S``,
+so a busy worker never leaves new events waiting behind its own long-running task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from dispatcher.models import DeliveryState
+from dispatcher.store.queue import SlotMode, Stage
+from dispatcher.worker import http, ratelimit
+from dispatcher.worker.fanout import fanout_once
+from dispatcher.worker.jobs import Job, Outcome, Skip
+from dispatcher.worker.recording import Recorded, Recorder
+from dispatcher.worker.runtime import Runtime
+from dispatcher.worker.targets import Target
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTERS_REPORTED = 100  # per task, as failed dead_letter tasks in Flower
+FLUSH_EVERY = 256  # outcomes written per Redis round trip at most
+FLUSH_INTERVAL_S = 0.02
+DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
+MAX_DEFER_MS = 30_000
+FANOUT_EVERY_S = 0.01
+LINGER_POLL_S = 0.01
+
+
+@dataclass
+class Summary:
+    """What one task did, for its result (and Flower)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    dead_letters: list[dict[str, str]] = field(default_factory=list)  # the first DEAD_LETTERS_REPORTED
+
+    def as_dict(self) -> dict[str, Any]:
+        keys = ("claimed", "delivered", "retrying", "dead", "deferred", "rate_limited", "fanned_out")
+        return {**{k: self.counts[k] for k in keys}, "dead_letters": self.dead_letters}
+
+
+class DeliveryRun:
+    """The state of one ``deliver_loop``: requests in flight, chunks waiting per endpoint, outcomes to record."""
+
+    def __init__(self, rt: Runtime, slot: int) -> None:
+        self.rt = rt
+        self.slot = slot
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.finished: list[tuple[list[Job], Target, Outcome]] = []
+        self.wake = asyncio.Event()
+        self.per_endpoint: Counter[str] = Counter()
+        self.waiting: dict[str, deque[tuple[list[Job], Target]]] = {}
+        self.summary = Summary()
+        self.clock_ms = 0  # Redis' clock at the last claim
+        self.clock_mono = 0.0
+        self.recorder = Recorder(rt.settings, rt.store.queue)
+        self._hook_outcomes()
+
+    def _hook_outcomes(self) -> None:
+        rec, health = self.recorder, self.rt.health
+
+        @rec.on()
+        def note_health(item: Recorded) -> None:
+            if item.target is not None and item.outcome.sent:  # a real attempt, not one skipped
+                health.note(item.target.endpoint.id, item.outcome.ok)
+
+        @rec.on(DeliveryState.DEAD)
+        def disable_gone(item: Recorded) -> None:
+            if item.decision.disable and item.target is not None:
+                with contextlib.suppress(LookupError):  # deleted meanwhile
+                    self.rt.store.endpoints.set_enabled(item.target.endpoint.id, False, item.decision.disable)
+
+        @rec.on(DeliveryState.DEAD)
+        def report_dead(item: Recorded) -> None:
+            reason = item.outcome.error or f"HTTP {item.outcome.status}"
+            room = max(0, DEAD_LETTERS_REPORTED - len(self.summary.dead_letters))
+            self.summary.dead_letters += [
+                {"delivery_id": j.id, "endpoint_id": j.endpoint_id, "event_id": j.event_id, "reason": reason}
+                for j in item.jobs[:room]
+            ]
+
+        rec.after_flush.append(health.report)
+
+    def redis_now_ms(self) -> int:
+        """Redis' clock, extrapolated from the last claim with our monotonic clock (no skew)."""
+        return self.clock_ms + int((time.monotonic() - self.clock_mono) * 1000)
+
+    # -- claiming ---------------------------------------------------------------------------------
+    def claim(self, limit: int, release_if_empty: bool) -> list[Job]:
+        rt = self.rt
+        mode = SlotMode.NONE if not self.slot else SlotMode.RELEASE_IF_EMPTY if release_if_empty else SlotMode.KEEP
+        claim = rt.store.queue.claim_deliveries(limit, self.slot, mode)
+        self.clock_ms, self.clock_mono = claim.now_ms, time.monotonic()
+        if claim.orphans:
+            log.warning("dropped %d queued deliveries without a record: %s", len(claim.orphans), claim.orphans[:5])
+        if not claim.deliveries:
+            return []
+        rt.cache.refresh(rt.store.endpoints, claim.version)
+        return [Job(*row) for row in claim.deliveries]
+
+    def start(self, jobs: list[Job]) -> None:
+        """Queue claimed jobs per endpoint (in ``max_batch`` chunks) and start what the limits allow."""
+        groups: dict[str, list[Job]] = {}
+        for job in jobs:
+            groups.setdefault(job.endpoint_id, []).append(job)
+        record = self.recorder.add
+        for ep_id, group in groups.items():
+            target = self.rt.cache.targets.get(ep_id)
+            if target is None or not target.endpoint.enabled:
+                skip = Outcome.skip(Skip.ENDPOINT_DELETED if target is None else Skip.ENDPOINT_DISABLED)
+                for job in group:
+                    record([job], target, skip)
+                continue
+            for job in group:
+                if job.body is None:
+                    record([job], target, Outcome.skip(Skip.EVENT_EXPIRED))
+            group = [j for j in group if j.body is not None]
+            size = 1 if target.robot is not None else max(1, target.endpoint.max_batch)
+            chunks = [group[i : i + size] for i in range(0, len(group), size)]
+            if target.rate_interval_ms and chunks:
+                chunks = self.reserve(ep_id, target, chunks)
+            queue = self.waiting.setdefault(ep_id, deque())
+            queue.extend((chunk, target) for chunk in chunks)
+        self.pump()
+        # what an endpoint cannot take within about one round of its limit goes back to Redis for
+        # a moment, so no claimed delivery waits here long enough for its lease to run out
+        limits = self.rt.limits
+        later: list[tuple[Job, int]] = []
+        for ep_id, queue in self.waiting.items():
+            surplus: list[list[Job]] = []
+            while len(queue) > limits.queue_allowance(ep_id):
+                surplus.append(queue.pop()[0])
+            # spread the surplus over the time the endpoint needs to take it (a hanging endpoint's
+            # backlog comes back over tens of seconds instead of being claimed again and again)
+            spacing = limits.spacing_ms(ep_id)
+            for i, chunk in enumerate(reversed(surplus)):
+                later += ((job, min(MAX_DEFER_MS, DEFER_MS + int(i * spacing))) for job in chunk)
+        self.defer(later)
+
+    def pump(self) -> None:
+        """Start waiting chunks while their endpoint is under its concurrency limit."""
+        limits = self.rt.limits
+        for ep_id in list(self.waiting):
+            queue = self.waiting[ep_id]
+            while queue and self.per_endpoint[ep_id] < limits.get(ep_id):
+                chunk, target = queue.popleft()
+                self.per_endpoint[ep_id] += 1
+                task = asyncio.ensure_future(self._send(chunk, target))
+                self.inflight.add(task)  # a strong reference while it runs
+                task.add_done_callback(self.inflight.discard)
+            if not queue:
+                del self.waiting[ep_id]
+
+    def waiting_count(self) -> int:
+        return sum(len(q) for q in self.waiting.values())
+
+    def reserve(self, ep_id: str, target: Target, chunks: list[list[Job]]) -> list[list[Job]]:
+        """Slots for a rate-limited endpoint's chunks; those due within LOCAL_WAIT_MS are kept, the rest
+        go back to Redis (due at their slots, which they keep). Not an attempt."""
+        now = ratelimit.reserve(self.rt.store.ratelimits, ep_id, target.rate_interval_ms, chunks)
+        self.clock_ms, self.clock_mono = now, time.monotonic()
+        horizon = now + ratelimit.LOCAL_WAIT_MS
+        keep = [c for c in chunks if c[0].slot_ms <= horizon]
+        later = [job for c in chunks if c[0].slot_ms > horizon for job in c]
+        if later:
+            self.defer([(job, 0) for job in later])
+            self.summary.counts["rate_limited"] += len(later)
+        return keep
+
+    def defer(self, jobs: list[tuple[Job, int]]) -> None:
+        """Hand claimed jobs back to Redis, each due after its delay (ms) and not before a reserved slot."""
+        if not jobs:
+            return
+        now = self.redis_now_ms()
+        due = {job.id: max(now + delay, job.slot_ms) for job, delay in jobs}
+        self.rt.store.queue.defer(due, ratelimit.holds([job for job, _ in jobs]))
+        self.summary.counts["deferred"] += len(jobs)
+
+    def defer_all_waiting(self) -> None:
+        self.defer([(job, 0) for q in self.waiting.values() for chunk, _ in q for job in chunk])
+        self.waiting.clear()
+
+    async def _send(self, jobs: list[Job], target: Target) -> None:
+        rt = self.rt
+        try:
+            if jobs[0].slot_ms:  # rate-limited: not before the reserved slot
+                wait_s = (jobs[0].slot_ms - self.redis_now_ms()) / 1000
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+            session = await rt.session()
+            cap = rt.settings.response_body_max_bytes
+            if target.robot is not None:
+                outcome = await http.post_robot(session, target, jobs[0], cap)
+            else:
+                msg_id, body = http.build_request(jobs, target.endpoint.max_batch)
+                outcome = await http.post(session, target, msg_id, body, cap)
+        except Exception as exc:  # a bug must not lose the delivery: record it as a failed attempt
+            log.exception("unexpected error while sending")
+            outcome = Outcome(error=f"internal error: {type(exc).__name__}")
+        self.finished.append((jobs, target, outcome))
+        self.wake.set()
+
+    async def wait_finished(self, timeout_s: float) -> None:
+        """Until a send finishes (or ``timeout_s``): O(1) per wake-up, whatever the number in flight."""
+        if self.finished:
+            return
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.wake.wait()
+
+    def collect_finished(self) -> None:
+        """Take finished sends: free their endpoint's slot, adapt its limit, queue the outcome for recording."""
+        rt, s = self.rt, self.rt.settings
+        finished, self.finished = self.finished, []
+        for jobs, target, outcome in finished:
+            ep_id = target.endpoint.id
+            self.per_endpoint[ep_id] -= 1
+            rt.limits.record(ep_id, outcome)
+            if outcome.throttled and target.rate_interval_ms and outcome.retry_after_s:
+                rt.store.ratelimits.pause(ep_id, min(outcome.retry_after_s, s.retry_after_max_s))
+            self.recorder.add(jobs, target, outcome)
+
+    def flush(self) -> None:
+        self.recorder.flush(self.redis_now_ms())
+
+
+async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, Any]:
+    """Deliver until nothing is due (after lingering briefly) or the budget is spent."""
+    s = rt.settings
+    b = DeliveryRun(rt, slot)
+    counts = b.summary.counts
+    deadline = time.monotonic() + (s.task_budget_s if budget_s is None else budget_s)
+    # past the budget the task only finishes what is in flight; while a slow request keeps it here
+    # anyway it goes on claiming (so it is never idle waiting), but not past one more timeout
+    hard_deadline = deadline + s.timeout_s
+    idle_since: float | None = None
+    last_flush = last_fanout = time.monotonic()
+    threshold = max(1, s.deliver_inflight // 4)
+    released = False
+    while True:
+        now = time.monotonic()
+        working = now < deadline or (bool(b.inflight) and now < hard_deadline)
+        if now - last_fanout >= FANOUT_EVERY_S and working:
+            last_fanout = now
+            events, created = fanout_once(rt)
+            counts["fanned_out"] += created
+            if events:
+                idle_since = None
+        busy = len(b.inflight) + b.waiting_count()
+        free = s.deliver_inflight - busy
+        if working and (free >= threshold or (free > 0 and not busy)):
+            release = not busy and idle_since is not None and now - idle_since >= s.idle_linger_s
+            jobs = b.claim(free, release)
+            if jobs:
+                idle_since = None
+                counts["claimed"] += len(jobs)
+                b.start(jobs)
+            elif not b.inflight and not b.finished and not b.recorder.pending:
+                if release:
+                    released = True
+                    break
+                idle_since = idle_since or now
+                await asyncio.sleep(LINGER_POLL_S)
+                last_fanout = 0.0  # look for new events on the next pass
+                continue
+        elif not working and b.waiting:
+            b.defer_all_waiting()
+        if not b.inflight and not b.finished and not b.recorder.pending and not b.waiting and now >= deadline:
+            break
+        if b.inflight or b.finished:
+            await b.wait_finished(FLUSH_INTERVAL_S)
+            b.collect_finished()
+            b.pump()
+        pending = b.recorder.pending
+        if pending and (
+            len(pending) >= FLUSH_EVERY
+            or not (b.inflight or b.finished)
+            or time.monotonic() - last_flush >= FLUSH_INTERVAL_S
+        ):
+            b.flush()
+            last_flush = time.monotonic()
+    b.flush()
+    if slot and not released and rt.store.queue.handoff(Stage.DELIVER, slot) and rt.kicker is not None:
+        rt.kicker.publish(Stage.DELIVER, slot)
+    for state, n in b.recorder.counts.items():
+        counts[state.value] += n
+    return b.summary.as_dict()
+
+
+def run_deliver(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, Any]:
+    """The body of the ``deliver`` task: run the loop on this process' event loop."""
+    return rt.loop.run_until_complete(deliver_loop(rt, slot, budget_s))
