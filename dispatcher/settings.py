@@ -69,52 +69,69 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DISPATCHER_", extra="ignore")
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    broker_url: str | None = Field(default=None, description="Celery broker; defaults to redis_url")
-    key_prefix: str = "whd:"
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="the store (and the broker unless `BROKER_URL`)"
+    )
+    broker_url: str | None = Field(default=None, description="Celery's broker, when not the store's Redis")
+    key_prefix: str = Field(default="whd:", description="prefix of every Redis key, Celery's included")
 
     # producer side
-    max_payload_bytes: int = 256 * 1024
-    idempotency_ttl_s: int = 24 * 3600
-    retention_s: int = 7 * 24 * 3600
+    max_payload_bytes: int = Field(default=256 * 1024, ge=1, description="encoded event size limit")
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=1, description="how long an idempotency key is remembered")
+    retention_s: int = Field(default=7 * 24 * 3600, ge=1, description="how long events and attempt records are kept")
 
     # delivery
-    timeout_s: float = 15.0
-    connect_timeout_s: float = 5.0
-    allow_private_targets: bool = False
-    retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE_S
-    retry_jitter: float = 0.2
-    retry_after_max_s: float = 36000.0
-    disable_after_failing_s: float = 5 * 24 * 3600.0  # an endpoint failing this long without a success
-    response_body_max_bytes: int = 1024
-    user_agent: str = f"webhook-dispatcher/{__version__}"
+    timeout_s: float = Field(default=15.0, gt=0, description="a request's whole time, connecting included")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="connecting to a receiver")
+    allow_private_targets: bool = Field(
+        default=False, description="allow loopback/private/link-local targets (tests and `dispatcher dev` set it)"
+    )
+    retry_schedule: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=DEFAULT_RETRY_SCHEDULE_S, description="seconds after each failed attempt (comma-separated)"
+    )
+    retry_jitter: float = Field(default=0.2, description="± fraction of each retry delay")
+    retry_after_max_s: float = Field(default=36000.0, ge=0, description="cap on a receiver's `Retry-After`")
+    disable_after_failing_s: float = Field(
+        default=5 * 24 * 3600.0,
+        gt=0,
+        description="an endpoint failing this long without one success is disabled (an `endpoint.disabled` event)",
+    )
+    response_body_max_bytes: int = Field(default=1024, ge=0, description="bytes of each answer read and recorded")
+    user_agent: str = Field(
+        default=f"webhook-dispatcher/{__version__}", description="the `User-Agent` of every request"
+    )
 
     # batching and concurrency inside one worker process
-    fanout_batch: int = 500
-    deliver_inflight: int = 64
-    endpoint_inflight: int = 32
-    task_budget_s: float = 5.0
-    idle_linger_s: float = 0.2
-    lease_margin_s: float = 30.0
+    fanout_batch: int = Field(default=500, ge=1, description="events fanned out per Redis round trip")
+    deliver_inflight: int = Field(default=64, ge=1, description="requests in flight per worker process")
+    endpoint_inflight: int = Field(
+        default=32, ge=1, description="requests in flight to one endpoint, per worker process"
+    )
+    task_budget_s: float = Field(default=5.0, gt=0, description="how long one task works before handing over")
+    idle_linger_s: float = Field(default=0.2, ge=0, description="how long a task waits for more work before it ends")
+    lease_margin_s: float = Field(
+        default=30.0, ge=0, description="a claimed delivery is invisible for `TIMEOUT_S` + this, then due again"
+    )
 
     # kicks and the scheduler
-    kick_debounce_ms: int = 20
-    kick_parallelism: int = 4
-    scheduler_interval_s: float = 0.5
-    embedded_scheduler: bool = True
+    kick_parallelism: int = Field(default=4, ge=1, description="tasks per stage queued or running at once")
+    scheduler_interval_s: float = Field(default=0.5, gt=0, description="how often the scheduler looks for due work")
+    embedded_scheduler: bool = Field(default=True, description="run the scheduler loop inside each worker too")
 
     # HTTP API and web page (``dispatcher.api``)
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), repr=False, description="bearer API keys, comma-separated in DISPATCHER_API_KEYS"
+        default=(), repr=False, description="comma-separated bearer keys of the HTTP API and web page"
     )
-    api_insecure_no_auth: bool = False
-    api_max_body_bytes: int = 8 * 1024 * 1024
+    api_insecure_no_auth: bool = Field(default=False, description="run the API without keys (a trusted machine only)")
+    api_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="largest request body the API reads")
 
-    # pull consumers (kind "poll" and ``also_poll`` endpoints; ``dispatcher.api_pull``)
-    poll_max_events: int = Field(default=100_000, ge=1, description="entries kept per endpoint log (about)")
-    poll_max_age_s: int = Field(default=7 * 24 * 3600, ge=1, description="age past which entries are trimmed")
-    poll_ws_max_unacked: int = Field(default=1000, ge=1, description="WebSocket frames sent but not acked")
-    poll_ws_ack_timeout_s: float = Field(default=30.0, gt=0, description="how long a full window waits for acks")
+    # pull consumers (kind "poll" and ``also_poll`` endpoints; ``dispatcher.api.pull``)
+    poll_max_events: int = Field(default=100_000, ge=1, description="about how many events a pull log keeps")
+    poll_max_age_s: int = Field(default=7 * 24 * 3600, ge=1, description="pull log entries older than this are trimmed")
+    poll_ws_max_unacked: int = Field(default=1000, ge=1, description="WebSocket frames in flight without an ack")
+    poll_ws_ack_timeout_s: float = Field(
+        default=30.0, gt=0, description="a full window (or a blocked send) this long closes the stream with 4008"
+    )
 
     @field_validator("retry_schedule", mode="before")
     @classmethod
@@ -164,3 +181,24 @@ def check_api_config(settings: Settings) -> None:
             "(long random strings, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
             "or DISPATCHER_API_INSECURE_NO_AUTH=true to run it without authentication on a trusted machine"
         )
+
+
+def _shown(value: object) -> str:
+    if value is None or value == ():
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(_shown(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def settings_table() -> str:
+    """The README's settings table, made from ``Settings`` (a test holds the README to it)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = "`webhook-dispatcher/<version>`" if name == "user_agent" else f"`{_shown(info.default)}`"
+        rows.append(f"| `{name.upper()}` | {default} | {info.description} |")
+    return "\n".join(rows)

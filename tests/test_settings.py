@@ -119,3 +119,14 @@ def test_bad_jitter(jitter: float) -> None:
 def test_bad_key_prefix(prefix: str) -> None:
     with pytest.raises(ValidationError):
         Settings(key_prefix=prefix)
+
+
+def test_readme_settings_table_is_the_generated_one() -> None:
+    from pathlib import Path
+
+    from dispatcher.settings import settings_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("<!-- settings-table -->\n", 1)[1].split("\n<!-- /settings-table -->", 1)[0]
+    assert block == settings_table(), "README's settings table is stale: paste dispatcher.settings.settings_table()"
+    assert "| `ENDPOINT_INFLIGHT` | `32` |" in block  # the default the code uses, not an older one

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -33,7 +32,8 @@ from dispatcher.api.routes import router as v1_router
 from dispatcher.api.schemas import Health
 from dispatcher.api.web import install_web
 from dispatcher.client import Dispatcher
-from dispatcher.errors import ConfigError
+from dispatcher.errormap import translated
+from dispatcher.errors import ConfigError, StoreError
 from dispatcher.settings import Settings, check_api_config
 from dispatcher.version import __version__
 
@@ -150,8 +150,9 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
     def healthz() -> Any:
         """No auth. 200 while Redis answers; ``workers`` lists live workers (none is a warning, not a failure)."""
         try:
-            workers = [w["name"] for w in dsp.store.heartbeats.live()]
-        except redis.RedisError:
+            with translated():
+                workers = [w["name"] for w in dsp.store.heartbeats.live()]
+        except StoreError:
             return error_response(503, "store_unavailable", "Redis is unreachable", redis="down", workers=[])
         warning = None if workers else "no live workers: events are stored but not delivered until one runs"
         return Health(redis="ok", workers=workers, warning=warning)

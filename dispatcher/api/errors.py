@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatcher.api.schemas import ErrorOut
+from dispatcher.errormap import translate
 from dispatcher.errors import (
     CursorExpired,
     DispatcherError,
@@ -27,7 +28,7 @@ from dispatcher.errors import (
     NotFound,
     NotPollable,
     PayloadTooLarge,
-    StoreUnavailable,
+    StoreError,
     UnsafeTarget,
 )
 
@@ -45,7 +46,7 @@ DISPATCHER_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (NotPollable, 409, "not_pollable"),
     (InvalidState, 409, "invalid_state"),
     (CursorExpired, 410, "cursor_expired"),
-    (StoreUnavailable, 503, "store_unavailable"),
+    (StoreError, 503, "store_unavailable"),
 )
 
 HTTP_CODES = {
@@ -133,8 +134,13 @@ async def _on_dispatcher_error(request: Request, exc: Exception) -> JSONResponse
     return error_response(status, code, str(exc))
 
 
-async def _on_redis_error(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, "store_unavailable", f"Redis is unavailable: {type(exc).__name__}")
+async def _on_foreign_error(request: Request, exc: Exception) -> JSONResponse:
+    """A library's exception that ``dispatcher.errormap`` knows (Redis, the broker) answers as ours."""
+    mapped = translate(exc)
+    if mapped is None:
+        return await _on_unexpected(request, exc)
+    status, code = dispatcher_error_status(mapped)
+    return error_response(status, code, f"{code.replace('_', ' ')}: {type(exc).__name__}")
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -162,7 +168,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every error through ``error_response``."""
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(DispatcherError, _on_dispatcher_error)
-    app.add_exception_handler(redis.RedisError, _on_redis_error)
+    app.add_exception_handler(redis.RedisError, _on_foreign_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from dispatcher.client import Dispatcher
-from dispatcher.errors import StoreUnavailable
+from dispatcher.errors import StoreError
 from dispatcher.store.stats import OUTCOMES
 
 
@@ -24,7 +23,7 @@ class DispatcherCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         try:
             stats = self._dsp.stats(minutes=1)
-        except (StoreUnavailable, redis.RedisError):
+        except StoreError:
             yield GaugeMetricFamily("dispatcher_redis_up", "1 when the dispatcher's Redis answered this scrape", 0)
             return
         yield GaugeMetricFamily("dispatcher_redis_up", "1 when the dispatcher's Redis answered this scrape", 1)

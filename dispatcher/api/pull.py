@@ -54,6 +54,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from dispatcher.api.auth import SESSION_COOKIE, Auth, bearer_scheme, cookie_scheme, unauthorized
 from dispatcher.api.errors import ERROR_RESPONSES, ApiError, dispatcher_error_status, error_response
 from dispatcher.api.schemas import ErrorBody
+from dispatcher.errormap import translate
 from dispatcher.errors import CursorExpired, DispatcherError, InvalidCursor, NotPollable
 from dispatcher.models import Endpoint
 from dispatcher.settings import Settings
@@ -236,10 +237,11 @@ def _error_of(exc: Exception) -> tuple[int, str, str, dict[str, Any]]:
         return 410, "cursor_expired", str(exc), {"cursor": exc.resume_cursor}
     if isinstance(exc, InvalidCursor):
         return 400, "invalid_cursor", str(exc), {}
-    if isinstance(exc, DispatcherError):
-        status, code = dispatcher_error_status(exc)
-        return status, code, str(exc) if status != 500 else "internal error", {}
-    return 503, "store_unavailable", f"Redis is unavailable: {type(exc).__name__}", {}
+    mapped = translate(exc)  # Redis failing is a store error like any other
+    if mapped is not None:
+        status, code = dispatcher_error_status(mapped)
+        return status, code, str(mapped) if status != 500 else "internal error", {}
+    return 500, "internal_error", "internal error", {}
 
 
 @router.websocket("/endpoints/{endpoint_id}/stream")

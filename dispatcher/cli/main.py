@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
-import redis
-from kombu.exceptions import KombuError
 from pydantic import ValidationError
 
 from dispatcher.cli.pull import listen, subscribe_poll
 from dispatcher.client import Dispatcher
+from dispatcher.errormap import translate
 from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.models import Delivery, DeliveryState, Endpoint
 from dispatcher.robots import ROBOT_KINDS
@@ -79,10 +78,11 @@ class DispatcherGroup(click.Group):
             raise CliError(_one_line(exc)) from None
         except ValidationError as exc:
             raise _settings_error(exc) from None
-        except redis.RedisError as exc:
-            raise CliError(f"Redis error: {_one_line(exc)}") from None
-        except KombuError as exc:
-            raise CliError(f"broker error: {_one_line(exc)}") from None
+        except Exception as exc:
+            mapped = translate(exc)  # Redis or the broker failing: one clean line too
+            if mapped is None or mapped is exc:
+                raise
+            raise CliError(_one_line(mapped)) from None
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -232,6 +232,67 @@ def _on_close(exc: Exception, skip_expired: bool, cursor: str | None) -> tuple[s
     return cursor, False
 
 
+class _Stream:
+    """The WebSocket pull protocol without the I/O, shared by the sync and asyncio clients.
+
+    It knows where to connect (resuming from the last processed cursor), how long a read may wait before
+    what was processed is acked, what each frame means, and what a dropped connection calls for.
+    """
+
+    def __init__(self, base_url: str, endpoint_id: str, api_key: str, cursor: str | None, skip_expired: bool):
+        self.base_url, self.endpoint_id, self.api_key = base_url, endpoint_id, api_key
+        self.cursor = cursor
+        self.skip_expired = skip_expired
+        self.backoff = Backoff()
+        self.acker = _Acker()
+
+    def connect_args(self, open_timeout_s: float) -> tuple[str, dict[str, Any]]:
+        """(url, keyword arguments) of ``websockets``' ``connect`` for the next connection."""
+        self.acker = _Acker()
+        options = {
+            "additional_headers": {"Authorization": f"Bearer {self.api_key}"},
+            "subprotocols": [WS_SUBPROTOCOL],
+            "open_timeout": open_timeout_s,
+            "max_size": 64 * 1024 * 1024,
+        }
+        return _ws_url(self.base_url, self.endpoint_id, self.cursor), options
+
+    @property
+    def read_timeout(self) -> float | None:
+        """How long to wait for a frame: briefly while something processed is not acked yet."""
+        return ACK_IDLE_S if self.acker.pending else None
+
+    def caught_up(self) -> str | None:
+        """No frame came within ``read_timeout``: the ack to send, if any."""
+        return self.acker.take()
+
+    def frame(self, raw: str | bytes) -> PulledEvent | None:
+        """A received frame: the event to hand to the consumer, or None (a hello)."""
+        message = json.loads(raw)
+        if message.get("op") == "hello":
+            self.acker.hello(message)
+            if self.cursor in (None, "latest", "start"):
+                self.cursor = message["cursor"]
+            self.backoff.reset()
+        elif message.get("op") == "event":
+            return _event(message)
+        return None
+
+    def processed(self, event: PulledEvent) -> str | None:
+        """The consumer is done with ``event``: the ack to send now, if any."""
+        self.cursor = event.cursor
+        return self.acker.processed(event.cursor)
+
+    def dropped(self, exc: Exception) -> float:
+        """The connection ended with ``exc``: seconds to wait before reconnecting (0: at once), or raise."""
+        self.cursor, at_once = _on_close(exc, self.skip_expired, self.cursor)
+        if at_once:
+            return 0.0
+        delay = self.backoff.next()
+        log.warning("pull: stream dropped (%s); reconnecting in %.1fs", type(exc).__name__, delay)
+        return delay
+
+
 def iter_events_ws(
     base_url: str,
     endpoint_id: str,
@@ -245,43 +306,24 @@ def iter_events_ws(
     from websockets.exceptions import WebSocketException
     from websockets.sync.client import connect
 
-    backoff = Backoff()
+    stream = _Stream(base_url, endpoint_id, api_key, cursor, skip_expired)
     while True:
-        acker = _Acker()
+        url, options = stream.connect_args(open_timeout_s)
         try:
-            with connect(
-                _ws_url(base_url, endpoint_id, cursor),
-                additional_headers={"Authorization": f"Bearer {api_key}"},
-                subprotocols=[WS_SUBPROTOCOL],  # type: ignore[list-item]
-                open_timeout=open_timeout_s,
-                max_size=64 * 1024 * 1024,
-            ) as ws:
+            with connect(url, **options) as ws:
                 while True:
                     try:
-                        raw = ws.recv(timeout=ACK_IDLE_S if acker.pending else None)
+                        raw = ws.recv(timeout=stream.read_timeout)
                     except TimeoutError:  # caught up: ack what was processed
-                        ack = acker.take()
-                        if ack:
+                        if ack := stream.caught_up():
                             ws.send(ack)
                         continue
-                    message = json.loads(raw)
-                    if message.get("op") == "hello":
-                        acker.hello(message)
-                        cursor = cursor if cursor not in (None, "latest", "start") else message["cursor"]
-                        backoff.reset()
-                    elif message.get("op") == "event":
-                        event = _event(message)
+                    if (event := stream.frame(raw)) is not None:
                         yield event
-                        cursor = event.cursor
-                        ack = acker.processed(cursor)
-                        if ack:
+                        if ack := stream.processed(event):
                             ws.send(ack)
         except (OSError, WebSocketException, TimeoutError) as exc:
-            cursor, at_once = _on_close(exc, skip_expired, cursor)
-            if not at_once:
-                delay = backoff.next()
-                log.warning("pull: stream dropped (%s); reconnecting in %.1fs", type(exc).__name__, delay)
-                time.sleep(delay)
+            time.sleep(stream.dropped(exc))
 
 
 async def aiter_events_ws(
@@ -299,40 +341,21 @@ async def aiter_events_ws(
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 
-    backoff = Backoff()
+    stream = _Stream(base_url, endpoint_id, api_key, cursor, skip_expired)
     while True:
-        acker = _Acker()
+        url, options = stream.connect_args(open_timeout_s)
         try:
-            async with connect(
-                _ws_url(base_url, endpoint_id, cursor),
-                additional_headers={"Authorization": f"Bearer {api_key}"},
-                subprotocols=[WS_SUBPROTOCOL],  # type: ignore[list-item]
-                open_timeout=open_timeout_s,
-                max_size=64 * 1024 * 1024,
-            ) as ws:
+            async with connect(url, **options) as ws:
                 while True:
-                    try:
-                        raw = await asyncio.wait_for(ws.recv(), ACK_IDLE_S if acker.pending else None)
-                    except TimeoutError:  # caught up: ack what was processed (recv() is safe to cancel)
-                        ack = acker.take()
-                        if ack:
+                    try:  # recv() is safe to cancel
+                        raw = await asyncio.wait_for(ws.recv(), stream.read_timeout)
+                    except TimeoutError:  # caught up: ack what was processed
+                        if ack := stream.caught_up():
                             await ws.send(ack)
                         continue
-                    message = json.loads(raw)
-                    if message.get("op") == "hello":
-                        acker.hello(message)
-                        cursor = cursor if cursor not in (None, "latest", "start") else message["cursor"]
-                        backoff.reset()
-                    elif message.get("op") == "event":
-                        event = _event(message)
+                    if (event := stream.frame(raw)) is not None:
                         yield event
-                        cursor = event.cursor
-                        ack = acker.processed(cursor)
-                        if ack:
+                        if ack := stream.processed(event):
                             await ws.send(ack)
         except (OSError, WebSocketException, TimeoutError) as exc:
-            cursor, at_once = _on_close(exc, skip_expired, cursor)
-            if not at_once:
-                delay = backoff.next()
-                log.warning("pull: stream dropped (%s); reconnecting in %.1fs", type(exc).__name__, delay)
-                await asyncio.sleep(delay)
+            await asyncio.sleep(stream.dropped(exc))

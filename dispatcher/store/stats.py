@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from dispatcher.defaults import LATENCY_BUCKETS_MS, STATS_MINUTES_SHOWN
-from dispatcher.errors import StoreUnavailable
+from dispatcher.errormap import translated
 from dispatcher.store.endpoints import EndpointStore
 from dispatcher.store.heartbeats import Heartbeats
 from dispatcher.store.keys import Keys
@@ -41,7 +41,7 @@ def collect_stats(
     gauges (``queue``, ``pending_retries``, ``dead_letters``, ``endpoints``, ``workers``) are current.
     """
     r, k = client, keys
-    try:
+    with translated():
         sec, usec = r.time()
         now_ms = int(sec) * 1000 + int(usec) // 1000
         listed = endpoints.list()
@@ -60,8 +60,6 @@ def collect_stats(
             pipe.hgetall(k.stats_minute(m))
         out = pipe.execute()
         workers = Heartbeats(r, k).live()
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise StoreUnavailable(f"Redis is unreachable: {exc}") from exc
     raw_outcomes, raw_latency, enqueued, fanout_due, deliver_due, scheduled = out[:6]
     dead_counts = out[6 : 6 + len(listed)]
     minute_rows = out[6 + len(listed) :]
