@@ -18,6 +18,8 @@ from dispatcher.store.endpoints import EndpointStore
 from dispatcher.store.health import FailingStreaks
 from dispatcher.store.heartbeats import Heartbeats
 from dispatcher.store.keys import Keys
+from dispatcher.store.migrate import migrate
+from dispatcher.store.poison import PoisonCounts
 from dispatcher.store.queue import Queue
 from dispatcher.store.ratelimits import RateLimits
 from dispatcher.store.records import Records
@@ -46,10 +48,15 @@ class Store:
         self.ratelimits = RateLimits(self.keys, self.scripts)
         self.failing = FailingStreaks(self.keys, self.scripts)
         self.heartbeats = Heartbeats(self.redis, self.keys)
+        self.poison = PoisonCounts(self.redis, self.keys)
 
     def stats(self, minutes: int = STATS_MINUTES_SHOWN) -> dict[str, Any]:
         """Every operational number, read now (``store.stats.collect_stats``)."""
         return collect_stats(self.redis, self.keys, self.endpoints, minutes)
+
+    def migrate(self) -> int:
+        """Convert pending work written by an earlier version (once per Redis; see ``store.migrate``)."""
+        return migrate(self.redis, self.keys)
 
     def close(self) -> None:
         self.redis.close()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, cast, overload
+from typing import Any, cast
 
+import orjson
 import redis
 
 from dispatcher import robots
@@ -126,11 +127,37 @@ class EndpointStore:
         return endpoint
 
     def get(self, endpoint_id: str) -> Endpoint:
-        return Endpoint.model_validate_json(self._read(endpoint_id))
+        try:
+            return Endpoint.model_validate_json(self._read(endpoint_id))
+        except ValueError:
+            raise InvalidState(f"endpoint {endpoint_id!r} has an unreadable record; delete it") from None
 
     def list(self) -> list[Endpoint]:
-        raw = self._r.hgetall(self._k.endpoints)
-        return sorted((Endpoint.model_validate_json(v) for v in raw.values()), key=lambda e: e.id)
+        """Every endpoint whose record reads (one that does not is the workers' to set aside), by id."""
+        found = []
+        for value in self._r.hgetall(self._k.endpoints).values():
+            try:
+                found.append(Endpoint.model_validate_json(value))
+            except ValueError:
+                continue
+        return sorted(found, key=lambda e: e.id)
+
+    def set_aside(self, endpoint_id: str, reason: str) -> str:
+        """Take an endpoint the workers cannot use out of service: disabled with ``reason`` when its record
+        reads, else moved to ``endpoints:quarantine`` with the reason. Returns what was done."""
+        raw = self._r.hget(self._k.endpoints, endpoint_id)
+        if raw is None:
+            return "gone"
+        try:
+            endpoint = Endpoint.model_validate_json(cast(bytes, raw))
+        except ValueError:
+            entry = {"raw": cast(bytes, raw).decode("utf-8", "replace"), "reason": reason, "at": time.time()}
+            self._r.hset(self._k.endpoints_quarantine, endpoint_id, orjson.dumps(entry))
+            self._write(endpoint_id, cast(bytes, raw), b"")  # 0 when it changed meanwhile: left to the next look
+            return "quarantined"
+        if endpoint.enabled:
+            self.set_enabled(endpoint_id, False, reason)
+        return "disabled"
 
     def load_all(self) -> tuple[bytes | None, dict[bytes, bytes]]:
         """The version counter and every endpoint's raw JSON, read together (for the workers' cache)."""
@@ -197,7 +224,10 @@ class EndpointStore:
 
     def delete(self, endpoint_id: str) -> None:
         """Delete the endpoint and its pull log; its pending deliveries go dead when they come due."""
-        self._change(endpoint_id, lambda current: None)
+        for _ in range(WRITE_ATTEMPTS):  # the record as it is, readable or not
+            if self._write(endpoint_id, self._read(endpoint_id), b"") == 1:
+                return
+        raise InvalidState(f"endpoint {endpoint_id!r} kept changing while it was being deleted; try again")
 
     # -- writing: compare and set ---------------------------------------------------------------------
     def _read(self, endpoint_id: str) -> bytes:
@@ -210,17 +240,17 @@ class EndpointStore:
         keys = [self._k.endpoints, self._k.endpoints_version, self._k.stream(endpoint_id)]
         return int(self._scripts.run("endpoint_write", keys, [endpoint_id, expected, new]))
 
-    @overload
-    def _change(self, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint: ...
-    @overload
-    def _change(self, endpoint_id: str, change: Callable[[Endpoint], None]) -> None: ...
-    def _change(self, endpoint_id: str, change: Callable[[Endpoint], Endpoint | None]) -> Endpoint | None:
-        """Apply ``change`` (None: delete) to the endpoint as it is in Redis, atomically: when another writer
-        changed it between the read and the write, read it again and apply the change to that."""
+    def _change(self, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint:
+        """Apply ``change`` to the endpoint as it is in Redis, atomically: when another writer changed it
+        between the read and the write, read it again and apply the change to that."""
         for _ in range(WRITE_ATTEMPTS):
             raw = self._read(endpoint_id)
-            endpoint = change(Endpoint.model_validate_json(raw))
-            result = self._write(endpoint_id, raw, b"" if endpoint is None else endpoint.model_dump_json().encode())
+            try:
+                current = Endpoint.model_validate_json(raw)
+            except ValueError:
+                raise InvalidState(f"endpoint {endpoint_id!r} has an unreadable record; delete it") from None
+            endpoint = change(current)
+            result = self._write(endpoint_id, raw, endpoint.model_dump_json().encode())
             if result == 1:
                 return endpoint
             if result == -1:

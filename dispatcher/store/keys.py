@@ -14,6 +14,10 @@ class Keys:
         self.prefix = prefix
         # hash: endpoint id -> endpoint JSON
         self.endpoints = f"{prefix}endpoints"
+        # hash: endpoint id -> JSON {raw, reason, at} of an endpoint record the workers could not read
+        self.endpoints_quarantine = f"{prefix}endpoints:quarantine"
+        # hash: kind of stored record ("endpoint", "delivery", "event", "stream") -> how many were unusable
+        self.stats_poison = f"{prefix}stats:poison"
         # counter bumped on every endpoint change; workers reload their cache when it moves
         self.endpoints_version = f"{prefix}endpoints:ver"
         # zset: "<event id> <type>[ <endpoint ids>]" -> due ms; events waiting for fan-out (lease end while claimed)
@@ -34,6 +38,9 @@ class Keys:
         self.stats_enqueued = f"{prefix}stats:enqueued"
         # hash: endpoint id -> ms when its current failing streak began (no entry = healthy)
         self.failing = f"{prefix}failing"
+        # string: the data layout this Redis holds ("2"), and the lock of the process converting it
+        self.layout = f"{prefix}layout"
+        self.layout_lock = f"{prefix}layout:lock"
         # zset: worker name -> ms until which its last heartbeat counts
         self.workers = f"{prefix}workers"
         # hash: worker name -> JSON (name, pid, concurrency, at) of its last heartbeat

@@ -79,8 +79,10 @@ def signing_keys(endpoint: Endpoint, now: float) -> list[bytes]:
 
 
 def event_dict(endpoint_id: str, sid: str, fields: dict[bytes, bytes], keys: list[bytes], now: int) -> dict[str, Any]:
-    """One polled event: its cursor, the Standard Webhooks headers, the signed body and the parsed payload."""
+    """One polled event: its cursor, the Standard Webhooks headers, the signed body and the parsed payload.
+    Raises ``ValueError`` or ``KeyError`` for an entry that does not read."""
     body = fields[b"body"]
+    orjson.loads(body)  # served as a JSON fragment: it must be JSON
     msg_id = fields[b"id"].decode()
     return {
         "cursor": format_cursor(endpoint_id, sid),
@@ -311,7 +313,12 @@ class PullLog:
         entries = out[2:]
         now = time.time()
         keys = signing_keys(endpoint, now)
-        events = [event_dict(endpoint.id, e[0].decode(), _pairs(e[1]), keys, int(now)) for e in entries]
+        events = []
+        for e in entries:
+            try:
+                events.append(event_dict(endpoint.id, e[0].decode(), _pairs(e[1]), keys, int(now)))
+            except (KeyError, ValueError):  # an entry overwritten by something else: passed over
+                log.warning("pull log of %s: entry %s does not read; skipped", endpoint.id, e[0].decode())
         if events:
             sid = entries[-1][0].decode()
         size = sum(len(e["body"]) for e in events)

@@ -87,6 +87,7 @@ class DeliveryClaim:
     version: bytes
     deliveries: list[ClaimedDelivery]
     orphans: list[str] = field(default_factory=list)  # queued ids without a job: dropped from the queue
+    malformed: list[str] = field(default_factory=list)  # queued ids whose job does not read: left to ``drop``
 
 
 @dataclass(slots=True)
@@ -96,6 +97,12 @@ class FanoutItem:
     event: ClaimedEvent
     deliveries: list[tuple[str, str]] = field(default_factory=list)  # (endpoint id, delivery id)
     logs: list[str] = field(default_factory=list)  # endpoint ids
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutCommitted:
+    created: int  # deliveries created
+    unusable: list[str]  # events whose records (event hash, a pull log) were of the wrong type: skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +158,8 @@ class Queue:
             events.append(ClaimedEvent(entry, parts[0], parts[1] if len(parts) > 1 else "", only))
         return EventClaim(int(out[0]), out[1], events)
 
-    def commit_fanout(self, items: Sequence[FanoutItem]) -> int:
-        """Record the deliveries (and pull-log appends) of claimed events; returns the deliveries created."""
+    def commit_fanout(self, items: Sequence[FanoutItem]) -> FanoutCommitted:
+        """Record the deliveries (and pull-log appends) of claimed events."""
         k, s = self._k, self._s
         keys = [k.fanout, k.due, k.jobs, k.bodies, k.refs]
         args: list[Any] = [s.retention_s, s.poll_max_events, s.poll_max_age_s * 1000]
@@ -164,7 +171,8 @@ class Queue:
                 keys += (k.delivery(delivery_id), k.endpoint_deliveries(endpoint_id))
                 args += (endpoint_id, delivery_id)
             keys += (k.stream(endpoint_id) for endpoint_id in item.logs)
-        return int(self._scripts.run("fanout_commit", keys, args))
+        out = self._scripts.run("fanout_commit", keys, args)
+        return FanoutCommitted(int(out[0]), [v.decode() for v in out[1:]])
 
     # -- delivery --------------------------------------------------------------------------------------
     @property
@@ -178,14 +186,26 @@ class Queue:
         out = self._scripts.run("claim_deliveries", keys, [limit, self.lease_ms, SLOT_TTL_MS, mode])
         claimed: list[ClaimedDelivery] = []
         orphans: list[str] = []
+        malformed: list[str] = []
         for i in range(2, len(out), 3):
-            job = out[i + 1]
+            delivery_id, job = out[i].decode("utf-8", "replace"), out[i + 1]
             if not job:
-                orphans.append(out[i].decode())
+                orphans.append(delivery_id)
                 continue
-            event_id, endpoint_id, n, r = job.decode().split(" ")
-            claimed.append((out[i].decode(), endpoint_id, event_id, int(n), int(r), out[i + 2] or None))
-        return DeliveryClaim(int(out[0]), out[1], claimed, orphans)
+            try:
+                event_id, endpoint_id, n, r = job.decode().split(" ")
+                claimed.append((delivery_id, endpoint_id, event_id, int(n), int(r), out[i + 2] or None))
+            except ValueError:  # a job overwritten by something else
+                malformed.append(delivery_id)
+        return DeliveryClaim(int(out[0]), out[1], claimed, orphans, malformed)
+
+    def drop(self, delivery_ids: Sequence[str]) -> None:
+        """Take deliveries whose job cannot be read off the queue (their records stay as they are)."""
+        if delivery_ids:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.zrem(self._k.due, *delivery_ids)
+            pipe.hdel(self._k.jobs, *delivery_ids)
+            pipe.execute()
 
     def record(self, outcomes: Sequence[Outcome], counters: Mapping[tuple[Counter, str], int], now_ms: int) -> None:
         """Write a batch of attempt outcomes and counter increments in one script call."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
@@ -21,13 +22,15 @@ def _s(value: Any) -> str:
 
 
 def parse_delivery(delivery_id: str, raw: dict[Any, Any]) -> Delivery:
-    """A Delivery from its Redis hash (fields: evt, ep, state, n, created, next, a<N>)."""
+    """A Delivery from its Redis hash (fields: evt, ep, state, n, created, next, a<N>); ``ValueError`` when
+    the record does not read. An attempt that does not read is left out."""
     attempts = []
-    n = int(raw.get(b"n", b"0"))
-    for i in range(1, n + 1):
-        a = raw.get(b"a%d" % i)
-        if a is not None:
-            attempts.append(Attempt.model_validate(orjson.loads(a)))
+    numbered = sorted((int(k[1:]), k) for k in raw if k[:1] == b"a" and k[1:].isdigit() and len(k) < 12)
+    for _, key in numbered:
+        try:
+            attempts.append(Attempt.model_validate(orjson.loads(raw[key])))
+        except (ValueError, TypeError):
+            continue
     nxt = raw.get(b"next")
     state = DeliveryState(_s(raw.get(b"state")) or "pending")
     return Delivery(
@@ -41,6 +44,9 @@ def parse_delivery(delivery_id: str, raw: dict[Any, Any]) -> Delivery:
     )
 
 
+LIST_PAGE = 200  # delivery records read per round trip when listing by state
+
+
 class Records:
     """Read access to events and deliveries, and replay."""
 
@@ -50,10 +56,18 @@ class Records:
         self._scripts = scripts
 
     def event(self, event_id: str) -> dict[str, Any]:
-        raw = self._r.hgetall(self._k.event(event_id))
+        try:
+            raw = self._r.hgetall(self._k.event(event_id))
+        except redis.ResponseError:  # the key was overwritten by something else
+            raise InvalidState(f"event {event_id!r} has an unreadable record") from None
         if not raw:
             raise EventNotFound(f"no event {event_id!r}")
-        body = orjson.loads(raw[b"body"])
+        try:
+            body = orjson.loads(raw[b"body"])
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except (KeyError, ValueError):
+            raise InvalidState(f"event {event_id!r} has an unreadable record") from None
         return {**body, "fanned_out": b"deliveries" in raw}
 
     def delivery_ids(self, event_id: str) -> list[str]:
@@ -65,16 +79,28 @@ class Records:
         return [d for d in _s(value).split(",") if d]
 
     def get_many(self, delivery_ids: list[str]) -> list[Delivery]:
+        """The deliveries that exist and read, in the order asked."""
         pipe = self._r.pipeline(transaction=False)
         for d in delivery_ids:
             pipe.hgetall(self._k.delivery(d))
-        return [parse_delivery(d, raw) for d, raw in zip(delivery_ids, pipe.execute(), strict=True) if raw]
+        found = []
+        for d, raw in zip(delivery_ids, pipe.execute(raise_on_error=False), strict=True):
+            if raw and isinstance(raw, dict):
+                with contextlib.suppress(ValueError):
+                    found.append(parse_delivery(d, raw))
+        return found
 
     def get(self, delivery_id: str) -> Delivery:
-        raw = self._r.hgetall(self._k.delivery(delivery_id))
+        try:
+            raw = self._r.hgetall(self._k.delivery(delivery_id))
+        except redis.ResponseError:  # the key was overwritten by something else
+            raw = None
         if not raw:
             raise DeliveryNotFound(f"no delivery {delivery_id!r}")
-        return parse_delivery(delivery_id, raw)
+        try:
+            return parse_delivery(delivery_id, raw)
+        except ValueError:
+            raise InvalidState(f"delivery {delivery_id!r} has an unreadable record") from None
 
     def for_event(self, event_id: str) -> list[Delivery]:
         return self.get_many(self.delivery_ids(event_id))
@@ -86,11 +112,19 @@ class Records:
         if state is not None and DeliveryState(state) is DeliveryState.DEAD:
             ids = self._r.zrevrange(self._k.endpoint_dead(endpoint_id), 0, limit - 1)
             return self.get_many([_s(i) for i in ids])
-        ids = self._r.zrevrange(self._k.endpoint_deliveries(endpoint_id), 0, -1 if state else limit - 1)
-        found = self.get_many([_s(i) for i in ids])
-        if state is not None:
-            found = [d for d in found if d.state == DeliveryState(state)][:limit]
-        return found
+        if state is None:
+            ids = self._r.zrevrange(self._k.endpoint_deliveries(endpoint_id), 0, limit - 1)
+            return self.get_many([_s(i) for i in ids])
+        wanted = DeliveryState(state)
+        found: list[Delivery] = []
+        start = 0
+        while len(found) < limit:  # newest first, a page at a time, until enough are found
+            ids = self._r.zrevrange(self._k.endpoint_deliveries(endpoint_id), start, start + LIST_PAGE - 1)
+            if not ids:
+                break
+            found += (d for d in self.get_many([_s(i) for i in ids]) if d.state == wanted)
+            start += LIST_PAGE
+        return found[:limit]
 
     def dead_counts(self, endpoint_ids: list[str]) -> list[int]:
         """How many dead letters each endpoint holds."""

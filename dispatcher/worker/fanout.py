@@ -54,7 +54,10 @@ def fanout_once(rt: Runtime, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> t
                     continue
             item.deliveries.append((ep.id, delivery_id(event.id, ep.id)))
         items.append(item)
-    return len(items), queue.commit_fanout(items)
+    done = queue.commit_fanout(items)
+    for event_id in done.unusable:
+        rt.poison.event(event_id, "its event record or a pull log it goes to is not of the expected type")
+    return len(items), done.created
 
 
 def run_fanout(rt: Runtime, slot: int = 0) -> FanoutResult:

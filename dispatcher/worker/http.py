@@ -21,7 +21,7 @@ from dispatcher.errormap import translate
 from dispatcher.errors import DeliveryError, TargetRefused
 from dispatcher.retry import parse_retry_after
 from dispatcher.signing import webhook_headers
-from dispatcher.worker.jobs import Job, Outcome
+from dispatcher.worker.jobs import Job, Outcome, Skip
 from dispatcher.worker.targets import Target
 
 ROBOT_RESPONSE_MAX_BYTES = 64 * 1024  # a chat platform's answer is read whole (up to this) to classify it
@@ -75,9 +75,13 @@ async def post(session: aiohttp.ClientSession, target: Target, msg_id: str, body
 
 async def post_robot(session: aiohttp.ClientSession, target: Target, job: Job, cap: int) -> Outcome:
     """One chat message: the event rendered by the endpoint's platform, the answer classified by its rules."""
-    out = Outcome()
     assert target.robot is not None and job.body is not None
-    req = target.robot.render(orjson.loads(job.body), target.endpoint, out.at)
+    at = time.time()
+    try:
+        req = target.robot.render(orjson.loads(job.body), target.endpoint, at)
+    except Exception as exc:  # a stored event the platform cannot render: retrying cannot help
+        return Outcome.skip(Skip.EVENT_UNUSABLE, f"event unusable by {target.endpoint.kind}: {type(exc).__name__}")
+    out = Outcome(at=at)
     url = target.url if req.url == target.endpoint.url else URL(req.url)
     await _exchange(session, out, target, url, req.headers, req.body, max(cap, ROBOT_RESPONSE_MAX_BYTES), cap)
     return out

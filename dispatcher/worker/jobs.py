@@ -35,7 +35,9 @@ class Skip(enum.StrEnum):
 
     ENDPOINT_DELETED = "endpoint deleted"
     ENDPOINT_DISABLED = "endpoint disabled"
+    ENDPOINT_UNUSABLE = "endpoint record unusable"  # a stored endpoint the worker cannot read or use
     EVENT_EXPIRED = "event expired"
+    EVENT_UNUSABLE = "event unusable"  # a stored event the endpoint's platform cannot render
 
 
 @dataclass(slots=True)
@@ -59,8 +61,8 @@ class Outcome:
         return self.status is not None and 200 <= self.status < 300 and not self.rejected
 
     @classmethod
-    def skip(cls, why: Skip) -> Outcome:
-        return cls(error=why.value, skipped=why)
+    def skip(cls, why: Skip, detail: str | None = None) -> Outcome:
+        return cls(error=detail or why.value, skipped=why)
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,7 +103,10 @@ class DeliveryRun:
         claim = rt.store.queue.claim_deliveries(limit, self.slot, mode)
         self.clock_ms, self.clock_mono = claim.now_ms, time.monotonic()
         if claim.orphans:
-            log.warning("dropped %d queued deliveries without a record: %s", len(claim.orphans), claim.orphans[:5])
+            rt.poison.deliveries(claim.orphans, "queued without a job")
+        if claim.malformed:
+            rt.store.queue.drop(claim.malformed)
+            rt.poison.deliveries(claim.malformed, "their job does not read")
         if not claim.deliveries:
             return []
         rt.cache.refresh(rt.store.endpoints, claim.version)
@@ -118,7 +121,12 @@ class DeliveryRun:
         for ep_id, group in groups.items():
             target = self.rt.cache.targets.get(ep_id)
             if target is None or not target.endpoint.enabled:
-                skip = Outcome.skip(Skip.ENDPOINT_DELETED if target is None else Skip.ENDPOINT_DISABLED)
+                unusable = self.rt.cache.unusable.get(ep_id)
+                if unusable is not None:
+                    skip = Outcome.skip(Skip.ENDPOINT_UNUSABLE, unusable)
+                    self.rt.poison.endpoint(ep_id, unusable)
+                else:
+                    skip = Outcome.skip(Skip.ENDPOINT_DELETED if target is None else Skip.ENDPOINT_DISABLED)
                 for job in group:
                     record([job], target, skip)
                 continue
@@ -208,6 +216,8 @@ class DeliveryRun:
         except Exception as exc:  # a bug must not lose the delivery: record it as a failed attempt
             log.exception("unexpected error while sending")
             outcome = Outcome(error=f"internal error: {type(exc).__name__}")
+        if outcome.skipped is Skip.EVENT_UNUSABLE:
+            rt.poison.event(jobs[0].event_id, outcome.error or "")
         self.finished.append((jobs, target, outcome))
         self.wake.set()
 

@@ -19,6 +19,7 @@ from dispatcher.store import Store
 from dispatcher.store.queue import Stage
 from dispatcher.worker.health import EndpointHealth
 from dispatcher.worker.limits import EndpointLimits
+from dispatcher.worker.poison import Poison
 from dispatcher.worker.targets import EndpointCache
 
 
@@ -41,6 +42,7 @@ class Runtime:
         self.keys = self.store.keys
         self.cache = EndpointCache(settings)
         self.limits = EndpointLimits(settings.endpoint_inflight, lease_s=settings.lease_s)
+        self.poison = Poison(self.store)
         self.health = EndpointHealth(settings, self.store.failing, self.store.endpoints, self.producer)
         self._producer: Dispatcher | None = None
         self.kicker = Kicker(settings, self.store.queue, celery_app) if celery_app is not None else None

@@ -16,10 +16,10 @@ from yarl import URL
 from dispatcher import robots
 from dispatcher.errors import UnsafeTarget
 from dispatcher.matching import PatternIndex
-from dispatcher.models import Endpoint
+from dispatcher.models import POLL_KIND, Endpoint
 from dispatcher.settings import Settings
 from dispatcher.signing import secret_key
-from dispatcher.ssrf import check_literal_host
+from dispatcher.ssrf import check_address, parse_target
 from dispatcher.store.endpoints import EndpointStore
 
 
@@ -44,35 +44,62 @@ class Target:
 
 
 class EndpointCache:
-    """A worker's copy of every endpoint, reloaded when the version counter moves."""
+    """A worker's copy of every endpoint, reloaded when the version counter moves.
+
+    A stored endpoint the worker cannot use (its JSON does not parse, its URL is one the sender refuses,
+    its template does not compile, ...) does not stop the others: it is left out of matching and listed
+    in ``unusable`` with the reason, for the delivery loop to dead-letter its deliveries and disable it.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._s = settings
         self.version: bytes | None = None
         self.targets: dict[str, Target] = {}
+        self.unusable: dict[str, str] = {}  # endpoint id -> why
         self.index: PatternIndex[Target] = PatternIndex()
+
+    def target(self, raw: bytes) -> Target:
+        """A Target for one stored endpoint; raises (anything) when the record cannot be used."""
+        ep = Endpoint.model_validate(orjson.loads(raw))
+        schedule = tuple(ep.retry_schedule) if ep.retry_schedule is not None else self._s.retry_schedule
+        previous = [(secret_key(p.secret), p.expires_at) for p in ep.previous_secrets]
+        robot = robots.get(ep.kind)
+        if robot is not None and ep.template is not None:
+            robots.validate_robot_fields({"template": ep.template})
+        refused = None
+        if ep.kind == POLL_KIND:
+            url = URL("http://poll.invalid/")  # never sent: its events go to its pull log
+        else:
+            parsed = parse_target(ep.url)
+            url = URL(parsed.url, encoded=True)
+            if parsed.address is not None:  # names are vetted at connect time by the resolver
+                try:
+                    check_address(parsed.address, self._s.allow_private_targets)
+                except UnsafeTarget as exc:
+                    refused = str(exc)
+        target = Target(ep, url, secret_key(ep.secret), previous, schedule, refused, robot)
+        rate = ep.rate_limit_per_s or robots.default_rate(ep.kind)
+        if rate:
+            target.rate_interval_ms = 1000.0 / rate
+        return target
 
     def load(self, version: bytes | None, raw: dict[bytes, bytes]) -> None:
         targets: dict[str, Target] = {}
+        unusable: dict[str, str] = {}
         index: PatternIndex[Target] = PatternIndex()
-        for value in raw.values():
-            ep = Endpoint.model_validate(orjson.loads(value))
-            schedule = tuple(ep.retry_schedule) if ep.retry_schedule is not None else self._s.retry_schedule
-            previous = [(secret_key(p.secret), p.expires_at) for p in ep.previous_secrets]
-            url = URL(ep.url, encoded=False)
-            target = Target(ep, url, secret_key(ep.secret), previous, schedule)
-            target.robot = robots.get(ep.kind)
-            rate = ep.rate_limit_per_s or robots.default_rate(ep.kind)
-            if rate:
-                target.rate_interval_ms = 1000.0 / rate
+        for key, value in raw.items():
+            endpoint_id = key.decode("utf-8", "replace")
             try:
-                check_literal_host(url.host or "", self._s.allow_private_targets)
-            except UnsafeTarget as exc:
-                target.refused = str(exc)
-            targets[ep.id] = target
-            if ep.enabled:
-                index.add(ep.event_types, target)
-        self.targets, self.index, self.version = targets, index, version
+                target = self.target(value)
+                if target.endpoint.id != endpoint_id:
+                    raise ValueError(f"the record holds endpoint {target.endpoint.id[:40]!r}")
+                if target.endpoint.enabled:
+                    index.add(target.endpoint.event_types, target)
+            except Exception as exc:  # one record must not stop the others
+                unusable[endpoint_id] = f"endpoint record unusable: {type(exc).__name__}: {str(exc)[:200]}"
+                continue
+            targets[endpoint_id] = target
+        self.targets, self.unusable, self.index, self.version = targets, unusable, index, version
 
     def refresh(self, endpoints: EndpointStore, version: bytes) -> None:
         """Reload every endpoint if the version (read by the claim that needs them) moved."""

@@ -13,13 +13,18 @@
 -- A log entry holds prev (the entry before it: a reader whose cursor is older than the first entry's prev
 -- has lost entries to trimming), id, type, ts and body. Retention at append: about poll_max_events entries
 -- (MAXLEN ~, whole macro nodes) and none older than poll_max_age (MINID, exact).
--- Returns the number of deliveries created.
+-- A record of the wrong type (a key overwritten by something else) is skipped, never stops the batch.
+-- Returns {deliveries created, then the ids of events whose records could not be used}.
 --#include now
 local retention = tonumber(ARGV[1])
 local max_events = ARGV[2]
 local max_age_ms = tonumber(ARGV[3])
 local created = 0
 local listings, logs = {}, {}
+local poisoned = {}
+local function ok(reply)  -- a redis.pcall reply that is not an error
+  return not (type(reply) == 'table' and reply.err)
+end
 local k = 6
 local i = 4
 while i <= #ARGV do
@@ -28,18 +33,23 @@ while i <= #ARGV do
   i = i + 4
   local event_key = KEYS[k]
   k = k + 1
-  local ts = redis.call('HGET', event_key, 'ts')
-  local fresh = ts and redis.call('HEXISTS', event_key, 'deliveries') == 0
+  local ts = redis.pcall('HGET', event_key, 'ts')
+  local fresh = false
+  if not ok(ts) then
+    poisoned[#poisoned + 1] = id
+  elseif ts then
+    fresh = redis.call('HEXISTS', event_key, 'deliveries') == 0
+    ts = tonumber(ts) or now
+  end
   local ids = {}
   for j = 0, count - 1 do
     local ep, did = ARGV[i + 2 * j], ARGV[i + 2 * j + 1]
     local delivery_key, listing_key = KEYS[k], KEYS[k + 1]
     k = k + 2
-    if fresh then
-      redis.call('HSET', delivery_key, 'evt', id, 'ep', ep, 'state', 'pending', 'n', 0, 'r', 0,
-                 'created', now, 'next', ts)
+    if fresh and ok(redis.pcall('HSET', delivery_key, 'evt', id, 'ep', ep, 'state', 'pending', 'n', 0, 'r', 0,
+                                'created', now, 'next', ts)) then
       redis.call('EXPIRE', delivery_key, retention)
-      redis.call('ZADD', listing_key, now, did)
+      redis.pcall('ZADD', listing_key, now, did)
       redis.call('ZADD', KEYS[2], ts, did)
       redis.call('HSET', KEYS[3], did, id .. ' ' .. ep .. ' 0 0')
       listings[listing_key] = true
@@ -49,22 +59,26 @@ while i <= #ARGV do
   i = i + 2 * count
   if fresh then
     redis.call('HSET', event_key, 'deliveries', table.concat(ids, ','))
-    created = created + count
+    created = created + #ids
     local ev = redis.call('HMGET', event_key, 'type', 'body')
-    if count > 0 then
-      redis.call('HSET', KEYS[4], id, ev[2])
-      redis.call('HINCRBY', KEYS[5], id, count)
+    if #ids > 0 then
+      redis.call('HSET', KEYS[4], id, ev[2] or '')
+      redis.call('HINCRBY', KEYS[5], id, #ids)
     end
     for _ = 1, streams do
       local stream_key = KEYS[k]
       k = k + 1
       local prev = logs[stream_key]
       if not prev then
-        local last = redis.call('XREVRANGE', stream_key, '+', '-', 'COUNT', 1)
-        prev = last[1] and last[1][1] or '0-0'
+        local last = redis.pcall('XREVRANGE', stream_key, '+', '-', 'COUNT', 1)
+        prev = ok(last) and (last[1] and last[1][1] or '0-0') or nil
       end
-      logs[stream_key] = redis.call('XADD', stream_key, 'MAXLEN', '~', max_events, '*',
-                                    'prev', prev, 'id', id, 'type', ev[1], 'ts', ts, 'body', ev[2])
+      if prev then
+        logs[stream_key] = redis.call('XADD', stream_key, 'MAXLEN', '~', max_events, '*',
+                                      'prev', prev, 'id', id, 'type', ev[1] or '', 'ts', ts, 'body', ev[2] or '')
+      else
+        poisoned[#poisoned + 1] = id
+      end
     end
   else
     k = k + streams
@@ -72,9 +86,11 @@ while i <= #ARGV do
   redis.call('ZREM', KEYS[1], entry)
 end
 for listing_key, _ in pairs(listings) do
-  redis.call('ZREMRANGEBYSCORE', listing_key, '-inf', now - retention * 1000)
+  redis.pcall('ZREMRANGEBYSCORE', listing_key, '-inf', now - retention * 1000)
 end
 for stream_key, _ in pairs(logs) do
   redis.call('XTRIM', stream_key, 'MINID', now - max_age_ms)
 end
-return created
+local out = {created}
+for _, id in ipairs(poisoned) do out[#out + 1] = id end
+return out

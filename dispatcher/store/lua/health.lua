@@ -11,7 +11,7 @@ for i = 3, #ARGV, 2 do
     redis.call('HDEL', KEYS[1], ep)
   else
     redis.call('HSETNX', KEYS[1], ep, now)
-    local since = tonumber(redis.call('HGET', KEYS[1], ep))
+    local since = tonumber(redis.call('HGET', KEYS[1], ep)) or now
     if now - since >= window then
       redis.call('HDEL', KEYS[1], ep)
       expired[#expired + 1] = ep

@@ -2,7 +2,8 @@
 -- KEYS[1] limit       hash    the endpoint's rate limit: 'tat' (next free send time, ms), 'd:<delivery id>'
 -- ARGV[1] pause_ms  ARGV[2] hold_ttl_ms
 --#include now
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0')
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end  -- overwritten: start afresh
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
 local until_ms = now + tonumber(ARGV[1])
 if until_ms > tat then
   redis.call('HSET', KEYS[1], 'tat', string.format('%.3f', until_ms))

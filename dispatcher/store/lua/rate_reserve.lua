@@ -7,9 +7,10 @@
 -- ARGV[1] interval_ms  ARGV[2] burst  ARGV[3] hold_ttl_ms  ARGV[4..] per chunk: n, then n delivery ids
 -- Returns {now_ms, then the slot (ms) of each chunk}.
 --#include now
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end  -- overwritten: start afresh
 local interval = tonumber(ARGV[1])
 local tau = (tonumber(ARGV[2]) - 1) * interval
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0')
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
 local out = {now}
 local i = 4
 while i <= #ARGV do
@@ -20,7 +21,7 @@ while i <= #ARGV do
     local v = redis.call('HGET', KEYS[1], field)
     if v then
       redis.call('HDEL', KEYS[1], field)
-      held = math.max(held or 0, tonumber(v))
+      held = math.max(held or 0, tonumber(v) or 0)
     end
   end
   if held then

@@ -21,10 +21,11 @@ for _ = 1, tonumber(ARGV[4]) do
   local attempt, nxt, dead_letter = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
   local delivery_key, dead_key = KEYS[k], KEYS[k + 1]
   local live = redis.call('HEXISTS', KEYS[2], did) == 1
+  -- pcall: a delivery record overwritten by something else loses its attempt, never the batch
   if live then
-    redis.call('HSET', delivery_key, 'state', state, 'n', n, 'r', r, 'a' .. n, attempt, 'next', nxt)
+    redis.pcall('HSET', delivery_key, 'state', state, 'n', n, 'r', r, 'a' .. n, attempt, 'next', nxt)
   else
-    redis.call('HSET', delivery_key, 'a' .. n, attempt)
+    redis.pcall('HSET', delivery_key, 'a' .. n, attempt)
   end
   redis.call('EXPIRE', delivery_key, retention)
   if live and state == 'retrying' then
@@ -37,7 +38,7 @@ for _ = 1, tonumber(ARGV[4]) do
       redis.call('HDEL', KEYS[4], eid)
       redis.call('HDEL', KEYS[3], eid)
     end
-    if dead_letter == '1' then redis.call('ZADD', dead_key, ARGV[2], did) end
+    if dead_letter == '1' then redis.pcall('ZADD', dead_key, ARGV[2], did) end
   end
   i = i + 9
   k = k + 2
