@@ -10,6 +10,7 @@ import redis
 
 from dispatcher.defaults import STATS_MINUTES_SHOWN
 from dispatcher.errormap import translating
+from dispatcher.errors import InvalidState
 from dispatcher.events import CHUNK, NewEvent, build_event, build_many
 from dispatcher.kicks import Kicker
 from dispatcher.models import Delivery, DeliveryState, Endpoint
@@ -117,8 +118,11 @@ class Dispatcher:
         return self._write([ev])[0]
 
     def send_test(self, endpoint_id: str, data: Any = None) -> str:
-        """Send a ``webhook.test`` event to one endpoint (enabled or not subscribed to that type)."""
-        self.get_endpoint(endpoint_id)
+        """Send a ``webhook.test`` event to one endpoint (whatever its type filters); a disabled endpoint
+        would drop it, so that is refused with ``InvalidState``."""
+        endpoint = self.get_endpoint(endpoint_id)
+        if not endpoint.enabled:
+            raise InvalidState(f"endpoint {endpoint_id} is disabled ({endpoint.disabled_reason}): enable it first")
         payload = data if data is not None else {"message": "test event from webhook-dispatcher"}
         return self.enqueue("webhook.test", payload, endpoint_ids=[endpoint_id])
 
@@ -174,7 +178,10 @@ class Dispatcher:
             assert endpoint_id is not None
             n = self.records.replay_endpoint(endpoint_id, since)
         if n:
-            self.kicker.kick(Stage.DELIVER)
+            try:  # the replay is recorded; a kick only saves waiting for the scheduler
+                self.kicker.kick(Stage.DELIVER)
+            except Exception as exc:
+                log.warning("replay recorded but the kick failed (%s); the scheduler will pick it up", exc)
         return n
 
     # -- monitoring ------------------------------------------------------------------------------

@@ -7,7 +7,13 @@ intervals and bounds the code is built around. Names carry their unit (``_MS``, 
 from __future__ import annotations
 
 # -- kicks ----------------------------------------------------------------------------------------
-SLOT_TTL_MS = 30_000  # a kick slot's lifetime, refreshed while its task works
+# A kick slot is held from the kick's publication until its task ends. While the kick waits in the broker
+# the slot lives SLOT_QUEUED_TTL_MS (covering a wait behind busy tasks); once its task runs, the task keeps
+# it alive in SLOT_RUNNING_TTL_MS steps, refreshed every SLOT_REFRESH_S, so a task killed mid-run frees
+# its slot within seconds and the scheduler kicks another.
+SLOT_QUEUED_TTL_MS = 10_000
+SLOT_RUNNING_TTL_MS = 3_000
+SLOT_REFRESH_S = 1.0
 
 # -- delivery loop ----------------------------------------------------------------------------------
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)

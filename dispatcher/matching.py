@@ -42,11 +42,7 @@ def validate_patterns(patterns: object) -> list[str]:
     """Validate a non-empty list of patterns, dropping repeats and keeping order."""
     if isinstance(patterns, str) or not isinstance(patterns, Iterable):
         raise InvalidEventType("event_types must be a list of patterns")
-    out: list[str] = []
-    for p in patterns:
-        p = validate_pattern(p)
-        if p not in out:
-            out.append(p)
+    out = list(dict.fromkeys(validate_pattern(p) for p in patterns))
     if not out:
         raise InvalidEventType("event_types must not be empty (use ['*'] for every type)")
     return out

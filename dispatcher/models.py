@@ -48,6 +48,8 @@ class Endpoint(BaseModel):
     # chat robots (kind slack, discord, teams, dingtalk, feishu, wecom; see dispatcher.robots)
     template: str | None = None  # the message template; None: the default one
     robot_secret: str | None = Field(default=None, repr=False)  # the platform's signing secret (DingTalk, Feishu)
+    # not stored: what the save had to say without refusing (e.g. a host that does not resolve now)
+    warnings: list[str] = Field(default_factory=list, exclude=True, repr=False)
 
     @property
     def pollable(self) -> bool:
@@ -55,14 +57,31 @@ class Endpoint(BaseModel):
         return self.kind == POLL_KIND or self.also_poll
 
     def masked(self) -> dict[str, Any]:
-        """The endpoint as a dict with every secret hidden, safe for logs and listings."""
+        """The endpoint as a dict with every secret hidden, safe for logs and listings: signing secrets, and
+        the parts of its URL that can be credentials (a chat robot's path and token, any query string)."""
         data = self.model_dump()
+        data["url"] = mask_url(self.url, robot=self.kind not in ("webhook", POLL_KIND))
+        data["warnings"] = list(self.warnings)
         data["secret"] = mask_secret(self.secret)
         data["previous_secrets"] = [
             {"secret": mask_secret(p.secret), "expires_at": p.expires_at} for p in self.previous_secrets
         ]
         data["robot_secret"] = self.robot_secret[:4] + "…" if self.robot_secret else None
         return data
+
+
+def mask_url(url: str, robot: bool) -> str:
+    """``url`` without what may be a credential: its query string, and for a chat robot every path segment
+    after the first (Slack and Discord put the token in the path, DingTalk and WeCom in the query)."""
+    if not url:
+        return url
+    head, sep, query = url.partition("?")
+    scheme, _, rest = head.partition("://")
+    host, slash, path = rest.partition("/")
+    if robot and slash:
+        first, more, _ = path.partition("/")
+        path = first + ("/…" if more else "")
+    return f"{scheme}://{host}{slash}{path}" + ("?…" if sep and query else "")
 
 
 def mask_secret(secret: str) -> str:

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         default=f"webhook-dispatcher/{__version__}", description="the `User-Agent` of every request"
     )
 
+    # endpoints: caps on what one endpoint may hold
+    endpoint_max_event_types: int = Field(default=100, ge=1, description="event type patterns one endpoint may have")
+    endpoint_description_max_chars: int = Field(default=1000, ge=0, description="an endpoint's description")
+    endpoint_template_max_chars: int = Field(default=4000, ge=1, description="a chat robot's message template")
+
     # batching and concurrency inside one worker process
     fanout_batch: int = Field(default=500, ge=1, description="events fanned out per Redis round trip")
     deliver_inflight: int = Field(default=64, ge=1, description="requests in flight per worker process")

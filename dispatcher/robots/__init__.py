@@ -24,7 +24,7 @@ from dispatcher.errors import InvalidInput
 from dispatcher.models import Endpoint
 from dispatcher.robots import dingtalk, discord, feishu, slack, teams, wecom
 from dispatcher.robots.common import MARKER, RobotRequest, Verdict
-from dispatcher.robots.template import DEFAULT_TEMPLATE, validate_template
+from dispatcher.robots.template import DEFAULT_TEMPLATE, MAX_TEMPLATE_CHARS, validate_template
 
 
 class Platform(Protocol):
@@ -86,10 +86,10 @@ def detect_kind(url: object) -> str | None:
     return None
 
 
-def validate_robot_fields(fields: dict[str, Any]) -> None:
+def validate_robot_fields(fields: dict[str, Any], template_max_chars: int = MAX_TEMPLATE_CHARS) -> None:
     """Check the shapes of ``template`` and ``robot_secret`` in endpoint fields (in place)."""
     if "template" in fields:
-        fields["template"] = validate_template(fields["template"])
+        fields["template"] = validate_template(fields["template"], template_max_chars)
     if fields.get("robot_secret") is not None:
         secret = fields["robot_secret"]
         if (

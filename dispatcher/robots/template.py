@@ -100,8 +100,6 @@ def _placeholder(inner: str, source: str, strict: bool) -> Part:
 @functools.lru_cache(maxsize=512)
 def compile_template(template: str, strict: bool = False) -> tuple[Part, ...]:
     """Split a template into literal text and placeholders (cached: endpoints reuse theirs)."""
-    if strict and len(template) > MAX_TEMPLATE_CHARS:
-        raise InvalidTemplate(f"template is longer than {MAX_TEMPLATE_CHARS} characters")
     parts: list[Part] = []
     text: list[str] = []
     i, n = 0, len(template)
@@ -150,12 +148,14 @@ def compile_template(template: str, strict: bool = False) -> tuple[Part, ...]:
     return tuple(merged)
 
 
-def validate_template(template: object) -> str | None:
+def validate_template(template: object, max_chars: int = MAX_TEMPLATE_CHARS) -> str | None:
     """The template if it parses (None: the default one), else raise InvalidTemplate."""
     if template is None:
         return None
     if not isinstance(template, str):
         raise InvalidTemplate("template must be a string or null")
+    if len(template) > max_chars:
+        raise InvalidTemplate(f"template is longer than {max_chars} characters")
     compile_template(template, strict=True)
     return template
 

@@ -39,12 +39,36 @@ def _validate_secret(secret: str | None) -> str:
     return secret
 
 
-def _validate_fields(settings: Settings, fields: dict[str, Any]) -> dict[str, Any]:
+def _text(value: object, name: str, max_chars: int) -> str:
+    """A free-form text field: a string of valid UTF-8 text (no lone surrogate) within its cap."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string")
+    if len(value) > max_chars:
+        raise InvalidInput(
+            f"{name} is longer than {max_chars} characters (DISPATCHER_ENDPOINT_{name.upper()}_MAX_CHARS)"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{name} is not valid UTF-8 text") from None
+    return value
+
+
+def _validate_fields(settings: Settings, fields: dict[str, Any], warnings: list[str] | None = None) -> dict[str, Any]:
+    """The fields, checked and normalised (the URL in the one form that is saved and sent); what is worth
+    telling the caller without refusing (a host that does not resolve now) is appended to ``warnings``."""
     out = dict(fields)
     if "url" in out:
-        out["url"] = check_url(out["url"], settings.allow_private_targets)
+        checked = check_url(out["url"], settings.allow_private_targets)
+        out["url"] = checked.target.url
+        if warnings is not None:
+            warnings.extend(checked.warnings)
     if "event_types" in out:
-        out["event_types"] = validate_patterns(out["event_types"])
+        types = out["event_types"]
+        cap = settings.endpoint_max_event_types
+        if isinstance(types, (list, tuple)) and len(types) > cap:
+            raise InvalidInput(f"at most {cap} event type patterns per endpoint (DISPATCHER_ENDPOINT_MAX_EVENT_TYPES)")
+        out["event_types"] = validate_patterns(types)
     if "max_batch" in out:
         mb = out["max_batch"]
         if not isinstance(mb, int) or isinstance(mb, bool) or not 1 <= mb <= MAX_BATCH_LIMIT:
@@ -63,9 +87,11 @@ def _validate_fields(settings: Settings, fields: dict[str, Any]) -> dict[str, An
         raise InvalidInput("enabled must be true or false")
     if "also_poll" in out and not isinstance(out["also_poll"], bool):
         raise InvalidInput("also_poll must be true or false")
-    if "description" in out and not isinstance(out["description"], str):
-        raise InvalidInput("description must be a string")
-    robots.validate_robot_fields(out)  # template, robot_secret
+    if "description" in out:
+        out["description"] = _text(out["description"], "description", settings.endpoint_description_max_chars)
+    if out.get("template") is not None:
+        _text(out["template"], "template", settings.endpoint_template_max_chars)
+    robots.validate_robot_fields(out, settings.endpoint_template_max_chars)  # template, robot_secret
     return out
 
 
@@ -105,6 +131,7 @@ class EndpointStore:
         }  # fmt: skip
         if unknown:
             raise InvalidInput(f"unknown endpoint option(s): {', '.join(sorted(unknown))}")
+        warnings: list[str] = []
         kind = options.get("kind")
         if kind is None:  # a chat robot's URL tells its platform (dispatcher.robots); anything else is a webhook
             kind = options["kind"] = robots.detect_kind(url) or "webhook"
@@ -120,10 +147,11 @@ class EndpointStore:
         else:
             if url is None or url == "":
                 raise InvalidURL(f"an endpoint of kind {kind!r} needs a URL (kind 'poll' is the one without)")
-            fields = _validate_fields(self._s, {"url": url, "event_types": event_types, **options})
+            fields = _validate_fields(self._s, {"url": url, "event_types": event_types, **options}, warnings)
         endpoint = Endpoint(id=new_id("ep"), secret=_validate_secret(secret), created_at=time.time(), **fields)
         endpoint = robots.apply_kind_rules(endpoint)
         self._save_new(endpoint)
+        endpoint.warnings = warnings
         return endpoint
 
     def get(self, endpoint_id: str) -> Endpoint:
@@ -185,7 +213,8 @@ class EndpointStore:
         unknown = set(changes) - allowed
         if unknown:
             raise InvalidInput(f"unknown endpoint field(s): {', '.join(sorted(unknown))}")
-        fields = _validate_fields(self._s, changes)
+        warnings: list[str] = []
+        fields = _validate_fields(self._s, changes, warnings)
         if "secret" in fields:
             fields["secret"] = _validate_secret(fields["secret"])
         if fields.get("enabled") is True:
@@ -201,7 +230,9 @@ class EndpointStore:
             rate_given = changes.get("rate_limit_per_s") is not None
             return robots.apply_kind_rules(current.model_copy(update=own), current, rate_given=rate_given)
 
-        return self._change(endpoint_id, change)
+        endpoint = self._change(endpoint_id, change)
+        endpoint.warnings = warnings
+        return endpoint
 
     def set_enabled(self, endpoint_id: str, enabled: bool, reason: str | None = None) -> Endpoint:
         update = {"enabled": enabled, "disabled_reason": None if enabled else reason or "disabled by user"}

@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from dispatcher.defaults import SLOT_TTL_MS, STATS_MINUTE_TTL_S
+from dispatcher.defaults import SLOT_QUEUED_TTL_MS, SLOT_RUNNING_TTL_MS, STATS_MINUTE_TTL_S
 from dispatcher.events import NewEvent
 from dispatcher.settings import Settings
 from dispatcher.store.keys import Keys
@@ -134,7 +134,7 @@ class Queue:
         """Store events and queue them for fan-out, atomically; the fan-out slot is taken if it was free."""
         k, s = self._k, self._s
         keys = [k.fanout, k.kick(Stage.FANOUT, 1), k.stats_enqueued]
-        args: list[Any] = [s.retention_s, s.idempotency_ttl_s, SLOT_TTL_MS]
+        args: list[Any] = [s.retention_s, s.idempotency_ttl_s, SLOT_QUEUED_TTL_MS]
         for ev in events:
             keys.append(k.event(ev.id))
             if ev.idempotency_key:
@@ -149,7 +149,7 @@ class Queue:
         """Lease up to ``limit`` due events for fan-out."""
         k = self._k
         keys = [k.fanout, k.kick(Stage.FANOUT, slot), k.endpoints_version]
-        out = self._scripts.run("claim_events", keys, [limit, self.lease_ms, SLOT_TTL_MS, mode])
+        out = self._scripts.run("claim_events", keys, [limit, self.lease_ms, SLOT_RUNNING_TTL_MS, mode])
         events = []
         for raw in out[2:]:
             entry = raw.decode()
@@ -183,7 +183,7 @@ class Queue:
         """Lease up to ``limit`` due deliveries with what sending them needs."""
         k = self._k
         keys = [k.due, k.kick(Stage.DELIVER, slot), k.endpoints_version, k.jobs, k.bodies]
-        out = self._scripts.run("claim_deliveries", keys, [limit, self.lease_ms, SLOT_TTL_MS, mode])
+        out = self._scripts.run("claim_deliveries", keys, [limit, self.lease_ms, SLOT_RUNNING_TTL_MS, mode])
         claimed: list[ClaimedDelivery] = []
         orphans: list[str] = []
         malformed: list[str] = []
@@ -243,13 +243,17 @@ class Queue:
 
     def take_slots(self, stage: Stage, wanted: int) -> list[int]:
         """Take up to ``wanted`` free kick slots of ``stage``; returns their numbers."""
-        taken = self._scripts.run("take_slots", self.slot_keys(stage), [SLOT_TTL_MS, wanted])
+        taken = self._scripts.run("take_slots", self.slot_keys(stage), [SLOT_QUEUED_TTL_MS, wanted])
         return [int(slot) for slot in taken]
 
     def handoff(self, stage: Stage, slot: int) -> bool:
         """At the end of a task: keep its slot when work is due (True: publish a follow-up kick), else free it."""
         keys = [self._queue(stage), self._k.kick(stage, slot)]
-        return bool(self._scripts.run("handoff", keys, [SLOT_TTL_MS]))
+        return bool(self._scripts.run("handoff", keys, [SLOT_QUEUED_TTL_MS]))
+
+    def keep_slot(self, stage: Stage, slot: int) -> None:
+        """A running task says it is alive: its slot lives ``SLOT_RUNNING_TTL_MS`` more."""
+        self._r.set(self._k.kick(stage, slot), "1", px=SLOT_RUNNING_TTL_MS)
 
     def count_due(self, stage: Stage, cap: int) -> int:
         """How many entries of the stage's queue are due now (counted up to ``cap``)."""

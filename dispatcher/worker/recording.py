@@ -75,14 +75,15 @@ class Recorder:
         """Decide and write every collected outcome (``now_ms``: Redis' clock), then run the hooks."""
         if not self.pending:
             return
-        pending, self.pending = self.pending, []
+        pending = self.pending
         rows: list[RecordedOutcome] = []
         counters: Tally[tuple[Counter, str]] = Tally()
+        tally: Tally[DeliveryState] = Tally()
         recorded: list[Recorded] = []
         for jobs, target, outcome in pending:
             decision = decide(jobs, target, outcome, self._s)
             state = decision.state
-            self.counts[state] += len(jobs)
+            tally[state] += len(jobs)
             counters[Counter.OUTCOMES, f"{jobs[0].endpoint_id}:{state}"] += len(jobs)
             counters[Counter.MINUTE, state] += len(jobs)
             if outcome.sent:
@@ -104,7 +105,10 @@ class Recorder:
                 row = (job.id, job.event_id, job.endpoint_id, state, n, job.r + 1, orjson.dumps(attempt), next_ms)
                 rows.append(RecordedOutcome(*row, dead_letter))
             recorded.append(Recorded(jobs, target, outcome, decision))
-        self._queue.record(rows, counters, now_ms)
+        self._queue.record(rows, counters, now_ms)  # raises when Redis is down: nothing is lost, try again
+        self.pending = []
+        for state, n in tally.items():
+            self.counts[state] += n
         for item in recorded:
             for hook in self.hooks[item.decision.state]:
                 try:

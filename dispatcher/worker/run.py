@@ -18,6 +18,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.defaults import SLOT_REFRESH_S
+from dispatcher.errormap import translated
+from dispatcher.errors import StoreUnavailable
 from dispatcher.models import DeliveryState
 from dispatcher.store.queue import SlotMode, Stage
 from dispatcher.worker import http, ratelimit
@@ -36,6 +39,8 @@ DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits be
 MAX_DEFER_MS = 30_000
 FANOUT_EVERY_S = 0.01
 LINGER_POLL_S = 0.01
+STORE_RETRY_S = 0.1  # Redis unreachable: how often the loop tries again
+STORE_PATIENCE_S = 30.0  # and how long before the task gives up (its leases bring the deliveries back)
 
 
 @dataclass
@@ -247,7 +252,12 @@ class DeliveryRun:
 
 
 async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, Any]:
-    """Deliver until nothing is due (after lingering briefly) or the budget is spent."""
+    """Deliver until nothing is due (after lingering briefly) or the budget is spent.
+
+    Redis going away for a moment (a restart) does not lose what the loop holds: outcomes wait to be
+    written and claims resume when it answers again; after ``STORE_PATIENCE_S`` without it the task
+    fails, and the leases bring its deliveries back.
+    """
     s = rt.settings
     b = DeliveryRun(rt, slot)
     counts = b.summary.counts
@@ -256,51 +266,71 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
     # anyway it goes on claiming (so it is never idle waiting), but not past one more timeout
     hard_deadline = deadline + s.timeout_s
     idle_since: float | None = None
-    last_flush = last_fanout = time.monotonic()
+    last_flush = last_fanout = last_keep = time.monotonic()
     threshold = max(1, s.deliver_inflight // 4)
     released = False
+    down_since: float | None = None
     while True:
         now = time.monotonic()
-        working = now < deadline or (bool(b.inflight) and now < hard_deadline)
-        if now - last_fanout >= FANOUT_EVERY_S and working:
-            last_fanout = now
-            events, created = fanout_once(rt)
-            counts["fanned_out"] += created
-            if events:
-                idle_since = None
-        busy = len(b.inflight) + b.waiting_count()
-        free = s.deliver_inflight - busy
-        if working and (free >= threshold or (free > 0 and not busy)):
-            release = not busy and idle_since is not None and now - idle_since >= s.idle_linger_s
-            jobs = b.claim(free, release)
-            if jobs:
-                idle_since = None
-                counts["claimed"] += len(jobs)
-                b.start(jobs)
-            elif not b.inflight and not b.finished and not b.recorder.pending:
-                if release:
-                    released = True
+        try:
+            with translated():
+                if slot and now - last_keep >= SLOT_REFRESH_S:  # alive: the slot stays ours
+                    rt.store.queue.keep_slot(Stage.DELIVER, slot)
+                    last_keep = now
+                working = now < deadline or (bool(b.inflight) and now < hard_deadline)
+                if now - last_fanout >= FANOUT_EVERY_S and working:
+                    last_fanout = now
+                    events, created = fanout_once(rt)
+                    counts["fanned_out"] += created
+                    if events:
+                        idle_since = None
+                busy = len(b.inflight) + b.waiting_count()
+                free = s.deliver_inflight - busy
+                if working and (free >= threshold or (free > 0 and not busy)):
+                    release = not busy and idle_since is not None and now - idle_since >= s.idle_linger_s
+                    jobs = b.claim(free, release)
+                    last_keep = now if slot else last_keep  # a claim refreshes the slot too
+                    if jobs:
+                        idle_since = None
+                        counts["claimed"] += len(jobs)
+                        b.start(jobs)
+                    elif not b.inflight and not b.finished and not b.recorder.pending:
+                        if release:
+                            released = True
+                            break
+                        idle_since = idle_since or now
+                        await asyncio.sleep(LINGER_POLL_S)
+                        last_fanout = 0.0  # look for new events on the next pass
+                        continue
+                elif not working and b.waiting:
+                    b.defer_all_waiting()
+                if not b.inflight and not b.finished and not b.recorder.pending and not b.waiting and now >= deadline:
                     break
-                idle_since = idle_since or now
-                await asyncio.sleep(LINGER_POLL_S)
-                last_fanout = 0.0  # look for new events on the next pass
-                continue
-        elif not working and b.waiting:
-            b.defer_all_waiting()
-        if not b.inflight and not b.finished and not b.recorder.pending and not b.waiting and now >= deadline:
-            break
-        if b.inflight or b.finished:
-            await b.wait_finished(FLUSH_INTERVAL_S)
-            b.collect_finished()
-            b.pump()
-        pending = b.recorder.pending
-        if pending and (
-            len(pending) >= FLUSH_EVERY
-            or not (b.inflight or b.finished)
-            or time.monotonic() - last_flush >= FLUSH_INTERVAL_S
-        ):
-            b.flush()
-            last_flush = time.monotonic()
+                if b.inflight or b.finished:
+                    await b.wait_finished(FLUSH_INTERVAL_S)
+                    b.collect_finished()
+                    b.pump()
+                pending = b.recorder.pending
+                if pending and (
+                    len(pending) >= FLUSH_EVERY
+                    or not (b.inflight or b.finished)
+                    or time.monotonic() - last_flush >= FLUSH_INTERVAL_S
+                ):
+                    b.flush()
+                    last_flush = time.monotonic()
+        except StoreUnavailable as exc:
+            if down_since is None:
+                down_since = now
+                log.warning(
+                    "Redis unreachable (%s): holding %d outcomes until it answers", exc, len(b.recorder.pending)
+                )
+            elif now - down_since > STORE_PATIENCE_S:
+                raise
+            await asyncio.sleep(STORE_RETRY_S)
+            continue
+        if down_since is not None:
+            log.info("Redis reachable again after %.1fs", now - down_since)
+            down_since = None
     b.flush()
     if slot and not released and rt.store.queue.handoff(Stage.DELIVER, slot) and rt.kicker is not None:
         rt.kicker.publish(Stage.DELIVER, slot)
