@@ -36,7 +36,7 @@ def parse_schedule(value: object) -> tuple[float, ...]:
 
 
 def parse_api_keys(value: object) -> tuple[str, ...]:
-    """Turn ``"key1,key2"`` (or a sequence of strings) into API keys; blanks are dropped."""
+    """Turn ``"key1,key2"`` (or a sequence of strings) into a tuple of strings; blanks are dropped."""
     if value is None:
         return ()
     if isinstance(value, str):
@@ -44,7 +44,7 @@ def parse_api_keys(value: object) -> tuple[str, ...]:
     elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         items = [v.strip() for v in value]
     else:
-        raise ValueError("api_keys must be comma-separated strings")
+        raise ValueError("must be comma-separated strings")
     return tuple(k for k in items if k)
 
 
@@ -129,6 +129,26 @@ class Settings(BaseSettings):
     )
     api_insecure_no_auth: bool = Field(default=False, description="run the API without keys (a trusted machine only)")
     api_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="largest request body the API reads")
+    api_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Host headers the API answers (comma-separated; none: any); required with `API_INSECURE_NO_AUTH`",
+    )
+    api_max_connections: int = Field(
+        default=4096, ge=1, description="connections one API process holds at once; beyond, new ones get 503"
+    )
+    api_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a connection that has not sent a whole request head by then is closed"
+    )
+    api_keepalive_timeout_s: float = Field(default=5.0, gt=0, description="an idle keep-alive connection is closed")
+    api_max_streams: int = Field(
+        default=2000, ge=1, description="long-polls and WebSockets one API process holds at once (503 beyond)"
+    )
+    api_max_streams_per_credential: int = Field(
+        default=100, ge=1, description="long-polls and WebSockets held at once for one API key or pull token (429)"
+    )
+    api_auth_failures_per_minute: int = Field(
+        default=20, ge=1, description="failed logins and bearer checks per client address before it gets 429"
+    )
 
     # pull consumers (kind "poll" and ``also_poll`` endpoints; ``dispatcher.api.pull``)
     poll_max_events: int = Field(default=100_000, ge=1, description="about how many events a pull log keeps")
@@ -143,7 +163,7 @@ class Settings(BaseSettings):
     def _schedule(cls, value: object) -> tuple[float, ...]:
         return parse_schedule(value)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "api_allowed_hosts", mode="before")
     @classmethod
     def _api_keys(cls, value: object) -> tuple[str, ...]:
         return parse_api_keys(value)
@@ -178,13 +198,28 @@ class Settings(BaseSettings):
         return self.timeout_s + self.lease_margin_s
 
 
+MIN_API_KEY_CHARS = 24
+
+
 def check_api_config(settings: Settings) -> None:
-    """Refuse to serve the HTTP API without API keys unless no-auth was asked for explicitly."""
+    """Refuse to serve the HTTP API without API keys (unless no-auth was asked for explicitly, with a Host
+    allow-list against DNS rebinding), or with a key too short to resist guessing."""
+    make_one = "e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
     if not settings.api_keys and not settings.api_insecure_no_auth:
         raise ConfigError(
-            "the HTTP API needs at least one API key: set DISPATCHER_API_KEYS=<key>[,<key>...] "
-            "(long random strings, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+            f"the HTTP API needs at least one API key: set DISPATCHER_API_KEYS=<key>[,<key>...] ({make_one}), "
             "or DISPATCHER_API_INSECURE_NO_AUTH=true to run it without authentication on a trusted machine"
+        )
+    short = [i + 1 for i, key in enumerate(settings.api_keys) if len(key) < MIN_API_KEY_CHARS]
+    if short:
+        raise ConfigError(
+            f"API key number {', '.join(map(str, short))} of DISPATCHER_API_KEYS is shorter than "
+            f"{MIN_API_KEY_CHARS} characters: use long random keys ({make_one})"
+        )
+    if settings.api_insecure_no_auth and not settings.api_keys and not settings.api_allowed_hosts:
+        raise ConfigError(
+            "DISPATCHER_API_INSECURE_NO_AUTH needs DISPATCHER_API_ALLOWED_HOSTS (e.g. 127.0.0.1:8000,localhost:8000): "
+            "without keys, a Host allow-list is what stops another site's page from reaching the API by DNS rebinding"
         )
 
 

@@ -134,7 +134,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
     )
     app.state.settings = settings
     app.state.dispatcher = dsp
-    app.state.auth = Auth(settings)
+    app.state.auth = Auth(settings, dsp.store.sessions)
     registry = CollectorRegistry()
     registry.register(DispatcherCollector(dsp))
     app.state.registry = registry

@@ -1,9 +1,11 @@
 """Who may call the API: bearer API keys, and the web page's cookie session, with CSRF protection.
 
 - ``Authorization: Bearer <key>`` with one of ``Settings.api_keys`` (compared in constant time).
-- The web page logs in once with a key and gets an HttpOnly, SameSite=Strict cookie holding
-  ``v1.<issued>.<HMAC(key, issued)>`` (never the key itself). The cookie expires after
-  ``SESSION_TTL_S`` and stops working as soon as its key is removed from the settings.
+- The web page logs in once with a key and gets an HttpOnly, SameSite=Strict cookie holding a random
+  session id, stored in Redis with the digest of the key (never the key itself). The session ends at
+  logout, after ``SESSION_TTL_S``, or as soon as its key is removed from the settings.
+- Failed credentials are counted per client address (``guard.FailedAuth``): past
+  ``api_auth_failures_per_minute`` the address gets 429 until the minute is over.
 - A request authenticated by that cookie that changes anything (POST, PATCH, DELETE) must also carry
   ``X-Dispatcher-CSRF: 1``. Browsers only let a page of this very origin set a custom header (any
   other site would need a CORS preflight, which this API never grants), so a form or script on
@@ -14,17 +16,17 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import time
 from typing import Annotated, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocket
 from fastapi.security import APIKeyCookie, HTTPBearer
 
 from dispatcher.api.errors import ApiError
+from dispatcher.api.guard import FailedAuth
 from dispatcher.settings import Settings
+from dispatcher.store.sessions import Sessions
 
 SESSION_COOKIE = "dispatcher_session"
 CSRF_HEADER = "x-dispatcher-csrf"
@@ -42,12 +44,14 @@ def _digest(value: str) -> bytes:
 
 
 class Auth:
-    """The configured keys and the checks made on every request."""
+    """The configured keys, the web page's sessions and the checks made on every request."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sessions: Sessions) -> None:
         self._keys = tuple(settings.api_keys)
         self._digests = tuple(_digest(k) for k in self._keys)
+        self._sessions = sessions
         self.open = not self._keys and settings.api_insecure_no_auth
+        self.failures = FailedAuth(settings.api_auth_failures_per_minute)
 
     def check_key(self, candidate: str) -> bool:
         """True when ``candidate`` is one of the keys; every key is compared, in constant time."""
@@ -58,31 +62,26 @@ class Auth:
         return found
 
     # -- cookie sessions ------------------------------------------------------------------------
-    @staticmethod
-    def _mac(key: str, issued: int) -> str:
-        mac = hmac.new(key.encode(), f"dispatcher-web-session.v1.{issued}".encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(mac).decode().rstrip("=")
+    def issue_session(self, key: str) -> str:
+        """A new session id for a browser that logged in with ``key`` (stored in Redis, never the key)."""
+        return self._sessions.create(_digest(key), SESSION_TTL_S)
 
-    def issue_session(self, key: str, now: float | None = None) -> str:
-        issued = int(time.time() if now is None else now)
-        return f"v1.{issued}.{self._mac(key, issued)}"
+    def check_session(self, token: str) -> bool:
+        """Whether the session exists and its key is still configured (else it is deleted)."""
+        return self._sessions.check(token, self._digests)
 
-    def check_session(self, token: str, now: float | None = None) -> bool:
-        parts = token.split(".")
-        if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit():
-            return False
-        issued = int(parts[1])
-        age = (time.time() if now is None else now) - issued
-        if not -60 <= age <= SESSION_TTL_S:
-            return False
-        found = False
-        for key in self._keys:
-            found |= hmac.compare_digest(self._mac(key, issued).encode(), parts[2].encode())
-        return found
+    def end_session(self, token: str) -> None:
+        self._sessions.delete(token)
 
     # -- per request ----------------------------------------------------------------------------
+    def refuse(self, request: Request | WebSocket, message: str) -> ApiError:
+        """A 401 for a wrong credential, counted against the client's address."""
+        self.failures.failed(client_address(request))
+        return unauthorized(message)
+
     def authenticate(self, request: Request) -> Principal:
-        """Who is calling, or raise a 401/403 ``ApiError``."""
+        """Who is calling, or raise a 401/403/429 ``ApiError``."""
+        self.failures.check(client_address(request))
         header = request.headers.get("authorization")
         unsafe = request.method not in SAFE_METHODS
         if header is None and unsafe:
@@ -93,14 +92,14 @@ class Auth:
                 raise unauthorized("the Authorization header must be 'Bearer <api key>'")
             if self.open or self.check_key(credentials.strip()):
                 return "open" if self.open else "bearer"
-            raise unauthorized("invalid API key")
+            raise self.refuse(request, "invalid API key")
         if self.open:
             return "open"
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie is None:
             raise unauthorized("an API key is required: 'Authorization: Bearer <api key>'")
         if not self.check_session(cookie):
-            raise unauthorized("the session has expired or its key was revoked; log in again")
+            raise self.refuse(request, "the session has expired or its key was revoked; log in again")
         if unsafe:
             require_csrf_header(request)
         return "session"
@@ -111,6 +110,10 @@ class Auth:
             return True
         cookie = request.cookies.get(SESSION_COOKIE)
         return cookie is not None and self.check_session(cookie)
+
+
+def client_address(request: Request | WebSocket) -> str:
+    return request.client.host if request.client is not None else ""
 
 
 def unauthorized(message: str) -> ApiError:

@@ -51,8 +51,9 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from dispatcher.api.auth import SESSION_COOKIE, Auth, bearer_scheme, cookie_scheme, unauthorized
+from dispatcher.api.auth import SESSION_COOKIE, Auth, bearer_scheme, client_address, cookie_scheme, unauthorized
 from dispatcher.api.errors import ERROR_RESPONSES, ApiError, dispatcher_error_status, error_response
+from dispatcher.api.guard import StreamSlots
 from dispatcher.api.schemas import ErrorBody
 from dispatcher.errormap import translate
 from dispatcher.errors import CursorExpired, DispatcherError, InvalidCursor, NotPollable
@@ -115,6 +116,7 @@ def install_pull(app: FastAPI, settings: Settings) -> None:
     ``close_pull`` releases their Redis clients at shutdown.
     """
     app.state.pull = PullLog(settings)
+    app.state.streams = StreamSlots(settings.api_max_streams_per_credential, settings.api_max_streams)
     app.include_router(router)
     registry = getattr(app.state, "registry", None)
     if registry is not None:
@@ -146,23 +148,40 @@ def bearer_credential(header: str | None) -> str | None:
 
 
 async def authorize(
-    auth: Auth, pull: PullLog, endpoint_id: str, credential: str | None, cookie: str | None = None
+    auth: Auth,
+    pull: PullLog,
+    endpoint_id: str,
+    credential: str | None,
+    client: Request | WebSocket,
+    cookie: str | None = None,
 ) -> Endpoint:
-    """The endpoint whose log the caller may read, or a 401/403/404/409 error."""
+    """The endpoint whose log the caller may read, or a 401/403/404/409/429 error."""
+    auth.failures.check(client_address(client))
     if credential is not None and not auth.open and not auth.check_key(credential):
         if not credential.startswith(PULL_TOKEN_PREFIX):
-            raise unauthorized("invalid API key")
+            raise auth.refuse(client, "invalid API key")
         found = await pull.find_endpoint(endpoint_id)
         if found is None or not token_matches(found, credential):
+            auth.failures.failed(client_address(client))
             raise ApiError(403, "forbidden", f"this token does not grant access to endpoint {endpoint_id!r}")
+        if not found.enabled:
+            raise ApiError(403, "forbidden", f"endpoint {endpoint_id!r} is disabled: its pull token reads nothing")
         endpoint = found
     elif credential is None and not auth.open and not (cookie is not None and auth.check_session(cookie)):
+        if cookie is not None:
+            raise auth.refuse(client, "the session has expired or its key was revoked; log in again")
         raise unauthorized("an API key or the endpoint's pull token is required: 'Authorization: Bearer <credential>'")
     else:
         endpoint = await pull.endpoint(endpoint_id)
     if not endpoint.pollable:
         raise NotPollable(f"endpoint {endpoint_id} is a {endpoint.kind} endpoint without also_poll: it has no pull log")
     return endpoint
+
+
+def _slots(app: Any) -> StreamSlots:
+    slots = app.state.streams
+    assert isinstance(slots, StreamSlots)
+    return slots
 
 
 def _pull(app: Any) -> tuple[Auth, PullLog]:
@@ -202,8 +221,18 @@ async def poll(
     """
     auth, pull = _pull(request.app)
     credential = bearer_credential(request.headers.get("authorization"))
-    endpoint = await authorize(auth, pull, endpoint_id, credential, request.cookies.get(SESSION_COOKIE))
+    cookie = request.cookies.get(SESSION_COOKIE)
+    endpoint = await authorize(auth, pull, endpoint_id, credential, request, cookie)
     after = parse_cursor(endpoint_id, cursor)
+    if wait > 0:  # a held request: counted against its credential and the process
+        with _slots(request.app).hold(credential or cookie):
+            return await _poll(request, pull, endpoint, after, limit, wait)
+    return await _poll(request, pull, endpoint, after, limit, wait)
+
+
+async def _poll(
+    request: Request, pull: PullLog, endpoint: Endpoint, after: str | None, limit: int, wait: float
+) -> Response:
     reading = asyncio.ensure_future(pull.poll(endpoint, after, limit, wait))
     watch = asyncio.ensure_future(_disconnected(request)) if wait > 0 else None
     try:
@@ -250,9 +279,13 @@ async def stream(websocket: WebSocket, endpoint_id: str, cursor: str | None = No
     auth, pull = _pull(websocket.app)
     offered = list(websocket.scope.get("subprotocols") or [])
     from_protocol = next((p[len(BEARER_SUBPROTOCOL) :] for p in offered if p.startswith(BEARER_SUBPROTOCOL)), None)
+    credential: str | None = None
     try:
         credential = bearer_credential(websocket.headers.get("authorization")) or api_key or from_protocol
-        endpoint = await authorize(auth, pull, endpoint_id, credential)
+        endpoint = await authorize(auth, pull, endpoint_id, credential, websocket)
+        refusal = _slots(websocket.app).full(credential)
+        if refusal is not None:
+            raise refusal
         after = parse_cursor(endpoint_id, cursor)
         first = await pull.read(endpoint, after, min(500, websocket.app.state.settings.poll_ws_max_unacked))
     except (DispatcherError, ApiError, redis.RedisError) as exc:
@@ -263,9 +296,10 @@ async def stream(websocket: WebSocket, endpoint_id: str, cursor: str | None = No
             await websocket.close(4000 + status, message[:120])
         return
     token = credential if credential and credential.startswith(PULL_TOKEN_PREFIX) else None
-    await websocket.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
-    start = first.cursor if after is None else format_cursor(endpoint.id, after)
-    await StreamSession(websocket, pull, websocket.app.state.settings, endpoint, first, start, token).run()
+    with _slots(websocket.app).hold(credential):
+        await websocket.accept(subprotocol=WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None)
+        start = first.cursor if after is None else format_cursor(endpoint.id, after)
+        await StreamSession(websocket, pull, websocket.app.state.settings, endpoint, first, start, token).run()
 
 
 class StreamSession:
@@ -297,7 +331,7 @@ class StreamSession:
     async def run(self) -> None:
         hello = {"op": "hello", "endpoint_id": self.endpoint.id, "cursor": self.acked, "max_unacked": self.max_unacked}
         await self.ws.send_text(orjson.dumps(hello).decode())
-        tasks = [asyncio.ensure_future(self._receive()), asyncio.ensure_future(self._send())]
+        tasks = [asyncio.ensure_future(c) for c in (self._receive(), self._send(), self._watch())]
         self.pull.streams_open += 1
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -374,9 +408,17 @@ class StreamSession:
             except CursorExpired as exc:
                 raise _Close(CLOSE_EXPIRED, f"cursor expired; resume from {exc.resume_cursor}") from None
 
-    async def _refresh(self) -> None:
-        """Every few seconds: follow secret rotations, stop for a deleted or no longer pollable endpoint."""
-        if time.monotonic() - self.checked < REFRESH_S:
+    async def _watch(self) -> None:
+        """Follow the endpoint: within a moment of a change (the process watches the endpoints' version),
+        and every ``REFRESH_S`` anyway, re-read it; a revoked stream ends (``_refresh``)."""
+        while True:
+            await self.pull.endpoints_changed(REFRESH_S)
+            await self._refresh(force=True)
+
+    async def _refresh(self, force: bool = False) -> None:
+        """Follow secret rotations; stop for a deleted, disabled or no longer pollable endpoint, or a token
+        that no longer matches its secrets."""
+        if not force and time.monotonic() - self.checked < REFRESH_S:
             return
         self.checked = time.monotonic()
         found = await self.pull.find_endpoint(self.endpoint.id)
@@ -384,6 +426,8 @@ class StreamSession:
             raise _Close(4404, "endpoint deleted")
         if not found.pollable:
             raise _Close(4409, "endpoint no longer pollable")
+        if self.token is not None and not found.enabled:
+            raise _Close(4403, "endpoint disabled: its pull token reads nothing")
         if self.token is not None and not token_matches(found, self.token):
             raise _Close(4403, "pull token no longer valid (secret rotated)")
         self.endpoint = found

@@ -22,11 +22,11 @@ from pydantic import Field
 from dispatcher.api.auth import (
     SESSION_COOKIE,
     SESSION_TTL_S,
+    client_address,
     get_auth,
     refuse_cross_site,
     require_auth,
     require_csrf_header,
-    unauthorized,
 )
 from dispatcher.api.schemas import Strict
 from dispatcher.client import Dispatcher
@@ -153,8 +153,9 @@ def login(request: Request, body: Login) -> Response:
     response = Response(status_code=204)
     if auth.open:
         return response
+    auth.failures.check(client_address(request))
     if not auth.check_key(body.api_key):
-        raise unauthorized("invalid API key")
+        raise auth.refuse(request, "invalid API key")
     response.set_cookie(
         SESSION_COOKIE,
         auth.issue_session(body.api_key),
@@ -171,6 +172,9 @@ def login(request: Request, body: Login) -> Response:
 def logout(request: Request) -> Response:
     refuse_cross_site(request)
     require_csrf_header(request)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is not None:
+        get_auth(request).end_session(cookie)  # the session ends here, not only in this browser
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

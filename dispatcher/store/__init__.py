@@ -24,6 +24,7 @@ from dispatcher.store.queue import Queue
 from dispatcher.store.ratelimits import RateLimits
 from dispatcher.store.records import Records
 from dispatcher.store.scripts import Scripts
+from dispatcher.store.sessions import Sessions
 from dispatcher.store.stats import collect_stats
 
 
@@ -49,6 +50,7 @@ class Store:
         self.failing = FailingStreaks(self.keys, self.scripts)
         self.heartbeats = Heartbeats(self.redis, self.keys)
         self.poison = PoisonCounts(self.redis, self.keys)
+        self.sessions = Sessions(self.redis, self.keys)
 
     def stats(self, minutes: int = STATS_MINUTES_SHOWN) -> dict[str, Any]:
         """Every operational number, read now (``store.stats.collect_stats``)."""

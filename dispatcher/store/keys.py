@@ -79,6 +79,10 @@ class Keys:
         """hash with a 2 h TTL: delivered / retrying / dead attempts in one unix minute."""
         return f"{self.prefix}stats:min:{minute}"
 
+    def session(self, session_id: str) -> str:
+        """string with a TTL: a web page login session -> the hex SHA-256 of the API key it logged in with."""
+        return f"{self.prefix}session:{session_id}"
+
     def kick(self, stage: str, slot: int) -> str:
         """string with a short TTL: kick slot ``slot`` (1..kick_parallelism) of ``fanout`` or ``deliver``.
         Slot 0 is never taken: it stands for "no slot" where a script needs a key anyway."""

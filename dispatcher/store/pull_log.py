@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 START = "0-0"  # the stream position before every entry
 MAX_PAGE_BYTES = 4 * 1024 * 1024  # bodies per page (at least one event is always returned)
 BLOCK_MS = 5000  # longest single XREAD BLOCK of the waiter hub
+VERSION_POLL_S = 0.25  # how often open streams' process looks for endpoint changes (revoked tokens)
 _ID = re.compile(r"(\d{1,19})-(\d{1,19})")
 
 
@@ -262,7 +263,10 @@ class PullLog:
         self._blocker: aredis.Redis | None = None
         self._waiters: StreamWaiters | None = None
         self._scripts: Scripts | None = None
-        self.streams_open = 0  # WebSocket streams being served (dispatcher.api_pull)
+        self.streams_open = 0  # WebSocket streams being served (dispatcher.api.pull)
+        self._changed = asyncio.Event()  # replaced (after being set) whenever the endpoints' version moves
+        self._version_task: asyncio.Task[None] | None = None
+        self._version_listeners = 0
 
     def _ensure(self) -> tuple[aredis.Redis, StreamWaiters]:
         loop = asyncio.get_running_loop()
@@ -344,9 +348,46 @@ class PullLog:
     def waiting(self) -> int:
         return self._waiters.waiting() if self._waiters is not None else 0
 
+    async def endpoints_changed(self, timeout_s: float) -> bool:
+        """Until an endpoint changes (True, within about ``VERSION_POLL_S``) or ``timeout_s`` (False).
+
+        One task per process reads the endpoints' version counter while anyone waits here, so a
+        thousand open streams cost one ``GET`` every ``VERSION_POLL_S``, not a thousand."""
+        self._ensure()
+        if self._version_task is None or self._version_task.done():
+            self._version_task = asyncio.create_task(self._watch_version(), name="dispatcher-endpoints-version")
+        self._version_listeners += 1
+        event = self._changed
+        try:
+            async with asyncio.timeout(timeout_s):
+                await event.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._version_listeners -= 1
+
+    async def _watch_version(self) -> None:
+        last: Any = None
+        while self._version_listeners > 0 or last is None:
+            try:
+                assert self._redis is not None
+                version = await self._redis.get(self.keys.endpoints_version)
+            except (redis.RedisError, OSError):
+                version = last
+            if last is not None and version != last:
+                changed, self._changed = self._changed, asyncio.Event()
+                changed.set()
+            last = version if version is not None else b""
+            await asyncio.sleep(VERSION_POLL_S)
+
     async def aclose(self) -> None:
         if self._loop is not asyncio.get_running_loop():
             return  # made in another loop (a test client's): dropped with it
+        if self._version_task is not None:
+            self._version_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._version_task
         if self._waiters is not None:
             await self._waiters.aclose()
         for client in (self._blocker, self._redis):
