@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dispatcher.api.auth import Auth, require_auth
 from dispatcher.api.errors import ERROR_RESPONSES, error_response, install_error_handlers
+from dispatcher.api.guard import AllowedHosts, GuardedH11Protocol, RedactCredentials
 from dispatcher.api.prometheus import DispatcherCollector
 from dispatcher.api.pull import close_pull, install_pull
 from dispatcher.api.routes import router as v1_router
@@ -142,6 +143,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AllowedHosts, hosts=settings.api_allowed_hosts)
     app.include_router(v1_router)
     install_pull(app, settings)  # async long-poll and WebSocket routes of pull consumers
     install_web(app)
@@ -170,12 +172,44 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, **uvicorn_options: Any) -> None:
-    """Run the API under uvicorn until interrupted; raises ``ConfigError`` without API keys."""
+    """Run the API under uvicorn until interrupted; raises ``ConfigError`` without (long enough) API keys.
+
+    Connections are bounded (``api_max_connections``, then 503; the process' open-file limit is raised to
+    fit them), a connection must send its request head within ``api_header_timeout_s``, idle keep-alive
+    ones close after ``api_keepalive_timeout_s``, and credentials in query strings are masked in the
+    access log.
+    """
     app = create_app(settings)
     auth = "NO AUTHENTICATION (api_insecure_no_auth)" if app.state.auth.open else f"{len(settings.api_keys)} API key(s)"
     log.info("HTTP API on http://%s:%d (%s)", host, port, auth)
-    options: dict[str, Any] = {"log_level": "info", "proxy_headers": True, "server_header": False,
-                               # pull WebSockets: protocol pings keep idle ones alive; acks are tiny
-                               "ws_ping_interval": 20.0, "ws_ping_timeout": 20.0, "ws_max_size": 64 * 1024}  # fmt: skip
+    _raise_open_files(settings.api_max_connections * 2 + 256)
+    GuardedH11Protocol.header_timeout_s = settings.api_header_timeout_s
+    logging.getLogger("uvicorn.access").addFilter(RedactCredentials())
+    options: dict[str, Any] = {
+        "log_level": "info",
+        "proxy_headers": True,
+        "server_header": False,
+        "http": GuardedH11Protocol,
+        "limit_concurrency": settings.api_max_connections,
+        "timeout_keep_alive": settings.api_keepalive_timeout_s,
+        # pull WebSockets: protocol pings keep idle ones alive; acks are tiny
+        "ws_ping_interval": 20.0,
+        "ws_ping_timeout": 20.0,
+        "ws_max_size": 64 * 1024,
+    }
     options.update(uvicorn_options)
     uvicorn.run(app, host=host, port=port, **options)
+
+
+def _raise_open_files(wanted: int) -> None:
+    """Raise this process' soft limit of open files towards ``wanted`` (within the hard limit)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        log.warning("open files limited to %d: fewer than DISPATCHER_API_MAX_CONNECTIONS needs", target)

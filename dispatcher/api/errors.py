@@ -60,13 +60,14 @@ HTTP_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",
+    429: "too_many_requests",
     503: "store_unavailable",
 }
 
 
 # for the OpenAPI document: every error status answers the same shape
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut, "description": "error"} for code in (400, 401, 403, 404, 409, 413, 422, 503)
+    code: {"model": ErrorOut, "description": "error"} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
 
 
@@ -143,6 +144,11 @@ async def _on_foreign_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, code, f"{code.replace('_', ' ')}: {type(exc).__name__}")
 
 
+async def _on_not_text(request: Request, exc: Exception) -> JSONResponse:
+    """Input that is not valid UTF-8 text (a lone surrogate included) anywhere it reached."""
+    return error_response(400, "invalid_input", "the request holds text that is not valid UTF-8")
+
+
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     ctype = request.headers.get("content-type")
@@ -169,6 +175,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(DispatcherError, _on_dispatcher_error)
     app.add_exception_handler(redis.RedisError, _on_foreign_error)
+    app.add_exception_handler(UnicodeError, _on_not_text)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -45,9 +45,11 @@ Dsp = Annotated[Dispatcher, Depends(get_dispatcher)]
 
 
 def with_secret(endpoint: Endpoint) -> dict[str, Any]:
-    """The masked endpoint with its current secret in full: only for the answers that show it once."""
+    """The masked endpoint with its credentials in full, its secret and its URL (a chat robot's carries a
+    token): only for the answers that show them once (creation, a secret rotation)."""
     data = endpoint.masked()
     data["secret"] = endpoint.secret
+    data["url"] = endpoint.url
     return data
 
 

@@ -118,7 +118,7 @@ def _endpoint_rows(endpoints: Sequence[Endpoint]) -> list[list[object]]:
     for ep in endpoints:
         masked = ep.masked()
         state = "yes" if ep.enabled else f"no ({ep.disabled_reason})" if ep.disabled_reason else "no"
-        rows.append([ep.id, ep.url, ",".join(ep.event_types), state, ep.max_batch, masked["secret"], ep.description])
+        rows.append([ep.id, masked["url"], ",".join(ep.event_types), state, ep.max_batch, masked["secret"], ep.description])
     return rows
 
 
@@ -224,7 +224,7 @@ def subscribe(
         options["description"] = description
     with _dispatcher() as dsp:
         endpoint = dsp.subscribe(url, event_types or ("*",), secret, **options)
-    _echo_json({**endpoint.masked(), "secret": endpoint.secret})  # the robot secret stays masked
+    _echo_json({**endpoint.masked(), "url": endpoint.url, "secret": endpoint.secret})  # robot secret stays masked
     click.echo("Store the secret now: verify signatures with it. It is not shown again.", err=True)
 
 
