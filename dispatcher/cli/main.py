@@ -118,7 +118,9 @@ def _endpoint_rows(endpoints: Sequence[Endpoint]) -> list[list[object]]:
     for ep in endpoints:
         masked = ep.masked()
         state = "yes" if ep.enabled else f"no ({ep.disabled_reason})" if ep.disabled_reason else "no"
-        rows.append([ep.id, masked["url"], ",".join(ep.event_types), state, ep.max_batch, masked["secret"], ep.description])
+        rows.append(
+            [ep.id, masked["url"], ",".join(ep.event_types), state, ep.max_batch, masked["secret"], ep.description]
+        )
     return rows
 
 

@@ -19,6 +19,7 @@ from dispatcher.store.health import FailingStreaks
 from dispatcher.store.heartbeats import Heartbeats
 from dispatcher.store.keys import Keys
 from dispatcher.store.migrate import migrate
+from dispatcher.store.pacing import Pacing
 from dispatcher.store.poison import PoisonCounts
 from dispatcher.store.queue import Queue
 from dispatcher.store.ratelimits import RateLimits
@@ -51,6 +52,7 @@ class Store:
         self.heartbeats = Heartbeats(self.redis, self.keys)
         self.poison = PoisonCounts(self.redis, self.keys)
         self.sessions = Sessions(self.redis, self.keys)
+        self.pacing = Pacing(self.redis, self.keys)
 
     def stats(self, minutes: int = STATS_MINUTES_SHOWN) -> dict[str, Any]:
         """Every operational number, read now (``store.stats.collect_stats``)."""

@@ -38,6 +38,8 @@ class Keys:
         self.stats_enqueued = f"{prefix}stats:enqueued"
         # hash: endpoint id -> ms when its current failing streak began (no entry = healthy)
         self.failing = f"{prefix}failing"
+        # hash: endpoint id -> "<latency ms> <limit> <valid until ms>" of endpoints a worker found slow
+        self.pacing = f"{prefix}pacing"
         # string: the data layout this Redis holds ("2"), and the lock of the process converting it
         self.layout = f"{prefix}layout"
         self.layout_lock = f"{prefix}layout:lock"

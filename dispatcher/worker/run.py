@@ -36,7 +36,8 @@ DEAD_LETTERS_REPORTED = 100  # per task, as failed dead_letter tasks in Flower
 FLUSH_EVERY = 256  # outcomes written per Redis round trip at most
 FLUSH_INTERVAL_S = 0.02
 DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
-MAX_DEFER_MS = 30_000
+MAX_DEFER_MS = 30_000  # a surplus handed back is spread over at most this long...
+MAX_SLOW_DEFER_MS = 300_000  # ...or, for a slow endpoint, this long (it could not take it sooner)
 FANOUT_EVERY_S = 0.01
 LINGER_POLL_S = 0.01
 STORE_RETRY_S = 0.1  # Redis unreachable: how often the loop tries again
@@ -62,7 +63,7 @@ class DeliveryRun:
         self.rt = rt
         self.slot = slot
         self.inflight: set[asyncio.Task[None]] = set()
-        self.finished: list[tuple[list[Job], Target, Outcome]] = []
+        self.finished: list[tuple[list[Job], Target, Outcome, float]] = []  # ..., when the request left
         self.wake = asyncio.Event()
         self.per_endpoint: Counter[str] = Counter()
         self.waiting: dict[str, deque[tuple[list[Job], Target]]] = {}
@@ -157,23 +158,41 @@ class DeliveryRun:
             # spread the surplus over the time the endpoint needs to take it (a hanging endpoint's
             # backlog comes back over tens of seconds instead of being claimed again and again)
             spacing = limits.spacing_ms(ep_id)
+            cap = MAX_SLOW_DEFER_MS if limits.slow(ep_id) else MAX_DEFER_MS
             for i, chunk in enumerate(reversed(surplus)):
-                later += ((job, min(MAX_DEFER_MS, DEFER_MS + int(i * spacing))) for job in chunk)
+                later += ((job, min(cap, DEFER_MS + int(i * spacing))) for job in chunk)
         self.defer(later)
 
     def pump(self) -> None:
-        """Start waiting chunks while their endpoint is under its concurrency limit."""
+        """Start waiting chunks while their endpoint is under its concurrency limit (and, for a slow
+        endpoint, while the slow lane has room)."""
         limits = self.rt.limits
+        slow_room = self.rt.settings.deliver_inflight - self.lanes()[1]
         for ep_id in list(self.waiting):
             queue = self.waiting[ep_id]
-            while queue and self.per_endpoint[ep_id] < limits.get(ep_id):
+            slow = limits.slow(ep_id)
+            while queue and self.per_endpoint[ep_id] < limits.get(ep_id) and (not slow or slow_room > 0):
                 chunk, target = queue.popleft()
                 self.per_endpoint[ep_id] += 1
-                task = asyncio.ensure_future(self._send(chunk, target))
+                slow_room -= slow
+                task = asyncio.ensure_future(self._send(chunk, target, limits.started(ep_id)))
                 self.inflight.add(task)  # a strong reference while it runs
                 task.add_done_callback(self.inflight.discard)
             if not queue:
                 del self.waiting[ep_id]
+
+    def lanes(self) -> tuple[int, int]:
+        """(requests in flight to endpoints answering in time, to slow ones): hanging endpoints fill the
+        slow lane, never the slots of the others."""
+        limits = self.rt.limits
+        slow = sum(n for ep_id, n in self.per_endpoint.items() if n and limits.slow(ep_id))
+        return len(self.inflight) - slow, slow
+
+    def busy(self) -> int:
+        """The fast lane's load: requests in flight and chunks waiting, of endpoints that are not slow."""
+        limits = self.rt.limits
+        waiting = sum(len(q) for ep_id, q in self.waiting.items() if not limits.slow(ep_id))
+        return self.lanes()[0] + waiting
 
     def waiting_count(self) -> int:
         return sum(len(q) for q in self.waiting.values())
@@ -204,7 +223,7 @@ class DeliveryRun:
         self.defer([(job, 0) for q in self.waiting.values() for chunk, _ in q for job in chunk])
         self.waiting.clear()
 
-    async def _send(self, jobs: list[Job], target: Target) -> None:
+    async def _send(self, jobs: list[Job], target: Target, started: float) -> None:
         rt = self.rt
         try:
             if jobs[0].slot_ms:  # rate-limited: not before the reserved slot
@@ -223,7 +242,7 @@ class DeliveryRun:
             outcome = Outcome(error=f"internal error: {type(exc).__name__}")
         if outcome.skipped is Skip.EVENT_UNUSABLE:
             rt.poison.event(jobs[0].event_id, outcome.error or "")
-        self.finished.append((jobs, target, outcome))
+        self.finished.append((jobs, target, outcome, started))
         self.wake.set()
 
     async def wait_finished(self, timeout_s: float) -> None:
@@ -239,16 +258,22 @@ class DeliveryRun:
         """Take finished sends: free their endpoint's slot, adapt its limit, queue the outcome for recording."""
         rt, s = self.rt, self.rt.settings
         finished, self.finished = self.finished, []
-        for jobs, target, outcome in finished:
+        for jobs, target, outcome, started in finished:
             ep_id = target.endpoint.id
             self.per_endpoint[ep_id] -= 1
-            rt.limits.record(ep_id, outcome)
+            rt.limits.record(ep_id, outcome, started)
             if outcome.throttled and target.rate_interval_ms and outcome.retry_after_s:
                 rt.store.ratelimits.pause(ep_id, min(outcome.retry_after_s, s.retry_after_max_s))
             self.recorder.add(jobs, target, outcome)
 
     def flush(self) -> None:
         self.recorder.flush(self.redis_now_ms())
+
+    def share_pacing(self) -> None:
+        """Tell the other worker processes which endpoints this one found slow, and learn theirs."""
+        limits, pacing, now_ms = self.rt.limits, self.rt.store.pacing, self.redis_now_ms()
+        pacing.share(now_ms, *limits.to_share())
+        limits.learn(pacing.read(now_ms))
 
 
 async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, Any]:
@@ -267,6 +292,7 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
     hard_deadline = deadline + s.timeout_s
     idle_since: float | None = None
     last_flush = last_fanout = last_keep = time.monotonic()
+    last_share = 0.0
     threshold = max(1, s.deliver_inflight // 4)
     released = False
     down_since: float | None = None
@@ -274,6 +300,9 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
         now = time.monotonic()
         try:
             with translated():
+                if now - last_share >= SLOT_REFRESH_S:
+                    b.share_pacing()
+                    last_share = now
                 if slot and now - last_keep >= SLOT_REFRESH_S:  # alive: the slot stays ours
                     rt.store.queue.keep_slot(Stage.DELIVER, slot)
                     last_keep = now
@@ -284,7 +313,7 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
                     counts["fanned_out"] += created
                     if events:
                         idle_since = None
-                busy = len(b.inflight) + b.waiting_count()
+                busy = b.busy()
                 free = s.deliver_inflight - busy
                 if working and (free >= threshold or (free > 0 and not busy)):
                     release = not busy and idle_since is not None and now - idle_since >= s.idle_linger_s
