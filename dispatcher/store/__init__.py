@@ -18,6 +18,7 @@ from dispatcher.store.endpoints import EndpointStore
 from dispatcher.store.health import FailingStreaks
 from dispatcher.store.heartbeats import Heartbeats
 from dispatcher.store.keys import Keys
+from dispatcher.store.migrate import migrate
 from dispatcher.store.queue import Queue
 from dispatcher.store.ratelimits import RateLimits
 from dispatcher.store.records import Records
@@ -50,6 +51,10 @@ class Store:
     def stats(self, minutes: int = STATS_MINUTES_SHOWN) -> dict[str, Any]:
         """Every operational number, read now (``store.stats.collect_stats``)."""
         return collect_stats(self.redis, self.keys, self.endpoints, minutes)
+
+    def migrate(self) -> int:
+        """Convert pending work written by an earlier version (once per Redis; see ``store.migrate``)."""
+        return migrate(self.redis, self.keys)
 
     def close(self) -> None:
         self.redis.close()

@@ -34,6 +34,9 @@ class Keys:
         self.stats_enqueued = f"{prefix}stats:enqueued"
         # hash: endpoint id -> ms when its current failing streak began (no entry = healthy)
         self.failing = f"{prefix}failing"
+        # string: the data layout this Redis holds ("2"), and the lock of the process converting it
+        self.layout = f"{prefix}layout"
+        self.layout_lock = f"{prefix}layout:lock"
         # zset: worker name -> ms until which its last heartbeat counts
         self.workers = f"{prefix}workers"
         # hash: worker name -> JSON (name, pid, concurrency, at) of its last heartbeat

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any, ClassVar
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 from dispatcher.errormap import translated
 from dispatcher.errors import StoreError
@@ -65,3 +65,14 @@ class EmbeddedScheduler(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(EmbeddedScheduler)
+
+
+@signals.worker_init.connect
+def _convert_earlier_layout(**_: Any) -> None:
+    """In the main process, before the pool starts: pending work of an earlier version, converted once."""
+    store = Store(settings)
+    try:
+        with contextlib.suppress(StoreError), translated():
+            store.migrate()
+    finally:
+        store.close()
