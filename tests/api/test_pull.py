@@ -6,9 +6,8 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -19,13 +18,13 @@ from websockets.sync.client import connect
 
 import dispatcher
 from dispatcher import Dispatcher, Settings
-from dispatcher.api.app import create_app
 from dispatcher.api.auth import SESSION_COOKIE, Auth
 from dispatcher.signing import endpoint_token
 from dispatcher.worker.fanout import run_fanout
 from dispatcher.worker.runtime import Runtime
-from tests.apiserver import ApiServer
-from tests.conftest import Receiver, wait_until
+
+if TYPE_CHECKING:
+    from tests.conftest import ApiServer, Receiver
 
 KEY = "pull-api-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -44,35 +43,9 @@ def assert_error(resp: Any, status: int, code: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def keyed(settings: Settings) -> Settings:
-    return settings.model_copy(update={"api_keys": (KEY,)})
-
-
-@pytest.fixture
-def client_factory(keyed: Settings, dsp: Dispatcher) -> Iterator[Callable[..., TestClient]]:
-    clients: list[TestClient] = []
-
-    def make(headers: dict[str, str] | None = None) -> TestClient:
-        client = TestClient(create_app(keyed, dsp), headers=AUTH if headers is None else headers)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for c in clients:
-        c.__exit__(None, None, None)
-
-
-@pytest.fixture
-def api(client_factory: Callable[..., TestClient]) -> TestClient:
-    return client_factory()
-
-
-@pytest.fixture
-def server(keyed: Settings, tmp_path: Path) -> Iterator[ApiServer]:
-    srv = ApiServer(keyed, tmp_path / "api.log")
-    yield srv
-    srv.stop()
+def api_keys() -> tuple[str, ...]:
+    """The API fixtures (``api``, ``api_factory``, ``api_settings``, ``api_server``) of this module use KEY."""
+    return (KEY,)
 
 
 # -- endpoints ------------------------------------------------------------------------------------------
@@ -112,7 +85,9 @@ def test_returns_at_once_when_events_are_there_and_pages_by_cursor(
     assert json.loads(event["body"]) == event["payload"] and event["payload"]["id"] == event["id"]
 
 
-def test_waits_and_wakes_within_100_ms_of_an_enqueue(api: TestClient, dsp: Dispatcher, runtime: Runtime) -> None:
+def test_waits_and_wakes_within_100_ms_of_an_enqueue(
+    api: TestClient, dsp: Dispatcher, runtime: Runtime, wait_until: Callable[..., Any]
+) -> None:
     poll = dsp.subscribe_poll(["*"])
     cursor = api.get(poll_url(poll.id), params={"cursor": "latest"}).json()["cursor"]
     pull = api.app.state.pull  # type: ignore[attr-defined]
@@ -163,8 +138,8 @@ def test_each_event_verifies_like_a_webhook_also_across_a_rotation(
             dispatcher.verify(event["body"].encode(), event["headers"], secret)
 
 
-def test_who_may_read_a_log(client_factory: Callable[..., TestClient], keyed: Settings, dsp: Dispatcher) -> None:
-    api, anon = client_factory(), client_factory(headers={})
+def test_who_may_read_a_log(api_factory: Callable[..., TestClient], api_settings: Settings, dsp: Dispatcher) -> None:
+    api, anon = api_factory(), api_factory(headers={})
     poll, other = dsp.subscribe_poll(["*"]), dsp.subscribe_poll(["*"])
     assert_error(anon.get(poll_url(poll.id)), 401, "unauthorized")
     assert_error(anon.get(poll_url("ep_nope")), 401, "unauthorized")  # nothing revealed before auth
@@ -175,15 +150,15 @@ def test_who_may_read_a_log(client_factory: Callable[..., TestClient], keyed: Se
     assert_error(anon.get(poll_url(other.id), headers=mine), 403, "forbidden")
     assert_error(anon.get(poll_url("ep_nope"), headers=mine), 403, "forbidden")
     assert_error(api.get(poll_url("ep_nope")), 404, "not_found")
-    session = client_factory(headers={})
-    session.cookies.set(SESSION_COOKIE, Auth(keyed).issue_session(KEY))
+    session = api_factory(headers={})
+    session.cookies.set(SESSION_COOKIE, Auth(api_settings).issue_session(KEY))
     assert session.get(poll_url(poll.id)).status_code == 200
 
 
 def test_bad_and_expired_cursors(
-    client_factory: Callable[..., TestClient], redis_url: str, prefix: str, dsp: Dispatcher
+    api_factory: Callable[..., TestClient], redis_url: str, prefix: str, dsp: Dispatcher
 ) -> None:
-    api = client_factory()
+    api = api_factory()
     poll, other = dsp.subscribe_poll(["*"]), dsp.subscribe_poll(["*"])
     assert_error(api.get(poll_url(poll.id), params={"cursor": "garbage"}), 400, "invalid_cursor")
     assert_error(api.get(poll_url(poll.id), params={"cursor": f"{other.id}:1-0"}), 400, "invalid_cursor")
@@ -213,15 +188,15 @@ def frames(ws: Any, n: int) -> list[dict[str, Any]]:
     return [json.loads(ws.recv(timeout=10)) for _ in range(n)]
 
 
-def test_ws_auth_by_header_query_or_subprotocol(server: ApiServer, dsp: Dispatcher, runtime: Runtime) -> None:
+def test_ws_auth_by_header_query_or_subprotocol(api_server: ApiServer, dsp: Dispatcher, runtime: Runtime) -> None:
     poll, other = dsp.subscribe_poll(["*"]), dsp.subscribe_poll(["*"])
     eid = dsp.enqueue("a.b", {})
     run_fanout(runtime)
     token = endpoint_token(poll.id, poll.secret)
     for url, kwargs in [
-        (ws_url(server, poll.id), {"additional_headers": AUTH}),
-        (ws_url(server, poll.id, f"?api_key={token}"), {}),
-        (ws_url(server, poll.id), {"subprotocols": ["dispatcher.v1", f"bearer.{token}"]}),
+        (ws_url(api_server, poll.id), {"additional_headers": AUTH}),
+        (ws_url(api_server, poll.id, f"?api_key={token}"), {}),
+        (ws_url(api_server, poll.id), {"subprotocols": ["dispatcher.v1", f"bearer.{token}"]}),
     ]:
         with connect(url, **kwargs) as ws:
             hello, event = frames(ws, 2)
@@ -231,11 +206,11 @@ def test_ws_auth_by_header_query_or_subprotocol(server: ApiServer, dsp: Dispatch
             if "subprotocols" in kwargs:
                 assert ws.subprotocol == "dispatcher.v1"
     refused = [
-        (ws_url(server, poll.id), {}, 401),
-        (ws_url(server, poll.id, "?api_key=wrong"), {}, 401),
-        (ws_url(server, other.id, f"?api_key={token}"), {}, 403),
-        (ws_url(server, "ep_nope"), {"additional_headers": AUTH}, 404),
-        (ws_url(server, poll.id, "?cursor=nope"), {"additional_headers": AUTH}, 400),
+        (ws_url(api_server, poll.id), {}, 401),
+        (ws_url(api_server, poll.id, "?api_key=wrong"), {}, 401),
+        (ws_url(api_server, other.id, f"?api_key={token}"), {}, 403),
+        (ws_url(api_server, "ep_nope"), {"additional_headers": AUTH}, 404),
+        (ws_url(api_server, poll.id, "?cursor=nope"), {"additional_headers": AUTH}, 400),
     ]
     for url, kwargs, status in refused:
         with pytest.raises(InvalidStatus) as info:
@@ -244,70 +219,69 @@ def test_ws_auth_by_header_query_or_subprotocol(server: ApiServer, dsp: Dispatch
         assert json.loads(info.value.response.body or b"{}")["error"]["code"]
 
 
-def test_ws_acks_and_resumes_without_gaps(server: ApiServer, dsp: Dispatcher, runtime: Runtime) -> None:
+def test_ws_acks_and_resumes_without_gaps(
+    api_server: ApiServer, dsp: Dispatcher, runtime: Runtime, log_ids: Callable[[str], list[str]]
+) -> None:
     poll = dsp.subscribe_poll(["*"])
     ids = dsp.enqueue_many([("a.b", {"i": i}) for i in range(30)])
     run_fanout(runtime)
-    with connect(ws_url(server, poll.id), additional_headers=AUTH) as ws:
+    with connect(ws_url(api_server, poll.id), additional_headers=AUTH) as ws:
         first = frames(ws, 11)[1:]
         ws.send(json.dumps({"ack": first[-1]["cursor"]}))
         ws.close_socket()  # dropped without a close handshake
-    with connect(ws_url(server, poll.id, f"?cursor={first[-1]['cursor']}"), additional_headers=AUTH) as ws:
+    with connect(ws_url(api_server, poll.id, f"?cursor={first[-1]['cursor']}"), additional_headers=AUTH) as ws:
         hello, *rest = frames(ws, 21)
         assert hello["cursor"] == first[-1]["cursor"]
         ws.send(json.dumps({"nack": 1}))
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=10)
         assert info.value.rcvd is not None and info.value.rcvd.code == 4400
-    assert [e["id"] for e in first + rest] == _log(dsp, poll.id)
-    assert sorted(_log(dsp, poll.id)) == sorted(ids)
-
-
-def _log(dsp: Dispatcher, endpoint_id: str) -> list[str]:
-    return [f[b"id"].decode() for _, f in dsp.redis.xrange(dsp.keys.stream(endpoint_id))]
+    assert [e["id"] for e in first + rest] == log_ids(poll.id)
+    assert sorted(log_ids(poll.id)) == sorted(ids)
 
 
 def test_ws_closes_a_consumer_that_stops_acking_and_it_resumes_by_cursor(
-    keyed: Settings, tmp_path: Path, dsp: Dispatcher, runtime: Runtime
+    api_settings: Settings,
+    api_server_factory: Callable[[Settings], ApiServer],
+    dsp: Dispatcher,
+    runtime: Runtime,
+    log_ids: Callable[[str], list[str]],
 ) -> None:
-    slow = keyed.model_copy(update={"poll_ws_max_unacked": 5, "poll_ws_ack_timeout_s": 0.3})
-    server = ApiServer(slow, tmp_path / "slow.log")
-    try:
-        poll = dsp.subscribe_poll(["*"])
-        dsp.enqueue_many([("a.b", {"i": i}) for i in range(12)])
-        run_fanout(runtime)
-        with connect(ws_url(server, poll.id), additional_headers=AUTH) as ws:
-            hello, *window = frames(ws, 6)  # the window: 5 events, then nothing until acked
-            assert hello["max_unacked"] == 5
-            ws.send(json.dumps({"ack": window[1]["cursor"]}))  # two processed, then the consumer stalls
-            more = frames(ws, 2)
-            with pytest.raises(ConnectionClosed) as info:
-                ws.recv(timeout=10)
-        close = info.value.rcvd
-        assert close is not None and close.code == 4008
-        assert close.reason == f"consumer too slow; resume from cursor {window[1]['cursor']}"
-        with connect(ws_url(server, poll.id, f"?cursor={window[1]['cursor']}"), additional_headers=AUTH) as ws:
-            assert frames(ws, 1)[0]["op"] == "hello"
-            got = []
-            while len(got) < 10:
-                (message,) = frames(ws, 1)
-                got.append(message["id"])
-                ws.send(json.dumps({"ack": message["cursor"]}))  # acked as processed: the window never fills
-        assert [e["id"] for e in window[:2]] + got == _log(dsp, poll.id)
-        assert [e["id"] for e in window[2:] + more] == got[:5]  # sent before the close: sent again
-    finally:
-        server.stop()
+    slow = api_settings.model_copy(update={"poll_ws_max_unacked": 5, "poll_ws_ack_timeout_s": 0.3})
+    server = api_server_factory(slow)
+    poll = dsp.subscribe_poll(["*"])
+    dsp.enqueue_many([("a.b", {"i": i}) for i in range(12)])
+    run_fanout(runtime)
+    with connect(ws_url(server, poll.id), additional_headers=AUTH) as ws:
+        hello, *window = frames(ws, 6)  # the window: 5 events, then nothing until acked
+        assert hello["max_unacked"] == 5
+        ws.send(json.dumps({"ack": window[1]["cursor"]}))  # two processed, then the consumer stalls
+        more = frames(ws, 2)
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=10)
+    close = info.value.rcvd
+    assert close is not None and close.code == 4008
+    assert close.reason == f"consumer too slow; resume from cursor {window[1]['cursor']}"
+    with connect(ws_url(server, poll.id, f"?cursor={window[1]['cursor']}"), additional_headers=AUTH) as ws:
+        assert frames(ws, 1)[0]["op"] == "hello"
+        got = []
+        while len(got) < 10:
+            (message,) = frames(ws, 1)
+            got.append(message["id"])
+            ws.send(json.dumps({"ack": message["cursor"]}))  # acked as processed: the window never fills
+    assert [e["id"] for e in window[:2]] + got == log_ids(poll.id)
+    assert [e["id"] for e in window[2:] + more] == got[:5]  # sent before the close: sent again
 
 
 # -- 1,000 long-polls held by one API process -----------------------------------------------------------
 def test_1000_concurrent_long_polls_held_by_one_api_process(
-    server: ApiServer, dsp: Dispatcher, runtime: Runtime
+    api_server: ApiServer, dsp: Dispatcher, runtime: Runtime
 ) -> None:
     endpoints = [dsp.subscribe_poll(["*"]) for _ in range(4)]
-    idle = server.status()
+    idle = api_server.status()
 
     async def scrape(session: aiohttp.ClientSession, name: str) -> float:
-        async with session.get(f"{server.url}/metrics") as resp:
+        async with session.get(f"{api_server.url}/metrics") as resp:
             for line in (await resp.text()).splitlines():
                 if line.startswith(name + " "):
                     return float(line.split()[1])
@@ -321,7 +295,7 @@ def test_1000_concurrent_long_polls_held_by_one_api_process(
             async def one(i: int) -> tuple[int, Any, float]:
                 ep = endpoints[i % len(endpoints)]
                 params = {"cursor": f"{ep.id}:0-0", "wait": 25}
-                async with session.get(f"{server.url}{poll_url(ep.id)}", params=params) as resp:
+                async with session.get(f"{api_server.url}{poll_url(ep.id)}", params=params) as resp:
                     return resp.status, await resp.json(), time.monotonic()
 
             tasks = [asyncio.create_task(one(i)) for i in range(1000)]
@@ -330,7 +304,7 @@ def test_1000_concurrent_long_polls_held_by_one_api_process(
                 assert time.monotonic() < deadline, "the 1000 long-polls were not all held"
                 assert not any(t.done() for t in tasks), [t.result() for t in tasks if t.done()][:1]
                 await asyncio.sleep(0.1)
-            held = server.status()
+            held = api_server.status()
             assert not any(t.done() for t in tasks)
             woken_at = time.monotonic()
             await asyncio.to_thread(lambda: (dsp.enqueue("a.b", {"hello": "all"}), run_fanout(runtime)))
@@ -351,19 +325,19 @@ def test_1000_concurrent_long_polls_held_by_one_api_process(
     assert wake_s < 5
 
 
-def test_a_long_poll_whose_client_leaves_stops_waiting(server: ApiServer, dsp: Dispatcher) -> None:
+def test_a_long_poll_whose_client_leaves_stops_waiting(api_server: ApiServer, dsp: Dispatcher) -> None:
     poll = dsp.subscribe_poll(["*"])
 
     async def main() -> None:
         async with aiohttp.ClientSession(headers=AUTH) as session:
 
             async def waiting() -> float:
-                async with session.get(f"{server.url}/metrics") as resp:
+                async with session.get(f"{api_server.url}/metrics") as resp:
                     text = await resp.text()
                 lines = text.splitlines()
                 return float(next(li.split()[1] for li in lines if li.startswith("dispatcher_pull_waiting ")))
 
-            held = asyncio.create_task(session.get(f"{server.url}{poll_url(poll.id)}", params={"wait": 25}))
+            held = asyncio.create_task(session.get(f"{api_server.url}{poll_url(poll.id)}", params={"wait": 25}))
             deadline = time.monotonic() + 10
             while await waiting() < 1:
                 assert time.monotonic() < deadline

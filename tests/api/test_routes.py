@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -17,7 +17,9 @@ from dispatcher.models import mask_secret
 from dispatcher.worker.fanout import run_fanout
 from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
-from tests.conftest import Receiver, make_settings
+
+if TYPE_CHECKING:
+    from tests.conftest import Receiver
 
 KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "second-key-fedcba9876543210"
@@ -29,38 +31,9 @@ def with_keys(settings: Settings, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def app_factory(dsp: Dispatcher) -> Iterator[Callable[..., TestClient]]:
-    """``app_factory(**settings overrides, auth=True)`` → a TestClient on an app over ``dsp``'s Redis."""
-    clients: list[TestClient] = []
-    owned: list[Dispatcher] = []
-
-    def make(auth: bool = True, **overrides: Any) -> TestClient:
-        settings = with_keys(dsp.settings, **overrides)
-        d = dsp
-        if overrides:
-            d = Dispatcher(settings)
-            owned.append(d)
-        headers = {"Authorization": f"Bearer {KEY}"} if auth else {}
-        client = TestClient(create_app(settings, d), headers=headers)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for c in clients:
-        c.__exit__(None, None, None)
-    for d in owned:
-        d.close()
-
-
-@pytest.fixture
-def api(app_factory: Callable[..., TestClient]) -> TestClient:
-    return app_factory()
-
-
-@pytest.fixture
-def anon(app_factory: Callable[..., TestClient]) -> TestClient:
-    return app_factory(auth=False)
+def api_keys() -> tuple[str, ...]:
+    """The API fixtures (``api``, ``anon``, ``api_factory``) of this module take these two keys."""
+    return (KEY, OTHER_KEY)
 
 
 def keys_under(client: redis.Redis, prefix: str) -> set[bytes]:
@@ -97,18 +70,15 @@ def test_the_api_refuses_to_start_without_keys(settings: Settings, dsp: Dispatch
 
 
 def test_no_auth_mode_must_be_asked_for_and_still_refuses_cross_site_writes(
-    settings: Settings, dsp: Dispatcher
+    api_factory: Callable[..., TestClient], dsp: Dispatcher
 ) -> None:
-    app = create_app(settings.model_copy(update={"api_insecure_no_auth": True}), dsp)
-    with TestClient(app) as client:
-        assert client.get("/v1/endpoints").status_code == 200
-        resp = client.post(
-            "/v1/endpoints", json={"url": "https://example.com/h"}, headers={"Sec-Fetch-Site": "cross-site"}
-        )
-        assert_error(resp, 403, "csrf")
-        resp = client.post("/v1/events", json={"type": "a.b"}, headers={"Origin": "https://evil.example"})
-        assert_error(resp, 403, "csrf")
-        assert dsp.list_endpoints() == []
+    client = api_factory(auth=False, api_keys=(), api_insecure_no_auth=True)
+    assert client.get("/v1/endpoints").status_code == 200
+    resp = client.post("/v1/endpoints", json={"url": "https://example.com/h"}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert_error(resp, 403, "csrf")
+    resp = client.post("/v1/events", json={"type": "a.b"}, headers={"Origin": "https://evil.example"})
+    assert_error(resp, 403, "csrf")
+    assert dsp.list_endpoints() == []
 
 
 # -- auth -------------------------------------------------------------------------------------------
@@ -159,8 +129,8 @@ def test_every_route_but_healthz_needs_a_valid_key(
     assert anon.get("/").status_code == 200  # the login form
 
 
-def test_either_configured_key_works(app_factory: Callable[..., TestClient]) -> None:
-    client = app_factory(auth=False)
+def test_either_configured_key_works(api_factory: Callable[..., TestClient]) -> None:
+    client = api_factory(auth=False)
     for key in (KEY, OTHER_KEY):
         assert client.get("/v1/endpoints", headers={"Authorization": f"bearer {key}"}).status_code == 200
 
@@ -208,15 +178,16 @@ def test_healthz_reports_redis_and_live_workers(anon: TestClient, dsp: Dispatche
     assert resp.json() == {"redis": "ok", "workers": ["w1@host"], "warning": None}
 
 
-def test_healthz_is_503_and_routes_answer_store_unavailable_when_redis_is_down(prefix: str) -> None:
-    down = make_settings("redis://127.0.0.1:1/0", prefix, api_keys=(KEY,))
-    with TestClient(create_app(down), headers={"Authorization": f"Bearer {KEY}"}) as client:
-        body = assert_error(client.get("/healthz"), 503, "store_unavailable")
-        assert body["redis"] == "down"
-        assert_error(client.get("/v1/endpoints"), 503, "store_unavailable")
-        assert_error(client.post("/v1/events", json={"type": "a.b"}), 503, "store_unavailable")
-        metrics = client.get("/metrics")
-        assert metrics.status_code == 200 and "dispatcher_redis_up 0.0" in metrics.text
+def test_healthz_is_503_and_routes_answer_store_unavailable_when_redis_is_down(
+    api_factory: Callable[..., TestClient],
+) -> None:
+    client = api_factory(redis_url="redis://127.0.0.1:1/0")
+    body = assert_error(client.get("/healthz"), 503, "store_unavailable")
+    assert body["redis"] == "down"
+    assert_error(client.get("/v1/endpoints"), 503, "store_unavailable")
+    assert_error(client.post("/v1/events", json={"type": "a.b"}), 503, "store_unavailable")
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and "dispatcher_redis_up 0.0" in metrics.text
 
 
 # -- endpoints --------------------------------------------------------------------------------------
@@ -289,9 +260,9 @@ def test_bad_values_are_400_with_a_message_and_write_nothing(
 
 
 def test_private_targets_are_refused_unless_allowed(
-    app_factory: Callable[..., TestClient], raw_redis: redis.Redis, prefix: str
+    api_factory: Callable[..., TestClient], raw_redis: redis.Redis, prefix: str
 ) -> None:
-    strict = app_factory(allow_private_targets=False)
+    strict = api_factory(allow_private_targets=False)
     before = keys_under(raw_redis, prefix)
     for url in ("http://127.0.0.1:8080/h", "http://10.1.2.3/h", "http://[::1]/h", "http://localhost/h"):
         body = assert_error(strict.post("/v1/endpoints", json={"url": url}), 400, "unsafe_target")
@@ -356,9 +327,9 @@ def test_bad_event_bodies_are_422_and_write_nothing(
 
 
 def test_oversized_events_are_413_and_write_nothing(
-    app_factory: Callable[..., TestClient], raw_redis: redis.Redis, prefix: str
+    api_factory: Callable[..., TestClient], raw_redis: redis.Redis, prefix: str
 ) -> None:
-    client = app_factory(max_payload_bytes=1024, api_max_body_bytes=64 * 1024)
+    client = api_factory(max_payload_bytes=1024, api_max_body_bytes=64 * 1024)
     before = keys_under(raw_redis, prefix)
     body = assert_error(client.post("/v1/events", json={"type": "a.b", "data": "x" * 2000}), 413, "payload_too_large")
     assert "1024" in body["error"]["message"]

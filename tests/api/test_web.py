@@ -2,15 +2,20 @@
 
 Logs in, registers a receiver through the form, reads the secret shown once, sends a test event and
 watches it arrive (signed) and turn "delivered" on the page; dead-letters one and replays it with the
-page's button. Saves screenshots of each view to docs/screenshots/.
+page's button. Saves a screenshot of each view: into the test's temporary folder, or into the folder named by
+DISPATCHER_SCREENSHOTS_DIR (relative to the repository root), which is how docs/screenshots/ is refreshed:
+
+    DISPATCHER_SCREENSHOTS_DIR=docs/screenshots python -m pytest tests/api/test_web.py
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import uvicorn
@@ -20,11 +25,13 @@ from dispatcher import Dispatcher, Settings
 from dispatcher.api.app import create_app
 from dispatcher.api.web import endpoint_view
 from dispatcher.models import Attempt, Delivery, DeliveryState
-from tests.conftest import ROOT, Receiver, Worker, wait_until
+
+if TYPE_CHECKING:
+    from tests.conftest import Receiver, Worker
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-background-networking", "--disable-gpu"]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+SCREENSHOT_NAMES = ("login.png", "endpoint-created.png", "dead-letter.png", "endpoints.png")
 KEY = "web-test-key-0123456789"
 
 needs_chromium = pytest.mark.skipif(
@@ -32,10 +39,26 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
+@pytest.fixture
+def api_keys() -> tuple[str, ...]:
+    return (KEY,)
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path, repo_root: Path) -> Path:
+    """Where the browser test saves its screenshots: DISPATCHER_SCREENSHOTS_DIR (relative to the repository
+    root) when set, else a temporary folder, so a run never rewrites tracked files unasked."""
+    chosen = os.environ.get("DISPATCHER_SCREENSHOTS_DIR")
+    folder = repo_root / chosen if chosen else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 class ServerThread:
     """uvicorn serving an app on a free loopback port, in a background thread."""
 
-    def __init__(self, app: object) -> None:
+    def __init__(self, app: object, wait_until: Callable[..., Any]) -> None:
+        self.wait_until = wait_until
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -48,7 +71,7 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        wait_until(lambda: self.server.started or not self.thread.is_alive(), 15, what="uvicorn started")
+        self.wait_until(lambda: self.server.started or not self.thread.is_alive(), 15, what="uvicorn started")
         assert self.server.started, "uvicorn did not start"
         return self
 
@@ -59,9 +82,9 @@ class ServerThread:
 
 
 @pytest.fixture
-def served(settings: Settings, dsp: Dispatcher) -> Iterator[ServerThread]:
-    app = create_app(settings.model_copy(update={"api_keys": (KEY,)}), dsp)
-    with ServerThread(app) as server:
+def served(api_settings: Settings, dsp: Dispatcher, wait_until: Callable[..., Any]) -> Iterator[ServerThread]:
+    app = create_app(api_settings, dsp)
+    with ServerThread(app, wait_until) as server:
         yield server
 
 
@@ -86,12 +109,15 @@ def test_register_send_test_event_and_replay_from_the_page(
     settings: Settings,
     receiver_factory: Callable[..., Receiver],
     worker_factory: Callable[..., Worker],
+    screenshots: Path,
+    wait_until: Callable[..., Any],
 ) -> None:
     from playwright.sync_api import Page, expect
 
     page = browser_page
     assert isinstance(page, Page)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for name in SCREENSHOT_NAMES:  # so the check at the end sees this run's files
+        (screenshots / name).unlink(missing_ok=True)
     worker_factory(settings)
     receiver = receiver_factory()
     healthy = {"up": False}
@@ -100,7 +126,7 @@ def test_register_send_test_event_and_replay_from_the_page(
     # -- login -----------------------------------------------------------------------------------
     page.goto(served.url + "/")
     expect(page.get_by_label("API key")).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "login.png"))
+    page.screenshot(path=str(screenshots / "login.png"))
     page.get_by_label("API key").fill("not-the-key")
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#login-error")).to_have_text("invalid API key")
@@ -132,7 +158,7 @@ def test_register_send_test_event_and_replay_from_the_page(
     expect(card.locator("[data-state=enabled]")).to_be_visible()
     expect(card).not_to_contain_text(secret)  # listings are masked
     expect(page.locator("#c-workers")).to_have_text("1", timeout=30_000)
-    page.screenshot(path=str(SCREENSHOTS / "endpoint-created.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "endpoint-created.png"), full_page=True)
 
     # -- send a test event: the receiver gets it signed, the page shows it delivered ---------------------
     card.get_by_role("button", name="Send test event").click()
@@ -151,7 +177,7 @@ def test_register_send_test_event_and_replay_from_the_page(
     expect(failing.locator("tr.delivery[data-state=dead]")).to_have_count(1, timeout=30_000)
     expect(failing.locator(".status")).to_contain_text("failing since")
     expect(failing.get_by_role("button", name="Replay 1 dead")).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "dead-letter.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "dead-letter.png"), full_page=True)
     healthy["up"] = True
     failing.get_by_role("button", name="Replay", exact=True).click()
     expect(page.locator("#flash")).to_have_text("Delivery queued again.")
@@ -159,31 +185,28 @@ def test_register_send_test_event_and_replay_from_the_page(
     expect(failing.locator(".status")).not_to_contain_text("failing since")
     assert flaky.count() == 2
     expect(page.locator("#c-dead")).to_have_text("0", timeout=30_000)
-    page.screenshot(path=str(SCREENSHOTS / "endpoints.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "endpoints.png"), full_page=True)
 
     # -- log out -------------------------------------------------------------------------------------
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_label("API key")).to_be_visible()
+    for name in SCREENSHOT_NAMES:
+        assert (screenshots / name).stat().st_size > 0, name
 
 
 # -- without a browser --------------------------------------------------------------------------------
-def test_page_shows_the_login_form_until_logged_in_and_escapes_what_it_renders(
-    settings: Settings, dsp: Dispatcher
-) -> None:
-    from fastapi.testclient import TestClient
-
-    app = create_app(settings.model_copy(update={"api_keys": (KEY,)}), dsp)
+def test_page_shows_the_login_form_until_logged_in_and_escapes_what_it_renders(anon: Any, dsp: Dispatcher) -> None:
+    client = anon  # a TestClient of the app, without credentials
     dsp.subscribe("https://example.com/<b>hook</b>", ["*"], description='<script>alert("x")</script>')
-    with TestClient(app) as client:
-        page = client.get("/")
-        assert page.status_code == 200 and 'id="login-form"' in page.text and "example.com" not in page.text
-        assert client.get("/static/app.js").status_code == 200
-        assert client.post("/web/login", json={"api_key": KEY}, headers={"X-Dispatcher-CSRF": "1"}).status_code == 204
-        page = client.get("/")
-        assert 'id="subscribe-form"' in page.text and "Webhook URL" in page.text
-        fragment = client.get("/web/endpoints").text
-        assert "&lt;script&gt;" in fragment and "<script>alert" not in fragment
-        assert "&lt;b&gt;hook&lt;/b&gt;" in fragment
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="login-form"' in page.text and "example.com" not in page.text
+    assert client.get("/static/app.js").status_code == 200
+    assert client.post("/web/login", json={"api_key": KEY}, headers={"X-Dispatcher-CSRF": "1"}).status_code == 204
+    page = client.get("/")
+    assert 'id="subscribe-form"' in page.text and "Webhook URL" in page.text
+    fragment = client.get("/web/endpoints").text
+    assert "&lt;script&gt;" in fragment and "<script>alert" not in fragment
+    assert "&lt;b&gt;hook&lt;/b&gt;" in fragment
 
 
 def _attempt(n: int, at: float, status: int | None, error: str | None = None) -> Attempt:

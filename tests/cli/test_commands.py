@@ -2,28 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
 import threading
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 from dispatcher import Settings
 from dispatcher.cli.embedded import free_port
-from dispatcher.cli.main import cli
 
-from .conftest import ROOT, Received, Receiver, settings_env, wait_until
+if TYPE_CHECKING:
+    from tests.conftest import Received, Receiver, SchedulerProcess
 
 COMMANDS = [
     "api",
@@ -45,31 +42,6 @@ COMMANDS = [
 ]
 
 
-def clear_dispatcher_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("DISPATCHER_"):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The process environment the CLI reads: exactly the test's settings."""
-    clear_dispatcher_env(monkeypatch)
-    env = settings_env(settings)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return env
-
-
-def run(*args: str, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), input=stdin)
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, f"exit {result.exit_code}: {result.output}"
-    return result.stdout
-
-
 def assert_clean_error(result: Result, exit_code: int, *fragments: str) -> str:
     """A non-zero exit with one ``Error: ...`` line on stderr and no traceback anywhere."""
     assert result.exit_code == exit_code, result.output
@@ -87,22 +59,24 @@ def keys_under(client: redis.Redis, prefix: str) -> list[bytes]:
 
 
 # -- help ------------------------------------------------------------------------------------------
-def test_help_lists_every_command() -> None:
+def test_help_lists_every_command(ok: Callable[[Result], str], run: Callable[..., Result]) -> None:
     out = ok(run("--help"))
     listed = re.findall(r"^  ([a-z][a-z-]*)\s", out.split("Commands:")[1], re.MULTILINE)
     assert sorted(listed) == sorted(COMMANDS)
 
 
-def test_python_dash_m_dispatcher_works() -> None:
+def test_python_dash_m_dispatcher_works(repo_root: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "dispatcher", "--help"], capture_output=True, text=True, timeout=30, cwd=ROOT
+        [sys.executable, "-m", "dispatcher", "--help"], capture_output=True, text=True, timeout=30, cwd=repo_root
     )
     assert proc.returncode == 0, proc.stderr
     assert "endpoint-deliveries" in proc.stdout
 
 
 # -- endpoints -------------------------------------------------------------------------------------
-def test_subscribe_prints_secret_once_and_listings_mask_it(cli_env: dict[str, str], receiver: Receiver) -> None:
+def test_subscribe_prints_secret_once_and_listings_mask_it(
+    cli_env: dict[str, str], receiver: Receiver, ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
     result = run(
         "subscribe", receiver.url, "-t", "user.*", "-t", "order.paid",
         "--max-batch", "10", "--retry-schedule", "5,300", "--description", "billing",
@@ -132,20 +106,22 @@ def test_subscribe_prints_secret_once_and_listings_mask_it(cli_env: dict[str, st
     assert json.loads(ok(run("endpoints", "--json"))) == []
 
 
-def test_subscribe_with_invalid_input_is_a_clean_usage_error(cli_env: dict[str, str]) -> None:
+def test_subscribe_with_invalid_input_is_a_clean_usage_error(
+    cli_env: dict[str, str], ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
     assert_clean_error(run("subscribe", "ftp://example.com/hook"), 2, "http")
     assert_clean_error(run("subscribe", "http://127.0.0.1:9/hook", "--retry-schedule", "5,soon"), 2, "retry schedule")
     assert json.loads(ok(run("endpoints", "--json"))) == []
 
 
-def test_unsubscribe_unknown_endpoint_is_a_clean_error(cli_env: dict[str, str]) -> None:
+def test_unsubscribe_unknown_endpoint_is_a_clean_error(cli_env: dict[str, str], run: Callable[..., Result]) -> None:
     assert_clean_error(run("unsubscribe", "ep_doesnotexist"), 1, "ep_doesnotexist")
     assert_clean_error(run("enable", "ep_doesnotexist"), 1, "no endpoint")
 
 
 # -- events ----------------------------------------------------------------------------------------
 def test_enqueue_bad_json_exits_2_and_writes_nothing(
-    cli_env: dict[str, str], prefix: str, raw_redis: redis.Redis
+    cli_env: dict[str, str], prefix: str, raw_redis: redis.Redis, run: Callable[..., Result]
 ) -> None:
     for bad in ("{bad", "", "NaN", '{"a": 1'):
         line = assert_clean_error(run("enqueue", "user.created", bad), 2, "not valid JSON")
@@ -153,7 +129,9 @@ def test_enqueue_bad_json_exits_2_and_writes_nothing(
     assert keys_under(raw_redis, prefix) == []
 
 
-def test_enqueue_prints_the_event_id(cli_env: dict[str, str], settings: Settings) -> None:
+def test_enqueue_prints_the_event_id(
+    cli_env: dict[str, str], settings: Settings, ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
     from dispatcher import Dispatcher
 
     event_id = ok(run("enqueue", "user.created", '{"id": 1, "name": "Ada"}')).strip()
@@ -174,30 +152,34 @@ def test_enqueue_prints_the_event_id(cli_env: dict[str, str], settings: Settings
     assert json.loads(ok(run("deliveries", event_id, "--json"))) == []
 
 
-def test_enqueue_invalid_event_type_is_a_clean_usage_error(cli_env: dict[str, str]) -> None:
+def test_enqueue_invalid_event_type_is_a_clean_usage_error(cli_env: dict[str, str], run: Callable[..., Result]) -> None:
     assert_clean_error(run("enqueue", "", "{}"), 2)
 
 
-def test_lookups_of_unknown_records_are_clean_errors(cli_env: dict[str, str]) -> None:
+def test_lookups_of_unknown_records_are_clean_errors(
+    cli_env: dict[str, str], ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
     assert_clean_error(run("replay", "dlv_doesnotexist"), 1, "dlv_doesnotexist")
     assert_clean_error(run("deliveries", "msg_doesnotexist"), 1, "msg_doesnotexist")
     assert json.loads(ok(run("replay", "--endpoint", "ep_nothing"))) == {"replayed": 0}
 
 
-def test_replay_needs_exactly_one_target(cli_env: dict[str, str]) -> None:
+def test_replay_needs_exactly_one_target(cli_env: dict[str, str], run: Callable[..., Result]) -> None:
     assert run("replay").exit_code == 2
     assert run("replay", "dlv_x", "--endpoint", "ep_x").exit_code == 2
     assert run("replay", "dlv_x", "--since", "0").exit_code == 2
 
 
 # -- configuration and Redis errors ----------------------------------------------------------------
-def test_bad_configuration_is_a_clean_error(cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_configuration_is_a_clean_error(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, run: Callable[..., Result]
+) -> None:
     monkeypatch.setenv("DISPATCHER_RETRY_JITTER", "5")
     assert_clean_error(run("endpoints"), 1, "DISPATCHER_RETRY_JITTER")
 
 
 def test_unreachable_redis_is_a_clean_error_without_the_password(
-    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, run: Callable[..., Result]
 ) -> None:
     monkeypatch.setenv("DISPATCHER_REDIS_URL", f"redis://:hunter2@127.0.0.1:{free_port()}/0")
     for args in (["endpoints"], ["enqueue", "user.created", "{}"]):
@@ -212,6 +194,9 @@ def test_deliveries_and_replay_with_a_worker(
     settings: Settings,
     receiver_factory: Callable[..., Receiver],
     worker_factory: Callable[..., Any],
+    ok: Callable[[Result], str],
+    run: Callable[..., Result],
+    wait_until: Callable[..., Any],
 ) -> None:
     failing = threading.Event()
     failing.set()
@@ -248,7 +233,7 @@ def test_deliveries_and_replay_with_a_worker(
 
 # -- worker and scheduler processes ----------------------------------------------------------------
 def test_worker_runs_celery_with_events_and_cpu_concurrency(
-    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, ok: Callable[[Result], str], run: Callable[..., Result]
 ) -> None:
     import dispatcher.cli.main as cli_module
 
@@ -267,119 +252,20 @@ def test_worker_runs_celery_with_events_and_cpu_concurrency(
     assert argv[-3:] == ["--without-gossip", "-c", "3"]  # the caller's options come last, so they win
 
 
-def test_scheduler_stops_cleanly_on_sigterm(settings: Settings, tmp_path: Path) -> None:
-    log_path = tmp_path / "scheduler.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
-    env.update(settings_env(settings))
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dispatcher", "scheduler"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_until(lambda: "scheduler running" in log_path.read_text() or proc.poll() is not None, 20, 0.05)
-        assert proc.poll() is None, log_path.read_text()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-        assert "scheduler stopped" in log_path.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-# -- dispatcher dev --------------------------------------------------------------------------------
-def _group_gone(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-def _pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
-@pytest.fixture
-def dev_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
-    """``dispatcher dev`` with no DISPATCHER_* in its environment (so it embeds Redis), in its own session."""
-    log_path = tmp_path / "dev.log"
-    flower_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    args = [sys.executable, "-m", "dispatcher", "dev", "--port-flower", str(flower_port),
-            "--port-api", str(free_port()), "--dir", str(tmp_path / "d")]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    yield proc, log_path, flower_port
-    if proc.poll() is None:  # the test failed midway: stop what it started, harder if needed
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    text = log_path.read_text(errors="replace")
-    for pid in re.findall(r"^  (?:worker|scheduler|flower|api) +pid (\d+)", text, re.MULTILINE):
-        if not _group_gone(int(pid)):
-            os.killpg(int(pid), signal.SIGKILL)
-
-
-def test_dev_runs_the_stack_on_an_embedded_redis_and_stops_it_on_sigint(
-    dev_stack: tuple[subprocess.Popen[bytes], Path, int],
-    receiver: Receiver,
-    monkeypatch: pytest.MonkeyPatch,
+def test_scheduler_stops_cleanly_on_sigterm(
+    settings: Settings, scheduler_factory: Callable[..., SchedulerProcess], wait_until: Callable[..., Any]
 ) -> None:
-    proc, log_path, flower_port = dev_stack
-
-    def log() -> str:
-        return log_path.read_text(errors="replace")
-
-    wait_until(lambda: "dispatcher dev is ready" in log() or proc.poll() is not None, 30, 0.05, "dev to be ready")
-    assert proc.poll() is None, log()
-    text = log()
-    url = re.search(r"export DISPATCHER_REDIS_URL=(\S+)", text)
-    assert url is not None, text
-    assert re.search(r"^  redis +\S+ +\(embedded, pid \d+", text, re.MULTILINE), text
-    redis_pid = int(re.findall(r"\(embedded, pid (\d+)", text)[0])
-    found = re.findall(r"^  (worker|scheduler|flower|api) +pid (\d+)", text, re.MULTILINE)
-    pids = {name: int(pid) for name, pid in found}
-    assert set(pids) == {"worker", "scheduler", "flower", "api"}
-    assert f"http://127.0.0.1:{flower_port}" in text
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{flower_port}/", timeout=5) as response:
-        assert response.status == 200
-    api_url = re.search(r"(http://127\.0\.0\.1:\d+)/  \(web page", text)
-    assert api_url is not None, text
-    with urllib.request.urlopen(f"{api_url.group(1)}/healthz", timeout=5) as response:
-        assert json.loads(response.read())["redis"] == "ok"
-
-    # a newcomer's first event, with what the banner says to export
-    clear_dispatcher_env(monkeypatch)
-    monkeypatch.setenv("DISPATCHER_REDIS_URL", url.group(1))
-    monkeypatch.setenv("DISPATCHER_ALLOW_PRIVATE_TARGETS", "true")
-    ok(run("subscribe", receiver.url, "-t", "*"))
-    event_id = ok(run("enqueue", "user.created", '{"id": 1}')).strip()
-    [request] = receiver.wait_for(1, 20)
-    body = json.loads(request.body)
-    assert body["id"] == event_id and body["data"] == {"id": 1}
-
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
-    assert proc.wait(25) == 0, log()
-    assert "dev: stopped" in log()
-    wait_until(lambda: _group_gone(proc.pid), 5, 0.05, "dev's process group to be gone")
-    for name, pid in pids.items():
-        wait_until(functools.partial(_group_gone, pid), 5, 0.05, f"{name}'s process group to be gone")
-    wait_until(lambda: _pid_gone(redis_pid), 5, 0.05, "the embedded Redis to be gone")
+    scheduler = scheduler_factory(settings)
+    proc = scheduler.process
+    wait_until(lambda: "scheduler running" in scheduler.log() or proc.poll() is not None, 20, 0.05)
+    assert proc.poll() is None, scheduler.log()
+    assert scheduler.stop(signal.SIGTERM, timeout_s=10) == 0
+    assert "scheduler stopped" in scheduler.log()
 
 
-def test_stats_prints_figures(cli_env: dict[str, str], receiver: Receiver) -> None:
+def test_stats_prints_figures(
+    cli_env: dict[str, str], receiver: Receiver, ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
     ok(run("subscribe", receiver.url, "-t", "*"))
     ok(run("enqueue", "user.created", "{}"))
     figures = json.loads(ok(run("stats", "--json")))
@@ -387,7 +273,9 @@ def test_stats_prints_figures(cli_env: dict[str, str], receiver: Receiver) -> No
     assert "due" in ok(run("stats")).lower()
 
 
-def test_api_without_keys_is_a_clean_error(cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_without_keys_is_a_clean_error(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, run: Callable[..., Result]
+) -> None:
     monkeypatch.delenv("DISPATCHER_API_KEYS", raising=False)
     result = run("api", "--port", "1")
     assert result.exit_code == 1 and "api" in result.output.lower()

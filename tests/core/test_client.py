@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import redis
 
@@ -16,7 +19,6 @@ from dispatcher import (
     UnsafeTarget,
 )
 from dispatcher.settings import Settings
-from tests.conftest import make_settings
 
 
 def keys_of(client: redis.Redis, prefix: str) -> set[bytes]:
@@ -68,8 +70,10 @@ def test_subscribe_rejects_bad_input_and_writes_nothing(
     ["http://127.0.0.1:8000/", "http://localhost/", "http://10.0.0.1/", "http://169.254.169.254/latest",
      "http://[::1]/", "http://[::ffff:127.0.0.1]/", "http://2130706433/"],
 )  # fmt: skip
-def test_private_targets_refused_by_default(redis_url: str, prefix: str, raw_redis: redis.Redis, url: str) -> None:
-    d = Dispatcher(make_settings(redis_url, prefix, allow_private_targets=False))
+def test_private_targets_refused_by_default(
+    settings_for: Callable[..., Settings], prefix: str, raw_redis: redis.Redis, url: str
+) -> None:
+    d = Dispatcher(settings_for(allow_private_targets=False))
     with pytest.raises(UnsafeTarget):
         d.subscribe(url, ["*"])
     assert keys_of(raw_redis, prefix) == set()
@@ -154,9 +158,35 @@ def test_update_endpoint_validates(dsp: Dispatcher) -> None:
     assert (updated.max_batch, updated.retry_schedule, updated.event_types) == (10, [1.0, 2.0], ["a.*"])
 
 
-def test_store_unavailable_is_clear(prefix: str) -> None:
+def test_store_unavailable_is_clear(settings_for: Callable[..., Settings]) -> None:
     from dispatcher import StoreUnavailable
 
-    d = Dispatcher(make_settings("redis://127.0.0.1:1/0", prefix))
+    d = Dispatcher(settings_for(redis_url="redis://127.0.0.1:1/0"))
     with pytest.raises(StoreUnavailable):
         d.enqueue("a.b", {})
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_deeply_nested_data_is_refused_and_nothing_written(
+    dsp: Dispatcher, raw_redis: redis.Redis, prefix: str
+) -> None:
+    data: Any = {}
+    node = data
+    for _ in range(1000):
+        node["x"] = {}
+        node = node["x"]
+    with pytest.raises(PayloadNotSerializable):
+        dsp.enqueue("deep.data", data)
+    with pytest.raises(PayloadNotSerializable):
+        dsp.enqueue("bad.text", {"s": "\ud800"})  # a lone surrogate is not valid UTF-8
+    with pytest.raises(InvalidInput):
+        dsp.enqueue("bad.key", {1: "non-string key"})
+    assert list(raw_redis.scan_iter(match=f"{prefix}*")) == []
+
+
+def test_secrets_never_in_errors_or_listings(dsp: Dispatcher) -> None:
+    ep = dsp.subscribe("https://example.com/hook", ["*"])
+    assert ep.secret not in repr(ep) and ep.secret not in str(ep)
+    assert ep.secret not in str(ep.masked())
+    rotated = dsp.rotate_secret(ep.id)
+    assert ep.secret not in str(rotated.masked()) and rotated.secret not in str(rotated.masked())

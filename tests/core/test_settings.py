@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,12 +122,10 @@ def test_bad_key_prefix(prefix: str) -> None:
         Settings(key_prefix=prefix)
 
 
-def test_readme_settings_table_is_the_generated_one() -> None:
-    from pathlib import Path
-
+def test_readme_settings_table_is_the_generated_one(repo_root: Path) -> None:
     from dispatcher.settings import settings_table
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (repo_root / "README.md").read_text()
     block = readme.split("<!-- settings-table -->\n", 1)[1].split("\n<!-- /settings-table -->", 1)[0]
     assert block == settings_table(), "README's settings table is stale: paste dispatcher.settings.settings_table()"
     assert "| `ENDPOINT_INFLIGHT` | `32` |" in block  # the default the code uses, not an older one

@@ -407,13 +407,15 @@ def test_core_package_works_without_the_frameworks() -> None:
 
 
 # -- the runnable examples -----------------------------------------------------------------------------------
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+@pytest.fixture
+def examples(repo_root: Path) -> Path:
+    return repo_root / "examples"
 
 
-def load_example(name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+def load_example(name: str, monkeypatch: pytest.MonkeyPatch, examples: Path) -> Any:
     monkeypatch.setenv("WEBHOOK_SECRET", f"{OTHER_SECRET} {SECRET}")
     monkeypatch.delenv("WEBHOOK_REDIS_URL", raising=False)
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"example_{name}", examples / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -421,28 +423,28 @@ def load_example(name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.mark.skipif(not HAS_FLASK, reason="flask is not installed")
-def test_flask_example(monkeypatch: pytest.MonkeyPatch) -> None:
-    client = load_example("flask_receiver", monkeypatch).app.test_client()
+def test_flask_example(monkeypatch: pytest.MonkeyPatch, examples: Path) -> None:
+    client = load_example("flask_receiver", monkeypatch, examples).app.test_client()
     assert client.post("/hooks", data=BODY, headers=headers_for()).status_code == 204
     assert client.post("/hooks", data=REENCODED, headers=headers_for()).status_code == 401
 
 
 @pytest.mark.skipif(not HAS_FASTAPI, reason="fastapi or httpx is not installed")
-def test_fastapi_example(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fastapi_example(monkeypatch: pytest.MonkeyPatch, examples: Path) -> None:
     from fastapi.testclient import TestClient
 
-    client = TestClient(load_example("fastapi_receiver", monkeypatch).app)
+    client = TestClient(load_example("fastapi_receiver", monkeypatch, examples).app)
     assert client.post("/hooks", content=BODY, headers=headers_for()).status_code == 204
     assert client.post("/hooks", content=REENCODED, headers=headers_for()).status_code == 401
 
 
 @pytest.mark.skipif(not HAS_DJANGO, reason="django is not installed")
-def test_django_example_passes_checks() -> None:
+def test_django_example_passes_checks(examples: Path) -> None:
 
     env = {**os.environ, "WEBHOOK_SECRET": SECRET}
     env.pop("WEBHOOK_REDIS_URL", None)
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "django_receiver.py"), "check"],
+        [sys.executable, str(examples / "django_receiver.py"), "check"],
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -4,8 +4,7 @@ the platforms' answer rules, and the endpoint / API / CLI fields."""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -13,15 +12,13 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from dispatcher import Dispatcher, InvalidInput, Settings
-from dispatcher.api.app import create_app
+from dispatcher import Dispatcher, InvalidInput
 from dispatcher.cli.main import cli
 from dispatcher.errors import InvalidTemplate
 from dispatcher.models import Endpoint
 from dispatcher.robots import PLATFORMS, ROBOT_KINDS, detect_kind, get
 from dispatcher.robots.common import MARKER, cut_bytes
 from dispatcher.robots.template import MAX_OUTPUT_CHARS, compile_template, render, validate_template
-from tests.conftest import settings_env
 
 EVENT: dict[str, Any] = {
     "id": "msg_01TEST",
@@ -283,13 +280,6 @@ def test_robot_secret_is_masked_and_never_in_repr(dsp: Dispatcher) -> None:
 
 
 # -- API, CLI --------------------------------------------------------------------------------------
-@pytest.fixture
-def api(dsp: Dispatcher) -> Iterator[TestClient]:
-    settings = dsp.settings.model_copy(update={"api_keys": ("robots-test-key-0123456789",)})
-    with TestClient(create_app(settings, dsp), headers={"Authorization": "Bearer robots-test-key-0123456789"}) as c:
-        yield c
-
-
 def test_api_creates_and_patches_robots(api: TestClient) -> None:
     body = {"url": "https://open.feishu.cn/open-apis/bot/v2/hook/x", "robot_secret": "feishu-secret-1",
             "template": "{type}: {data.id}"}  # fmt: skip
@@ -312,12 +302,7 @@ def test_api_creates_and_patches_robots(api: TestClient) -> None:
     assert test.status_code == 202
 
 
-def test_cli_subscribe_robot(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("DISPATCHER_"):
-            monkeypatch.delenv(name)
-    for name, value in settings_env(settings).items():
-        monkeypatch.setenv(name, value)
+def test_cli_subscribe_robot(cli_env: dict[str, str]) -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["subscribe", "https://oapi.dingtalk.com/robot/send?access_token=t",
                                  "--robot-secret", "SECcli-secret", "--template", "{type}!"])  # fmt: skip
@@ -333,11 +318,9 @@ def test_cli_subscribe_robot(settings: Settings, monkeypatch: pytest.MonkeyPatch
     assert result.exit_code == 2 and "Error:" in result.stderr
 
 
-def test_web_form_offers_the_kinds_and_lists_a_robot(dsp: Dispatcher) -> None:
+def test_web_form_offers_the_kinds_and_lists_a_robot(dsp: Dispatcher, api_factory: Callable[..., TestClient]) -> None:
     dsp.subscribe("https://discord.com/api/webhooks/1/x", ["*"])
-    settings = dsp.settings.model_copy(update={"api_insecure_no_auth": True})
-    with TestClient(create_app(settings, dsp)) as client:
-        page = client.get("/")
+    page = api_factory(auth=False, api_keys=(), api_insecure_no_auth=True).get("/")
     assert page.status_code == 200
     assert '<select id="kind" name="kind">' in page.text and '<option value="">Auto-detect</option>' in page.text
     for kind in ROBOT_KINDS:

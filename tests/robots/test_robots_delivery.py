@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -17,16 +17,17 @@ import pytest
 
 from dispatcher import Dispatcher
 from dispatcher.worker.runtime import Runtime
-from tests.conftest import Received, Receiver, Reply
-from tests.test_delivery import pump, states
+
+if TYPE_CHECKING:
+    from tests.conftest import Received, Receiver, Reply
+
+    Check = Callable[[Received], str | None]  # returns what is wrong, None when the platform would accept it
 
 MARKER = "…(truncated)"
 BIG = "lorem ipsum dolor sit amet, 中文字符 ✓ " * 4000  # ~200 KB of mixed-width text
 FAST = 1000.0  # rate limit for these tests (the platforms' defaults are slow: DingTalk 20/min)
 DING_SECRET = "SEC" + "0123456789abcdef" * 4
 FEISHU_SECRET = "fs_Secret-0123456789"
-
-Check = Callable[[Received], str | None]  # returns what is wrong, None when the platform would accept it
 
 
 def _json(req: Received) -> Any:
@@ -234,7 +235,12 @@ def message_text(kind: str, req: Received) -> str:
 
 @pytest.mark.parametrize("kind", sorted(PLATFORMS))
 def test_each_platform_accepts_the_message(
-    kind: str, dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    kind: str,
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     check, options = PLATFORMS[kind]
     rec = receiver_factory(reply=platform_reply(kind, check))
@@ -249,7 +255,12 @@ def test_each_platform_accepts_the_message(
 
 @pytest.mark.parametrize("kind", sorted(PLATFORMS))
 def test_oversized_events_are_cut_to_the_platform_limit(
-    kind: str, dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    kind: str,
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     check, options = PLATFORMS[kind]
     default, custom = (receiver_factory(reply=platform_reply(kind, check)) for _ in range(2))
@@ -267,7 +278,11 @@ def test_oversized_events_are_cut_to_the_platform_limit(
 
 
 def test_dingtalk_without_secret_and_with_a_wrong_one(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     rec = receiver_factory(reply=platform_reply("dingtalk", check_dingtalk))
     ep = robot(dsp, rec, "dingtalk", robot_secret="SECwrong")
@@ -281,7 +296,11 @@ def test_dingtalk_without_secret_and_with_a_wrong_one(
 
 
 def test_dingtalk_error_code_is_retried_not_delivered(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     answers = [{"errcode": 310000, "errmsg": "keywords not in content"}, {"errcode": 0, "errmsg": "ok"}]
     rec = receiver_factory(reply=lambda n, r: (200, {}, orjson.dumps(answers[min(n, 2) - 1])))
@@ -310,6 +329,8 @@ def test_throttling_codes_wait_longer(
     dsp: Dispatcher,
     runtime: Runtime,
     receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     rec = receiver_factory(reply=lambda n, r: (200, {}, orjson.dumps(answer)))
     ep = robot(dsp, rec, kind)
@@ -324,7 +345,11 @@ def test_throttling_codes_wait_longer(
 
 
 def test_discord_429_retry_after_is_respected(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     limited = orjson.dumps({"message": "You are being rate limited.", "retry_after": 1.2, "global": False})
     rec = receiver_factory(
@@ -340,7 +365,11 @@ def test_discord_429_retry_after_is_respected(
 
 
 def test_teams_200_with_throttle_text_is_a_failure(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     text = (
         b"Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 429 "
@@ -356,7 +385,11 @@ def test_teams_200_with_throttle_text_is_a_failure(
 
 
 def test_teams_200_with_other_error_is_retried_on_schedule(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     text = b"Webhook message delivery failed with error: Microsoft Teams endpoint returned HTTP error 413 with ..."
     rec = receiver_factory(reply=lambda n, r: (200, {}, text) if n == 1 else (202, {}, b""))
@@ -366,7 +399,13 @@ def test_teams_200_with_other_error_is_retried_on_schedule(
     assert [a.status for a in dsp.deliveries(eid)[0].attempts] == [200, 202]
 
 
-def test_gzip_answers_are_read(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]) -> None:
+def test_gzip_answers_are_read(
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
+) -> None:
     import gzip
 
     bad = gzip.compress(orjson.dumps({"errcode": 310000, "errmsg": "keywords not in content"}))
@@ -378,7 +417,11 @@ def test_gzip_answers_are_read(dsp: Dispatcher, runtime: Runtime, receiver_facto
 
 
 def test_send_test_reaches_a_robot(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     rec = receiver_factory(reply=platform_reply("slack", check_slack))
     ep = robot(dsp, rec, "slack")
@@ -389,7 +432,7 @@ def test_send_test_reaches_a_robot(
 
 
 def test_data_cannot_mention_everyone(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver], pump: Callable[..., Any]
 ) -> None:
     slack, discord = receiver_factory(), receiver_factory(reply=lambda n, r: (204, {}, b""))
     robot(dsp, slack, "slack")

@@ -6,7 +6,7 @@ import email.utils
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -17,27 +17,17 @@ from dispatcher.settings import Settings
 from dispatcher.worker.fanout import run_fanout
 from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
-from tests.conftest import Receiver, make_settings, wait_until
 
-
-def pump(rt: Runtime, until: Callable[[], Any], timeout_s: float = 15.0) -> Any:
-    """Run fan-out and delivery passes until ``until()`` is truthy."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        run_fanout(rt)
-        run_deliver(rt, budget_s=0.5)
-        value = until()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not reached"
-
-
-def states(dsp: Dispatcher, event_id: str) -> list[str]:
-    return [d.state.value for d in dsp.deliveries(event_id)]
+if TYPE_CHECKING:
+    from tests.conftest import Receiver
 
 
 def test_fanout_only_to_matching_endpoints(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     receivers = {pattern: receiver_factory() for pattern in ("*", "user.*", "user.created", "order.*", "user.deleted")}
     for pattern, rec in receivers.items():
@@ -51,7 +41,9 @@ def test_fanout_only_to_matching_endpoints(
     assert body["id"] == eid and body["type"] == "user.created" and body["data"] == {"id": 7}
 
 
-def test_deliveries_verify_with_standardwebhooks(dsp: Dispatcher, runtime: Runtime, receiver: Receiver) -> None:
+def test_deliveries_verify_with_standardwebhooks(
+    dsp: Dispatcher, runtime: Runtime, receiver: Receiver, pump: Callable[..., Any]
+) -> None:
     ep = dsp.subscribe(receiver.url, ["*"])
     ids = dsp.enqueue_many([("t.x", {"i": i, "s": "ünïcode"}) for i in range(20)])
     pump(runtime, lambda: receiver.count() >= 20)
@@ -64,7 +56,11 @@ def test_deliveries_verify_with_standardwebhooks(dsp: Dispatcher, runtime: Runti
 
 
 def test_500_twice_then_200_keeps_webhook_id(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     rec = receiver_factory(reply=lambda n, r: (500, {}, b"boom") if n <= 2 else (200, {}, b"fine"))
     dsp.subscribe(rec.url, ["*"])
@@ -80,7 +76,11 @@ def test_500_twice_then_200_keeps_webhook_id(
 
 
 def test_exhausted_goes_dead_then_replay_delivers(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     healthy = {"on": False}
     rec = receiver_factory(reply=lambda n, r: (200, {}, b"") if healthy["on"] else (503, {}, b"down"))
@@ -100,7 +100,13 @@ def test_exhausted_goes_dead_then_replay_delivers(
         dsp.replay(d.id)
 
 
-def test_bulk_replay_per_endpoint(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]) -> None:
+def test_bulk_replay_per_endpoint(
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
+) -> None:
     healthy = {"on": False}
     rec = receiver_factory(reply=lambda n, r: (200, {}, b"") if healthy["on"] else (500, {}, b""))
     ep = dsp.update_endpoint(dsp.subscribe(rec.url, ["*"]).id, retry_schedule=[])
@@ -111,7 +117,13 @@ def test_bulk_replay_per_endpoint(dsp: Dispatcher, runtime: Runtime, receiver_fa
     pump(runtime, lambda: all(states(dsp, i) == ["delivered"] for i in ids))
 
 
-def test_410_disables_endpoint(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]) -> None:
+def test_410_disables_endpoint(
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
+) -> None:
     rec = receiver_factory(reply=lambda n, r: (410, {}, b"gone"))
     ep = dsp.subscribe(rec.url, ["*"])
     eid = dsp.enqueue("a.b", {})
@@ -126,7 +138,13 @@ def test_410_disables_endpoint(dsp: Dispatcher, runtime: Runtime, receiver_facto
     assert dsp.get_endpoint(ep.id).disabled_reason is None
 
 
-def test_retry_after_pushes_later(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]) -> None:
+def test_retry_after_pushes_later(
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
+) -> None:
     rec = receiver_factory(reply=lambda n, r: (503, {"Retry-After": "1"}, b"") if n == 1 else (200, {}, b""))
     dsp.subscribe(rec.url, ["*"])
     eid = dsp.enqueue("a.b", {})
@@ -135,8 +153,13 @@ def test_retry_after_pushes_later(dsp: Dispatcher, runtime: Runtime, receiver_fa
     assert gap >= 0.95  # the schedule said 0.2 s; Retry-After said 1 s
 
 
-def test_retry_after_http_date_and_cap(redis_url: str, prefix: str, receiver_factory: Callable[..., Receiver]) -> None:
-    settings = make_settings(redis_url, prefix, retry_after_max_s=0.5)
+def test_retry_after_http_date_and_cap(
+    settings_for: Callable[..., Settings],
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
+) -> None:
+    settings = settings_for(retry_after_max_s=0.5)
     dsp, rt = Dispatcher(settings), Runtime(settings)
     far = email.utils.formatdate(time.time() + 3600, usegmt=True)
     rec = receiver_factory(reply=lambda n, r: (429, {"Retry-After": far}, b"") if n == 1 else (200, {}, b""))
@@ -150,7 +173,11 @@ def test_retry_after_http_date_and_cap(redis_url: str, prefix: str, receiver_fac
 
 
 def test_retry_after_never_pulls_earlier(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     dsp_settings: Settings = dsp.settings
     assert dsp_settings.retry_schedule[0] == 0.2
@@ -161,7 +188,13 @@ def test_retry_after_never_pulls_earlier(
     assert rec.requests[1].at - rec.requests[0].at >= 0.18
 
 
-def test_redirect_is_a_failure(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]) -> None:
+def test_redirect_is_a_failure(
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
+) -> None:
     target = receiver_factory()
     rec = receiver_factory(reply=lambda n, r: (302, {"Location": target.url}, b""))
     dsp.subscribe(rec.url, ["*"])
@@ -172,9 +205,12 @@ def test_redirect_is_a_failure(dsp: Dispatcher, runtime: Runtime, receiver_facto
 
 
 def test_timeout_and_connection_errors_are_retried(
-    redis_url: str, prefix: str, receiver_factory: Callable[..., Receiver]
+    settings_for: Callable[..., Settings],
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
-    settings = make_settings(redis_url, prefix, timeout_s=0.3, retry_schedule=(0.1,))
+    settings = settings_for(timeout_s=0.3, retry_schedule=(0.1,))
     dsp, rt = Dispatcher(settings), Runtime(settings)
     slow = receiver_factory(delay_s=1.0)
     dsp.subscribe(slow.url, ["slow"])
@@ -188,7 +224,13 @@ def test_timeout_and_connection_errors_are_retried(
     dsp.close()
 
 
-def test_response_body_is_capped(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]) -> None:
+def test_response_body_is_capped(
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
+) -> None:
     rec = receiver_factory(reply=lambda n, r: (200, {}, b"x" * 100_000))
     dsp.subscribe(rec.url, ["*"])
     eid = dsp.enqueue("a.b", {})
@@ -196,7 +238,9 @@ def test_response_body_is_capped(dsp: Dispatcher, runtime: Runtime, receiver_fac
     assert len(dsp.deliveries(eid)[0].attempts[0].response) == 1024
 
 
-def test_batched_endpoint_gets_json_array(dsp: Dispatcher, runtime: Runtime, receiver: Receiver) -> None:
+def test_batched_endpoint_gets_json_array(
+    dsp: Dispatcher, runtime: Runtime, receiver: Receiver, pump: Callable[..., Any], states: Callable[..., list[str]]
+) -> None:
     ep = dsp.subscribe(receiver.url, ["*"], max_batch=10)
     ids = dsp.enqueue_many([("a.b", {"i": i}) for i in range(25)])
     pump(runtime, lambda: all(states(dsp, i) == ["delivered"] for i in ids))
@@ -212,7 +256,9 @@ def test_batched_endpoint_gets_json_array(dsp: Dispatcher, runtime: Runtime, rec
     assert sorted(seen) == sorted(ids)
 
 
-def test_disabled_endpoint_deliveries_go_dead(dsp: Dispatcher, runtime: Runtime, receiver: Receiver) -> None:
+def test_disabled_endpoint_deliveries_go_dead(
+    dsp: Dispatcher, runtime: Runtime, receiver: Receiver, pump: Callable[..., Any], states: Callable[..., list[str]]
+) -> None:
     ep = dsp.subscribe(receiver.url, ["*"])
     eid = dsp.enqueue("a.b", {})
     run_fanout(runtime)
@@ -222,12 +268,17 @@ def test_disabled_endpoint_deliveries_go_dead(dsp: Dispatcher, runtime: Runtime,
     assert dsp.deliveries(eid)[0].attempts[0].error == "endpoint disabled"
 
 
-def test_connect_time_check_refuses_private_targets(redis_url: str, prefix: str, receiver: Receiver) -> None:
+def test_connect_time_check_refuses_private_targets(
+    settings_for: Callable[..., Settings],
+    receiver: Receiver,
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
+) -> None:
     """An endpoint saved while private targets were allowed is still refused when they no longer are."""
-    dsp = Dispatcher(make_settings(redis_url, prefix))
+    dsp = Dispatcher(settings_for())
     dsp.subscribe(receiver.url, ["*"])
     dsp.subscribe(receiver.url.replace("127.0.0.1", "localhost"), ["*"])
-    rt = Runtime(make_settings(redis_url, prefix, allow_private_targets=False))
+    rt = Runtime(settings_for(allow_private_targets=False))
     eid = dsp.enqueue("a.b", {})
     pump(rt, lambda: states(dsp, eid) == ["dead", "dead"])
     assert receiver.count() == 0
@@ -235,9 +286,14 @@ def test_connect_time_check_refuses_private_targets(redis_url: str, prefix: str,
     dsp.close()
 
 
-def test_lease_expiry_redelivers_claimed_work(redis_url: str, prefix: str, receiver: Receiver) -> None:
+def test_lease_expiry_redelivers_claimed_work(
+    settings_for: Callable[..., Settings],
+    receiver: Receiver,
+    states: Callable[..., list[str]],
+    wait_until: Callable[..., Any],
+) -> None:
     """A worker that claims deliveries and dies: after the lease, another worker delivers them."""
-    settings = make_settings(redis_url, prefix, timeout_s=0.2, lease_margin_s=0.3)
+    settings = settings_for(timeout_s=0.2, lease_margin_s=0.3)
     dsp, rt = Dispatcher(settings), Runtime(settings)
     dsp.subscribe(receiver.url, ["*"])
     eid = dsp.enqueue("a.b", {})
@@ -254,7 +310,11 @@ def test_lease_expiry_redelivers_claimed_work(redis_url: str, prefix: str, recei
 
 
 def test_send_test_reaches_only_that_endpoint(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     a, b = receiver_factory(), receiver_factory()
     ep_a = dsp.subscribe(a.url, ["order.*"])

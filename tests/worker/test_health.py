@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import orjson
 
 from dispatcher import Dispatcher
+from dispatcher.settings import Settings
 from dispatcher.worker.fanout import run_fanout
 from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
-from tests.conftest import Receiver, make_settings
+
+if TYPE_CHECKING:
+    from tests.conftest import Receiver
 
 
 def test_failing_past_the_window_disables_and_announces(
-    redis_url: str, prefix: str, receiver_factory: Callable[..., Receiver]
+    settings_for: Callable[..., Settings], receiver_factory: Callable[..., Receiver]
 ) -> None:
-    settings = make_settings(redis_url, prefix, retry_schedule=(0.2,) * 30, disable_after_failing_s=1.0)
+    settings = settings_for(retry_schedule=(0.2,) * 30, disable_after_failing_s=1.0)
     dsp, rt = Dispatcher(settings), Runtime(settings)
     broken = receiver_factory(reply=lambda n, r: (500, {}, b"down"))
     ops = receiver_factory()
@@ -41,8 +45,10 @@ def test_failing_past_the_window_disables_and_announces(
     dsp.close()
 
 
-def test_a_success_ends_the_streak(redis_url: str, prefix: str, receiver_factory: Callable[..., Receiver]) -> None:
-    settings = make_settings(redis_url, prefix, retry_schedule=(0.2,) * 30, disable_after_failing_s=1.5)
+def test_a_success_ends_the_streak(
+    settings_for: Callable[..., Settings], receiver_factory: Callable[..., Receiver]
+) -> None:
+    settings = settings_for(retry_schedule=(0.2,) * 30, disable_after_failing_s=1.5)
     dsp, rt = Dispatcher(settings), Runtime(settings)
     flaky = receiver_factory(reply=lambda n, r: (200, {}, b"") if n % 4 == 0 else (500, {}, b""))
     ep = dsp.subscribe(flaky.url, ["*"])

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from standardwebhooks.webhooks import Webhook
 
 from dispatcher import Dispatcher
 from dispatcher.settings import Settings
-from tests.conftest import Receiver, Worker, wait_until
+
+if TYPE_CHECKING:
+    from tests.conftest import Receiver, Worker
 
 
 def test_enqueue_reaches_every_subscriber_signed(
@@ -17,6 +20,7 @@ def test_enqueue_reaches_every_subscriber_signed(
     settings: Settings,
     receiver_factory: Callable[..., Receiver],
     worker_factory: Callable[..., Worker],
+    wait_until: Callable[..., Any],
 ) -> None:
     worker_factory(settings)
     a, b, c = receiver_factory(), receiver_factory(), receiver_factory()
@@ -37,6 +41,7 @@ def test_retries_are_driven_by_the_worker_scheduler(
     settings: Settings,
     receiver_factory: Callable[..., Receiver],
     worker_factory: Callable[..., Worker],
+    wait_until: Callable[..., Any],
 ) -> None:
     worker_factory(settings)
     rec = receiver_factory(reply=lambda n, r: (500, {}, b"") if n <= 2 else (200, {}, b""))
@@ -52,6 +57,7 @@ def test_two_workers_2000_deliveries_no_loss_no_duplicates(
     settings: Settings,
     receiver_factory: Callable[..., Receiver],
     worker_factory: Callable[..., Worker],
+    wait_until: Callable[..., Any],
 ) -> None:
     w1, w2 = worker_factory(settings, concurrency=2), worker_factory(settings, concurrency=2)
     receivers = [receiver_factory() for _ in range(4)]
@@ -76,6 +82,7 @@ def test_dead_letters_show_as_failed_tasks(
     settings: Settings,
     receiver_factory: Callable[..., Receiver],
     worker_factory: Callable[..., Worker],
+    wait_until: Callable[..., Any],
 ) -> None:
     """Flower sees each dead-lettered delivery as a failed ``dispatcher.dead_letter`` task."""
     worker = worker_factory(settings)

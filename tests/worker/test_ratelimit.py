@@ -6,6 +6,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -14,8 +15,9 @@ from dispatcher.settings import Settings
 from dispatcher.worker.fanout import run_fanout
 from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
-from tests.conftest import Receiver, wait_until
-from tests.test_delivery import pump, states
+
+if TYPE_CHECKING:
+    from tests.conftest import Receiver
 
 
 def enqueue_in_order(dsp: Dispatcher, n: int) -> list[str]:
@@ -37,7 +39,9 @@ def max_in_window(times: list[float], window_s: float) -> int:
     return best
 
 
-def test_webhook_rate_limit_spaces_requests_in_order(dsp: Dispatcher, runtime: Runtime, receiver: Receiver) -> None:
+def test_webhook_rate_limit_spaces_requests_in_order(
+    dsp: Dispatcher, runtime: Runtime, receiver: Receiver, pump: Callable[..., Any], states: Callable[..., list[str]]
+) -> None:
     dsp.subscribe(receiver.url, ["*"], rate_limit_per_s=5)
     ids = enqueue_in_order(dsp, 15)
     started = time.monotonic()
@@ -54,7 +58,11 @@ def test_webhook_rate_limit_spaces_requests_in_order(dsp: Dispatcher, runtime: R
 
 
 def test_robot_rate_limit_keeps_order(
-    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]
+    dsp: Dispatcher,
+    runtime: Runtime,
+    receiver_factory: Callable[..., Receiver],
+    pump: Callable[..., Any],
+    states: Callable[..., list[str]],
 ) -> None:
     rec = receiver_factory(reply=lambda n, r: (204, {}, b""))
     dsp.subscribe(rec.url, ["*"], kind="discord", rate_limit_per_s=10, template="#{data.i}")
@@ -64,7 +72,9 @@ def test_robot_rate_limit_keeps_order(
     assert rec.requests[-1].at - rec.requests[0].at >= 11 * 0.1 * 0.9
 
 
-def test_far_slots_wait_in_redis_and_keep_their_place(dsp: Dispatcher, runtime: Runtime, receiver: Receiver) -> None:
+def test_far_slots_wait_in_redis_and_keep_their_place(
+    dsp: Dispatcher, runtime: Runtime, receiver: Receiver, pump: Callable[..., Any], states: Callable[..., list[str]]
+) -> None:
     """At 2/s, 8 events span 3.5 s: those beyond the 2 s horizon go back to the due set with their slots."""
     dsp.subscribe(receiver.url, ["*"], rate_limit_per_s=2)
     ids = enqueue_in_order(dsp, 8)
@@ -78,7 +88,13 @@ def test_far_slots_wait_in_redis_and_keep_their_place(dsp: Dispatcher, runtime: 
     assert all(len(dsp.deliveries(e)[0].attempts) == 1 for e in ids)
 
 
-def test_two_workers_share_one_limit(settings: Settings, dsp: Dispatcher, receiver: Receiver) -> None:
+def test_two_workers_share_one_limit(
+    settings: Settings,
+    dsp: Dispatcher,
+    receiver: Receiver,
+    states: Callable[..., list[str]],
+    wait_until: Callable[..., Any],
+) -> None:
     dsp.subscribe(receiver.url, ["*"], rate_limit_per_s=5)
     runtimes = [Runtime(settings), Runtime(settings)]
     ids = dsp.enqueue_many([("tick", {"i": i}) for i in range(20)])
@@ -111,7 +127,9 @@ def test_two_workers_share_one_limit(settings: Settings, dsp: Dispatcher, receiv
     assert max_in_window(arrivals, 1.0) <= 6  # 5 per second (+1 at the window's edge)
 
 
-def test_endpoints_without_a_limit_never_touch_it(dsp: Dispatcher, runtime: Runtime, receiver: Receiver) -> None:
+def test_endpoints_without_a_limit_never_touch_it(
+    dsp: Dispatcher, runtime: Runtime, receiver: Receiver, pump: Callable[..., Any], states: Callable[..., list[str]]
+) -> None:
     ep = dsp.subscribe(receiver.url, ["*"])
     ids = dsp.enqueue_many([("tick", {"i": i}) for i in range(30)])
     pump(runtime, lambda: all(states(dsp, e) == ["delivered"] for e in ids))
