@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -274,10 +275,22 @@ def test_ws_closes_a_consumer_that_stops_acking_and_it_resumes_by_cursor(
 
 
 # -- 1,000 long-polls held by one API process -----------------------------------------------------------
+# README "Scale" claims, measured by the test below on a 2-CPU machine: 6 threads while holding 1,000 long-polls,
+# as many as idle; RSS 115 MiB (79 MiB idle); all 1,000 answered within 0.3 s of the enqueue. The thread count
+# and the memory are asserted as claimed (RSS growth within 40 MiB). The 0.3 s is not met on every 2-CPU
+# machine: here the last of the 1,000 answers arrives 0.55-0.97 s after the enqueue (the same before the
+# restructure), so the bound is WAKE_BOUND_S, 1.5 s unless DISPATCHER_LONG_POLL_WAKE_BOUND_S says otherwise
+# (set it to 0.3 to hold a machine to the README's figure).
+WAKE_BOUND_S = float(os.environ.get("DISPATCHER_LONG_POLL_WAKE_BOUND_S", "1.5"))
+README_RSS_GROWTH_MIB = 40
+
+
 def test_1000_concurrent_long_polls_held_by_one_api_process(
     api_server: ApiServer, dsp: Dispatcher, runtime: Runtime
 ) -> None:
-    endpoints = [dsp.subscribe_poll(["*"]) for _ in range(4)]
+    dsp.enqueue("warm.up", {})  # the producer's broker connection is made once, not inside the measurement
+    run_fanout(runtime)
+    endpoints = [dsp.subscribe_poll(["a.*"]) for _ in range(4)]
     idle = api_server.status()
 
     async def scrape(session: aiohttp.ClientSession, name: str) -> float:
@@ -296,7 +309,8 @@ def test_1000_concurrent_long_polls_held_by_one_api_process(
                 ep = endpoints[i % len(endpoints)]
                 params = {"cursor": f"{ep.id}:0-0", "wait": 25}
                 async with session.get(f"{api_server.url}{poll_url(ep.id)}", params=params) as resp:
-                    return resp.status, await resp.json(), time.monotonic()
+                    answered_at = time.monotonic()  # the answer arrived (its body is read below)
+                    return resp.status, await resp.json(), answered_at
 
             tasks = [asyncio.create_task(one(i)) for i in range(1000)]
             deadline = time.monotonic() + 20
@@ -315,14 +329,16 @@ def test_1000_concurrent_long_polls_held_by_one_api_process(
     held, woken_at, results = asyncio.run(main())
     assert all(status == 200 and len(body["events"]) == 1 for status, body, _ in results)
     wake_s = max(at for _, _, at in results) - woken_at
+    rss_growth_mib = (held["VmRSS"] - idle["VmRSS"]) / 1024
     print(
         f"\n1000 held long-polls, one uvicorn process: RSS {held['VmRSS'] / 1024:.1f} MiB "
         f"(idle {idle['VmRSS'] / 1024:.1f} MiB), threads {held['Threads']} (idle {idle['Threads']}), "
         f"open fds {held['fds']}; all 1000 answered {wake_s * 1000:.0f} ms after the enqueue; "
         f"test {time.monotonic() - started:.1f} s"
     )
-    assert held["Threads"] <= idle["Threads"] + 8  # no thread per request
-    assert wake_s < 5
+    assert held["Threads"] <= idle["Threads"]  # as many threads as idle: no thread per request
+    assert rss_growth_mib <= README_RSS_GROWTH_MIB, f"{rss_growth_mib:.1f} MiB more while holding them"
+    assert wake_s < WAKE_BOUND_S, f"the last answer came {wake_s:.2f} s after the enqueue (README: 0.3 s)"
 
 
 def test_a_long_poll_whose_client_leaves_stops_waiting(api_server: ApiServer, dsp: Dispatcher) -> None:

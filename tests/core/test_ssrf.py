@@ -160,7 +160,7 @@ def test_check_literal_host_refuses(host: str) -> None:
 @pytest.mark.parametrize("host", ["93.184.216.34", "2606:4700:4700::1111", "example.com", "localhost", ""])
 def test_check_literal_host_ignores_public_literals_and_names(host: str) -> None:
     # names are the resolver's job; only IP literals are judged here
-    check_literal_host(host, allow_private=False)
+    assert check_literal_host(host, allow_private=False) is None  # no UnsafeTarget raised
 
 
 # -- GuardedResolver ------------------------------------------------------------------------------

@@ -9,21 +9,26 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _tool(name: str) -> str:
+    """The tool next to this Python, else on PATH; a missing tool fails the check (it is in the `test` extra)."""
     path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed")
+        pytest.fail(f"{name} is not installed: pip install -e '.[test]' (the quality checks need it)")
     return path
 
 
-def test_ruff_clean() -> None:
-    proc = subprocess.run([_tool("ruff"), "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def test_a_missing_tool_fails_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda *args, **kwargs: None)
+    with pytest.raises(pytest.fail.Exception, match="ruff is not installed"):
+        _tool("ruff")
+
+
+def test_ruff_clean(repo_root: Path) -> None:
+    proc = subprocess.run([_tool("ruff"), "check", "."], cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_mypy_clean() -> None:
-    proc = subprocess.run([_tool("mypy")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def test_mypy_clean(repo_root: Path) -> None:
+    proc = subprocess.run([_tool("mypy")], cwd=repo_root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

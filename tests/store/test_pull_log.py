@@ -135,12 +135,25 @@ def test_one_xread_wakes_waiters_of_many_streams_and_rearms_for_newcomers(settin
     async def go() -> None:
         log = PullLog(settings)
         try:
-            r, _ = log._ensure()
+            r, waiters = log._ensure()
+
+            async def blocked_in_xread(waiting: int) -> None:
+                """Until ``waiting`` waiters are registered and the hub's connection is blocked in XREAD."""
+                deadline = asyncio.get_running_loop().time() + 10
+                while True:
+                    client_id = waiters._client_id
+                    clients = await r.client_list() if client_id is not None else []
+                    mine = [c for c in clients if int(c["id"]) == client_id]
+                    if log.waiting() == waiting and mine and mine[0]["cmd"] == "xread" and "b" in mine[0]["flags"]:
+                        return
+                    assert asyncio.get_running_loop().time() < deadline, "the hub's XREAD never blocked"
+                    await asyncio.sleep(0.005)
+
             a, b = "ep_A", "ep_B"
             waiting_a = asyncio.create_task(log.wait(a, "0-0", 10))
-            await asyncio.sleep(0.05)  # A's XREAD is blocked now, without B's stream
+            await blocked_in_xread(1)  # A's XREAD is blocked now, without B's stream
             waiting_b = asyncio.create_task(log.wait(b, "0-0", 10))
-            await asyncio.sleep(0.05)
+            await blocked_in_xread(2)
             assert log.waiting() == 2
             loop = asyncio.get_running_loop()
             started = loop.time()

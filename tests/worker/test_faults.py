@@ -8,8 +8,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -82,15 +81,6 @@ def test_sigterm_warm_shutdown_loses_nothing(kill_mid_batch: Callable[[int, int]
     seen, ids = kill_mid_batch(2000, signal.SIGTERM)
     assert set(seen) == set(ids)
     assert max(seen.values()) == 1  # a warm shutdown finishes its batch: nothing is sent twice
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """A Redis server of this test's own (AOF, fsync every second) that the test may restart."""
-    server = EmbeddedRedis(directory=tmp_path / "redis", port=free_port(), appendonly=True)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_redis_restart_loses_no_acknowledged_event(
