@@ -1,14 +1,23 @@
-"""Shared fixtures: a real Redis, a key prefix per test, HTTP receivers on loopback, real workers."""
+"""Fixtures and helpers shared by every room's tests: a real Redis, a key prefix per test, HTTP receivers on
+loopback, real worker and API processes, API test clients, and in-process pumping of the pipeline.
+
+Test modules never import from each other or from here: what they share is a fixture. Helpers that are
+functions (``wait_until``, ``pump``, ``states``, ``settings_for``, ``settings_env``) are fixtures returning
+the function; the classes below are imported by test modules for annotations only (under TYPE_CHECKING).
+Room-specific fixtures live in ``tests/<room>/conftest.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,12 +27,18 @@ from typing import Any
 import pytest
 import redis
 from aiohttp import web
+from fastapi.testclient import TestClient
 
 from dispatcher import Dispatcher, Settings
+from dispatcher.api.app import create_app
 from dispatcher.cli.embedded import EmbeddedRedis
+from dispatcher.store.keys import Keys
+from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "test-key-0123456789abcdef"  # the default key of the API fixtures (a module may override ``api_keys``)
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.02, what: str = "") -> Any:
@@ -36,6 +51,91 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
         time.sleep(interval_s)
+
+
+def make_settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:
+    """Settings for tests: fast retries and lingering, private targets allowed; ``overrides`` win."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "key_prefix": prefix,
+        "allow_private_targets": True,
+        "timeout_s": 5.0,
+        "retry_schedule": (0.2, 0.4, 0.6),
+        "retry_jitter": 0.0,
+        "retention_s": 3600,
+        "idle_linger_s": 0.05,
+        "scheduler_interval_s": 0.1,
+        "lease_margin_s": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes another process build the same Settings."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, (tuple, list)):
+            value = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"DISPATCHER_{name.upper()}"] = str(value)
+    return env
+
+
+def pump(rt: Runtime, until: Callable[[], Any], timeout_s: float = 15.0) -> Any:
+    """Run fan-out and delivery passes in this process until ``until()`` is truthy; returns its value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run_fanout(rt)
+        run_deliver(rt, budget_s=0.5)
+        value = until()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not reached"
+
+
+def states(dsp: Dispatcher, event_id: str) -> list[str]:
+    """The states of an event's deliveries, in delivery order."""
+    return [d.state.value for d in dsp.deliveries(event_id)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- helpers as fixtures ----------------------------------------------------------------------------
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[..., Any]:
+    """``wait_until(predicate, timeout_s=10, interval_s=0.02, what="")``: a condition with a deadline."""
+    return wait_until
+
+
+@pytest.fixture(name="pump")
+def pump_fixture() -> Callable[..., Any]:
+    """``pump(runtime, until, timeout_s=15)``: in-process fan-out + delivery passes until ``until()``."""
+    return pump
+
+
+@pytest.fixture(name="states")
+def states_fixture() -> Callable[[Dispatcher, str], list[str]]:
+    """``states(dsp, event_id)``: the states of the event's deliveries."""
+    return states
+
+
+@pytest.fixture(name="settings_env")
+def settings_env_fixture() -> Callable[[Settings], dict[str, str]]:
+    """``settings_env(settings)``: the DISPATCHER_* environment that rebuilds ``settings`` in another process."""
+    return settings_env
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return ROOT
 
 
 # -- Redis ----------------------------------------------------------------------------------------
@@ -62,26 +162,20 @@ def prefix(redis_url: str) -> Iterator[str]:
     client.close()
 
 
-def make_settings(redis_url: str, prefix: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "redis_url": redis_url,
-        "key_prefix": prefix,
-        "allow_private_targets": True,
-        "timeout_s": 5.0,
-        "retry_schedule": (0.2, 0.4, 0.6),
-        "retry_jitter": 0.0,
-        "retention_s": 3600,
-        "idle_linger_s": 0.05,
-        "scheduler_interval_s": 0.1,
-        "lease_margin_s": 5.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
+@pytest.fixture
+def settings_for(redis_url: str, prefix: str) -> Callable[..., Settings]:
+    """``settings_for(**overrides)``: the test settings on this test's Redis and prefix, with overrides
+    (``redis_url=`` / ``key_prefix=`` included)."""
+
+    def make(**overrides: Any) -> Settings:
+        return make_settings(overrides.pop("redis_url", redis_url), overrides.pop("key_prefix", prefix), **overrides)
+
+    return make
 
 
 @pytest.fixture
-def settings(redis_url: str, prefix: str) -> Settings:
-    return make_settings(redis_url, prefix)
+def settings(settings_for: Callable[..., Settings]) -> Settings:
+    return settings_for()
 
 
 @pytest.fixture
@@ -104,6 +198,22 @@ def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def store_keys(prefix: str) -> Keys:
+    """The key names of this test's prefix (``store.keys.Keys``: the one place keys are spelled)."""
+    return Keys(prefix)
+
+
+@pytest.fixture
+def log_ids(raw_redis: redis.Redis, store_keys: Keys) -> Callable[[str], list[str]]:
+    """``log_ids(endpoint_id)``: the event ids in an endpoint's pull log, oldest first."""
+
+    def read(endpoint_id: str) -> list[str]:
+        return [fields[b"id"].decode() for _, fields in raw_redis.xrange(store_keys.stream(endpoint_id))]
+
+    return read
 
 
 # -- receivers ------------------------------------------------------------------------------------
@@ -194,7 +304,7 @@ class ReceiverServer:
 
 @pytest.fixture
 def receiver_factory() -> Iterator[Callable[..., Receiver]]:
-    """``receiver_factory(reply=..., delay_s=...)`` starts a new receiver and returns it."""
+    """``receiver_factory(reply=..., delay_s=..., port=...)`` starts a new receiver and returns it."""
     server = ReceiverServer()
 
     def make(**kwargs: Any) -> Receiver:
@@ -210,17 +320,12 @@ def receiver(receiver_factory: Callable[..., Receiver]) -> Receiver:
 
 
 # -- workers --------------------------------------------------------------------------------------
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes another process build the same Settings."""
-    env = {}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, (tuple, list)):
-            value = ",".join(str(v) for v in value)
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[f"DISPATCHER_{name.upper()}"] = str(value)
+def _child_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process' environment without its DISPATCHER_* variables, plus exactly ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+    env.update(settings_env(settings))
+    env.update(extra or {})
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -230,14 +335,13 @@ class Worker:
     def __init__(
         self, settings: Settings, log_path: Path, concurrency: int = 1, extra_env: dict[str, str] | None = None
     ):
-        env = {**os.environ, **settings_env(settings), **(extra_env or {})}
-        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-l", "info", "-c", str(concurrency),
              "--without-mingle", "--without-gossip", "-n", f"w{uuid.uuid4().hex[:6]}@%h"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT, env=_child_env(settings, extra_env), stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )  # fmt: skip
 
     def log(self) -> str:
@@ -270,7 +374,7 @@ class Worker:
 
 @pytest.fixture
 def worker_factory(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    """``worker_factory(settings, concurrency=1)`` starts a real Celery worker and waits until ready."""
+    """``worker_factory(settings, concurrency=1, extra_env=None)`` starts a real Celery worker, waits until ready."""
     workers: list[Worker] = []
 
     def make(settings: Settings, concurrency: int = 1, **kwargs: Any) -> Worker:
@@ -281,3 +385,219 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     yield make
     for w in workers:
         w.stop()
+
+
+class SchedulerProcess:
+    """A real ``dispatcher scheduler`` process, its output in a log file."""
+
+    def __init__(self, settings: Settings, log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "dispatcher", "scheduler", *args],
+                cwd=ROOT, env=_child_env(settings), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+        """Send ``sig`` and wait for the exit; returns the exit code (killed when it does not stop in time)."""
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture
+def scheduler_factory(tmp_path: Path) -> Iterator[Callable[..., SchedulerProcess]]:
+    """``scheduler_factory(settings, *args)`` starts ``dispatcher scheduler *args``; stopped after the test."""
+    started: list[SchedulerProcess] = []
+
+    def make(settings: Settings, *args: str) -> SchedulerProcess:
+        started.append(SchedulerProcess(settings, tmp_path / f"scheduler{len(started)}.log", *args))
+        return started[-1]
+
+    yield make
+    for scheduler in started:
+        scheduler.stop(signal.SIGKILL)
+
+
+# -- the HTTP API -----------------------------------------------------------------------------------
+class ApiServer:
+    """``dispatcher api`` (uvicorn) in its own process on a free loopback port; ``restart()`` keeps the port."""
+
+    def __init__(self, settings: Settings, log_path: Path, port: int | None = None) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> ApiServer:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "dispatcher", "api", "--port", str(self.port)],
+                cwd=ROOT, env=_child_env(self.settings), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        wait_until(self._ready, 30, 0.05, f"the API on port {self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the API exited:\n{self.log_path.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+    def restart(self, sig: int = signal.SIGKILL) -> None:
+        self.stop(sig)
+        self.start()
+
+    def status(self) -> dict[str, int]:
+        """The process' resident memory (KiB), threads and open file descriptors, from /proc."""
+        fields = {}
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "Threads"):
+                fields[name] = int(value.split()[0])
+        fields["fds"] = len(os.listdir(f"/proc/{self.pid}/fd"))
+        return fields
+
+
+@pytest.fixture
+def api_keys() -> tuple[str, ...]:
+    """The API keys of the API fixtures; the first one authenticates ``api``. Override it in a module to
+    use keys of its own."""
+    return (API_KEY,)
+
+
+@pytest.fixture
+def api_key(api_keys: tuple[str, ...]) -> str:
+    return api_keys[0]
+
+
+@pytest.fixture
+def api_settings(settings: Settings, api_keys: tuple[str, ...]) -> Settings:
+    """The test settings with the API keys set (what ``dispatcher api`` needs to start)."""
+    return settings.model_copy(update={"api_keys": api_keys})
+
+
+@pytest.fixture
+def api_server_factory(tmp_path: Path) -> Iterator[Callable[[Settings], ApiServer]]:
+    """``api_server_factory(settings)``: ``dispatcher api`` in its own process, stopped after the test."""
+    servers: list[ApiServer] = []
+
+    def make(settings: Settings) -> ApiServer:
+        servers.append(ApiServer(settings, tmp_path / f"api{len(servers)}.log"))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def api_server(api_server_factory: Callable[[Settings], ApiServer], api_settings: Settings) -> ApiServer:
+    return api_server_factory(api_settings)
+
+
+@pytest.fixture
+def api_factory(dsp: Dispatcher, api_keys: tuple[str, ...]) -> Iterator[Callable[..., TestClient]]:
+    """``api_factory(auth=True, headers=None, **settings overrides)`` -> a TestClient on the app (in this
+    process) over ``dsp``'s Redis, with ``api_keys``. ``auth``: send the first key as a bearer token;
+    ``headers`` replaces the default headers. With overrides, the app gets a Dispatcher of its own."""
+    clients: list[TestClient] = []
+    owned: list[Dispatcher] = []
+
+    def make(auth: bool = True, headers: dict[str, str] | None = None, **overrides: Any) -> TestClient:
+        settings = dsp.settings.model_copy(update={"api_keys": api_keys, **overrides})
+        d = dsp
+        if overrides:
+            d = Dispatcher(settings)
+            owned.append(d)
+        if headers is None:
+            headers = {"Authorization": f"Bearer {api_keys[0]}"} if auth and api_keys else {}
+        client = TestClient(create_app(settings, d), headers=headers)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+    for d in owned:
+        d.close()
+
+
+@pytest.fixture
+def api(api_factory: Callable[..., TestClient]) -> TestClient:
+    """A TestClient of the API, authenticated with the first of ``api_keys``."""
+    return api_factory()
+
+
+@pytest.fixture
+def anon(api_factory: Callable[..., TestClient]) -> TestClient:
+    """A TestClient of the API without credentials."""
+    return api_factory(auth=False)
+
+
+# -- the CLI ----------------------------------------------------------------------------------------
+def clear_dispatcher_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("DISPATCHER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(name="clear_dispatcher_env")
+def clear_dispatcher_env_fixture(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """``clear_dispatcher_env()``: remove every DISPATCHER_* variable from this process' environment."""
+    return lambda: clear_dispatcher_env(monkeypatch)
+
+
+@pytest.fixture
+def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The process environment the CLI reads: exactly the test's settings."""
+    clear_dispatcher_env(monkeypatch)
+    env = settings_env(settings)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+# -- the pipeline's counters ----------------------------------------------------------------------
+@pytest.fixture
+def mixed(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver]) -> dict[str, str]:
+    """Three endpoints, one event each way: delivered, dead (no retries), retrying (retry in a minute)."""
+    ok = dsp.subscribe(receiver_factory().url, ["a.*"])
+    dead = dsp.subscribe(receiver_factory(reply=lambda n, r: (500, {}, b"")).url, ["a.*"], retry_schedule=[])
+    retry = dsp.subscribe(receiver_factory(reply=lambda n, r: (503, {}, b"")).url, ["a.*"], retry_schedule=[60])
+    dsp.enqueue("a.b", {"x": 1})
+    run_fanout(runtime)
+    run_deliver(runtime)
+    return {"ok": ok.id, "dead": dead.id, "retry": retry.id}
