@@ -45,7 +45,7 @@ _SPECIAL_PURPOSE_TEXT = (
 )  # fmt: skip
 SPECIAL_PURPOSE = tuple(ipaddress.ip_network(net) for net in _SPECIAL_PURPOSE_TEXT)
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
-_INET_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
+_INET_ATON_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 # what may stay as it is in a path or query; anything else is percent-encoded (a '%' only when it
 # does not start a valid escape)
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"

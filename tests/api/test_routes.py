@@ -72,7 +72,7 @@ def test_the_api_refuses_to_start_without_keys(settings: Settings, dsp: Dispatch
 def test_no_auth_mode_must_be_asked_for_and_still_refuses_cross_site_writes(
     api_factory: Callable[..., TestClient], dsp: Dispatcher
 ) -> None:
-    client = api_factory(auth=False, api_keys=(), api_insecure_no_auth=True)
+    client = api_factory(auth=False, api_keys=(), api_insecure_no_auth=True, api_allowed_hosts=("testserver",))
     assert client.get("/v1/endpoints").status_code == 200
     resp = client.post("/v1/endpoints", json={"url": "https://example.com/h"}, headers={"Sec-Fetch-Site": "cross-site"})
     assert_error(resp, 403, "csrf")
@@ -135,16 +135,27 @@ def test_either_configured_key_works(api_factory: Callable[..., TestClient]) -> 
         assert client.get("/v1/endpoints", headers={"Authorization": f"bearer {key}"}).status_code == 200
 
 
-def test_auth_compares_keys_in_constant_time_and_sessions_expire(settings: Settings) -> None:
-    auth = Auth(with_keys(settings))
+def test_auth_compares_keys_in_constant_time_and_sessions_live_in_redis(
+    settings: Settings, dsp: Dispatcher, raw_redis: redis.Redis
+) -> None:
+    auth = Auth(with_keys(settings), dsp.store.sessions)
     assert auth.check_key(KEY) and auth.check_key(OTHER_KEY)
     assert not auth.check_key(KEY[:-1]) and not auth.check_key("")
-    token = auth.issue_session(KEY, now=1_000_000)
-    assert KEY not in token
-    assert auth.check_session(token, now=1_000_000 + 60)
-    assert not auth.check_session(token, now=1_000_000 + SESSION_TTL_S + 1)
-    revoked = Auth(settings.model_copy(update={"api_keys": (OTHER_KEY,)}))
-    assert not revoked.check_session(token, now=1_000_000 + 60)
+    token = auth.issue_session(KEY)
+    assert KEY not in token and len(token) >= 40  # a random id, nothing derived from the key
+    assert auth.issue_session(KEY) != token
+    assert auth.check_session(token)
+    stored = dsp.keys.session(token)
+    assert raw_redis.get(stored) != KEY.encode() and SESSION_TTL_S - 5 <= raw_redis.ttl(stored) <= SESSION_TTL_S
+    assert not auth.check_session("not-a-session") and not auth.check_session("")
+    # the key it logged in with leaves the settings: the session stops working and is deleted
+    revoked = Auth(settings.model_copy(update={"api_keys": (OTHER_KEY,)}), dsp.store.sessions)
+    assert not revoked.check_session(token)
+    assert not raw_redis.exists(stored)
+    assert not auth.check_session(token)  # gone for the old configuration too
+    other = auth.issue_session(OTHER_KEY)
+    auth.end_session(other)  # logout
+    assert not auth.check_session(other) and not raw_redis.exists(dsp.keys.session(other))
 
 
 def test_web_login_sets_an_httponly_strict_cookie_and_csrf_is_enforced(

@@ -33,8 +33,26 @@ def test_masked_keeps_everything_else(secret: str) -> None:
     ep = _endpoint(secret)
     masked = ep.masked()
     full = ep.model_dump()
-    assert set(masked) == set(full)
-    assert {k: v for k, v in masked.items() if k != "secret"} == {k: v for k, v in full.items() if k != "secret"}
+    assert set(masked) == set(full) | {"warnings"}  # what the save had to say (never stored) is shown too
+    assert masked["warnings"] == []
+    assert {k: v for k, v in masked.items() if k not in ("secret", "warnings")} == {
+        k: v for k, v in full.items() if k != "secret"
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "shown"),
+    [
+        ("https://hooks.slack.com/services/T000/B000/XXXX", "slack", "https://hooks.slack.com/services/…"),
+        ("https://oapi.dingtalk.com/robot/send?access_token=abc", "dingtalk", "https://oapi.dingtalk.com/robot/…?…"),
+        ("https://discord.com/api/webhooks/1/token", "discord", "https://discord.com/api/…"),
+        ("https://example.com/hooks?token=1", "webhook", "https://example.com/hooks?…"),
+        ("https://example.com/a/b", "webhook", "https://example.com/a/b"),
+    ],
+)
+def test_masked_hides_what_in_a_url_can_be_a_credential(url: str, kind: str, shown: str, secret: str) -> None:
+    ep = Endpoint(id="ep_1", url=url, event_types=["*"], secret=secret, kind=kind)
+    assert ep.masked()["url"] == shown and ep.url == url
 
 
 def test_masked_empty_secret() -> None:

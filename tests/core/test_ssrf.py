@@ -1,4 +1,5 @@
-"""SSRF guards: URL checks at save time, literal checks and the guarded resolver at connect time.
+"""SSRF guards and the one URL reading: ``parse_target`` (what is saved is what is sent), URL checks at save
+time, address classification and the guarded resolver at connect time.
 
 No external DNS: the hosts here are IP literals, numeric forms getaddrinfo parses itself, or localhost.
 """
@@ -11,7 +12,7 @@ import ipaddress
 import pytest
 
 from dispatcher.errors import InvalidInput, InvalidURL, UnsafeTarget
-from dispatcher.ssrf import GuardedResolver, check_literal_host, check_url, is_public_address, parse_url
+from dispatcher.ssrf import GuardedResolver, check_address, check_url, inet_aton, is_public_address, parse_target
 
 PUBLIC_URL = "http://93.184.216.34/"
 
@@ -40,8 +41,23 @@ PUBLIC_URL = "http://93.184.216.34/"
         "http://[fc00::1]/",
         "http://224.0.0.1/",
         "http://[ff02::1]/",
-        "http://2130706433/",  # decimal 127.0.0.1: getaddrinfo parses it itself
+        "http://2130706433/",  # decimal 127.0.0.1
         "http://127.1/",  # short form of 127.0.0.1
+        "http://0177.0.0.1/",  # octal 127.0.0.1
+        "http://0x7f.1/",  # hex and short
+        "http://0x7f000001/",
+        "http://017700000001/",
+        "http://10.0x10.1/",
+        "http://198.18.0.1/",  # benchmarking
+        "http://192.0.2.1/",  # TEST-NET-1
+        "http://192.88.99.1/",  # 6to4 relay anycast
+        "http://240.0.0.1/",  # reserved
+        "http://[64:ff9b::7f00:1]/",  # NAT64
+        "http://[2001:db8::1]/",  # documentation
+        "http://[3fff::1]/",  # documentation (2024)
+        "http://[5f00::1]/",  # SRv6 SIDs
+        "http://[100::1]/",  # discard-only
+        "http://[::ffff:8.8.8.8]/",  # IPv4-mapped: every special-purpose range, whatever it wraps
     ],
 )
 def test_check_url_refuses_non_public(url: str) -> None:
@@ -49,10 +65,80 @@ def test_check_url_refuses_non_public(url: str) -> None:
         check_url(url, allow_private=False)
 
 
-def test_check_url_refuses_octal_loopback() -> None:
-    # glibc reads 0177 as octal (127); a resolver that cannot parse it makes it an InvalidURL -- a refusal either way
-    with pytest.raises(InvalidInput):
-        check_url("http://0177.0.0.1/", allow_private=False)
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("127.1", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("0x7f.0.0.1", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("10.1", "10.0.0.1"),
+        ("10.0.1", "10.0.0.1"),
+        ("192.168.257", "192.168.1.1"),
+        ("0", "0.0.0.0"),
+        ("8.8.8.8", "8.8.8.8"),
+    ],
+)
+def test_every_inet_aton_form_is_the_address_it_means(host: str, address: str) -> None:
+    assert str(inet_aton(host)) == address
+    target = parse_target(f"http://{host}/x")
+    assert target.url == f"http://{address}/x" and str(target.address) == address  # saved and sent as the address
+
+
+@pytest.mark.parametrize("host", ["1.2.3.4.5", "256.1.1.1", "1.2.3.0400", "0x100000000", "1.0x", "08.1.1.1"])
+def test_numeric_hosts_that_are_no_address_are_invalid(host: str) -> None:
+    with pytest.raises(InvalidURL):
+        parse_target(f"http://{host}/")
+
+
+@pytest.mark.parametrize("host", ["example.com", "3com.4u", "a_b.example", "xn--mnchen-3ya.de", "1e3.example"])
+def test_names_are_names(host: str) -> None:
+    assert inet_aton(host) is None
+    assert parse_target(f"https://{host}/").host == host
+
+
+@pytest.mark.parametrize(
+    ("url", "canonical"),
+    [
+        ("HTTPS://Example.COM:443/a/./b/../c?x=1&y=%2f", "https://example.com/a/c?x=1&y=%2F"),
+        ("https://example.com./p", "https://example.com/p"),
+        ("http://example.com", "http://example.com/"),
+        ("http://example.com:8080/p#frag", "http://example.com:8080/p"),
+        ("https://münchen.de/ü?q=é", "https://xn--mnchen-3ya.de/%C3%BC?q=%C3%A9"),
+        ("http://example.com/100%", "http://example.com/100%25"),
+        ("http://[2606:4700:4700:0::1111]/", "http://[2606:4700:4700::1111]/"),
+    ],
+)
+def test_one_canonical_form_is_saved_and_sent(url: str, canonical: str) -> None:
+    assert parse_target(url).url == canonical
+    assert parse_target(canonical).url == canonical  # stable: reading it again changes nothing
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[2606:4700::1111%25a\\b]/",  # the URL that once stopped every worker
+        "http://[2606:4700::1111%25eth0]/",  # an interface of this machine
+        "http://[fe80::1%eth0]/",
+        "http://exa mple.com/",
+        "http://example.com/a b",
+        "http://example.com\\@evil.example/",
+        "http://example.com:0/",
+        "http://-bad-.example/",
+        "http://" + "a" * 64 + ".example/",
+        "http://example.com/\ud800",
+        "http://\ud800.example/",
+    ],
+)
+def test_urls_the_sender_could_not_send_are_invalid(url: str) -> None:
+    with pytest.raises(InvalidURL):
+        check_url(url, allow_private=True)
+
+
+def test_a_refused_private_target_names_the_setting() -> None:
+    with pytest.raises(UnsafeTarget, match="DISPATCHER_ALLOW_PRIVATE_TARGETS"):
+        check_url("http://127.0.0.1/", allow_private=False)
 
 
 def test_unsafe_target_is_invalid_input() -> None:
@@ -64,18 +150,24 @@ def test_unsafe_target_is_invalid_input() -> None:
     "url", [PUBLIC_URL, "https://93.184.216.34:8443/path?q=1", "http://[2606:4700:4700::1111]/", "http://8.8.8.8"]
 )
 def test_check_url_accepts_public_literals(url: str) -> None:
-    assert check_url(url, allow_private=False) == url
+    assert check_url(url, allow_private=False).target.url == parse_target(url).url
 
 
 @pytest.mark.parametrize(
     "url", ["http://127.0.0.1:8080/hook", "http://localhost/", "http://[::1]/", "http://10.0.0.1/"]
 )
 def test_check_url_allow_private(url: str) -> None:
-    assert check_url(url, allow_private=True) == url
+    assert check_url(url, allow_private=True).target.url == url
+
+
+def test_a_host_that_does_not_resolve_is_accepted_with_a_warning() -> None:
+    checked = check_url("https://hooks.example.invalid/x", allow_private=False)
+    assert checked.target.url == "https://hooks.example.invalid/x"
+    assert len(checked.warnings) == 1 and "does not resolve" in checked.warnings[0]
 
 
 def test_check_url_without_resolving_skips_dns_but_not_literals() -> None:
-    assert check_url("https://hooks.example.invalid/x", allow_private=False, resolve=False)
+    assert not check_url("https://hooks.example.invalid/x", allow_private=False, resolve=False).warnings
     with pytest.raises(UnsafeTarget):
         check_url("http://10.1.2.3/", allow_private=False, resolve=False)
     with pytest.raises(UnsafeTarget):
@@ -109,10 +201,10 @@ def test_check_url_rejects_malformed(url: object, allow_private: bool) -> None:
         check_url(url, allow_private=allow_private)
 
 
-def test_parse_url_default_ports() -> None:
-    assert parse_url("http://93.184.216.34/") == ("http", "93.184.216.34", 80)
-    assert parse_url("https://93.184.216.34/") == ("https", "93.184.216.34", 443)
-    assert parse_url("https://[::1]:8443/") == ("https", "::1", 8443)
+def test_parse_target_default_ports() -> None:
+    assert (parse_target("http://93.184.216.34/").port, parse_target("https://93.184.216.34/").port) == (80, 443)
+    target = parse_target("https://[::1]:8443/")
+    assert (target.scheme, target.host, target.port, target.url) == ("https", "::1", 8443, "https://[::1]:8443/")
 
 
 # -- is_public_address ----------------------------------------------------------------------------
@@ -138,29 +230,27 @@ def test_parse_url_default_ports() -> None:
         "2002:7f00:1::",  # 6to4 wrapping 127.0.0.1
         "2002:a00:1::",  # 6to4 wrapping 10.0.0.1
         "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+        "::ffff:8.8.8.8",  # IPv4-mapped: refused whatever it wraps
+        "100.64.0.1",
+        "192.31.196.1",  # AS112, globally reachable yet special-purpose
+        "2620:4f:8000::1",
     ],
 )
 def test_not_public(addr: str) -> None:
     assert is_public_address(ipaddress.ip_address(addr)) is False
 
 
-@pytest.mark.parametrize("addr", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+@pytest.mark.parametrize("addr", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "1.1.1.1"])
 def test_public(addr: str) -> None:
     assert is_public_address(ipaddress.ip_address(addr)) is True
 
 
-# -- check_literal_host ---------------------------------------------------------------------------
+# -- check_address ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "10.0.0.1", "::ffff:127.0.0.1", "fe80::1", "224.0.0.1"])
-def test_check_literal_host_refuses(host: str) -> None:
+def test_check_address_refuses(host: str) -> None:
     with pytest.raises(UnsafeTarget):
-        check_literal_host(host, allow_private=False)
-    check_literal_host(host, allow_private=True)  # allowed: no raise
-
-
-@pytest.mark.parametrize("host", ["93.184.216.34", "2606:4700:4700::1111", "example.com", "localhost", ""])
-def test_check_literal_host_ignores_public_literals_and_names(host: str) -> None:
-    # names are the resolver's job; only IP literals are judged here
-    assert check_literal_host(host, allow_private=False) is None  # no UnsafeTarget raised
+        check_address(ipaddress.ip_address(host), allow_private=False)
+    assert check_address(ipaddress.ip_address(host), allow_private=True) is None  # allowed
 
 
 # -- GuardedResolver ------------------------------------------------------------------------------

@@ -320,7 +320,7 @@ def test_cli_subscribe_robot(cli_env: dict[str, str]) -> None:
 
 def test_web_form_offers_the_kinds_and_lists_a_robot(dsp: Dispatcher, api_factory: Callable[..., TestClient]) -> None:
     dsp.subscribe("https://discord.com/api/webhooks/1/x", ["*"])
-    page = api_factory(auth=False, api_keys=(), api_insecure_no_auth=True).get("/")
+    page = api_factory(auth=False, api_keys=(), api_insecure_no_auth=True, api_allowed_hosts=("testserver",)).get("/")
     assert page.status_code == 200
     assert '<select id="kind" name="kind">' in page.text and '<option value="">Auto-detect</option>' in page.text
     for kind in ROBOT_KINDS:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis
 
-from dispatcher.defaults import SLOT_TTL_MS, STATS_MINUTE_TTL_S
+from dispatcher.defaults import SLOT_QUEUED_TTL_MS, SLOT_RUNNING_TTL_MS, STATS_MINUTE_TTL_S
 from dispatcher.errors import CursorExpired
 from dispatcher.events import NewEvent
 from dispatcher.ids import delivery_id
@@ -116,12 +116,6 @@ def test_an_idempotency_key_seen_before_returns_the_first_event_id(
     assert int(raw_redis.get(k.stats_enqueued) or 0) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dispatcher bug: enqueue.lua writes each event before checking the next one's keys, and Redis does "
-    "not roll a failed script back, so an error on event 2 (its idempotency key holds another type) leaves "
-    "event 1 stored and queued while the caller gets an error (and may enqueue it again under a new id)",
-)
 def test_enqueue_is_all_or_nothing_when_a_later_event_fails(
     store: Store, raw_redis: redis.Redis, prefix: str, new_event: Callable[..., NewEvent]
 ) -> None:
@@ -138,7 +132,7 @@ def test_enqueue_takes_the_fanout_slot_only_when_it_is_free(
 ) -> None:
     slot = store.keys.kick(Stage.FANOUT, 1)
     assert store.queue.enqueue([new_event()]).kick is True  # the caller publishes the kick
-    assert 0 < raw_redis.pttl(slot) <= SLOT_TTL_MS
+    assert 0 < raw_redis.pttl(slot) <= SLOT_QUEUED_TTL_MS
     assert store.queue.enqueue([new_event()]).kick is False  # held: a task will see the event
     raw_redis.delete(slot)  # the task ended and freed it
     seen = new_event(event_id="evt-once")
@@ -191,7 +185,7 @@ def test_claims_keep_refresh_or_release_the_callers_slot(
         fan_out(store, [new_event()])
     got = claim(10, 2, SlotMode.RELEASE_IF_EMPTY)  # work found: the slot is (re)taken, not freed
     assert len(got.events if stage is Stage.FANOUT else got.deliveries) == 1  # type: ignore[union-attr]
-    assert 0 < raw_redis.pttl(slot) <= SLOT_TTL_MS
+    assert 0 < raw_redis.pttl(slot) <= SLOT_RUNNING_TTL_MS
 
 
 def test_commit_fanout_creates_each_delivery_with_its_job_and_the_body_once(
@@ -201,7 +195,7 @@ def test_commit_fanout_creates_each_delivery_with_its_job_and_the_body_once(
     store.queue.enqueue([ev])
     (claimed,) = store.queue.claim_events(10).events
     d1, d2 = delivery_id(ev.id, EP1), delivery_id(ev.id, EP2)
-    assert store.queue.commit_fanout([FanoutItem(claimed, deliveries=[(EP1, d1), (EP2, d2)])]) == 2
+    assert store.queue.commit_fanout([FanoutItem(claimed, deliveries=[(EP1, d1), (EP2, d2)])]).created == 2
     k = store.keys
     ts = hash_of(raw_redis, k.event(ev.id))["ts"]
     for ep, did in ((EP1, d1), (EP2, d2)):
@@ -229,7 +223,7 @@ def test_a_fanout_redone_after_a_lost_lease_creates_nothing_twice(
     raw_redis.zadd(k.fanout, {stalled.entry: 0})
     (again,) = store.queue.claim_events(10).events  # another worker fans it out
     item = FanoutItem(again, deliveries=[(EP1, delivery_id(ev.id, EP1))], logs=[EP2])
-    assert store.queue.commit_fanout([item]) == 1
+    assert store.queue.commit_fanout([item]).created == 1
     snapshot = {
         "due": raw_redis.zrange(k.due, 0, -1, withscores=True),
         "jobs": raw_redis.hgetall(k.jobs),
@@ -242,7 +236,7 @@ def test_a_fanout_redone_after_a_lost_lease_creates_nothing_twice(
     raw_redis.zadd(k.fanout, {stalled.entry: 0})  # (as if it were queued again)
     # the stalled worker wakes up and commits the fan-out it had prepared
     redo = FanoutItem(stalled, deliveries=[(EP1, delivery_id(ev.id, EP1))], logs=[EP2])
-    assert store.queue.commit_fanout([redo]) == 0
+    assert store.queue.commit_fanout([redo]).created == 0
     assert snapshot == {
         "due": raw_redis.zrange(k.due, 0, -1, withscores=True),
         "jobs": raw_redis.hgetall(k.jobs),
@@ -262,7 +256,7 @@ def test_commit_fanout_appends_to_pull_logs_chained_and_once(
     events = [new_event("a.b", {"i": i}) for i in range(2)]
     store.queue.enqueue(events)
     claimed = store.queue.claim_events(10).events
-    assert store.queue.commit_fanout([FanoutItem(e, logs=[EP1]) for e in claimed]) == 0  # no delivery to POST
+    assert store.queue.commit_fanout([FanoutItem(e, logs=[EP1]) for e in claimed]).created == 0  # no delivery to POST
     k = store.keys
     entries = raw_redis.xrange(k.stream(EP1))
     fields = [{text(f): text(v) for f, v in e[1].items()} for e in entries]
@@ -283,7 +277,7 @@ def test_an_expired_event_is_only_taken_off_the_queue(
     k = store.keys
     raw_redis.delete(k.event(ev.id))  # its retention ran out while it waited
     did = delivery_id(ev.id, EP1)
-    assert store.queue.commit_fanout([FanoutItem(claimed, deliveries=[(EP1, did)], logs=[EP2])]) == 0
+    assert store.queue.commit_fanout([FanoutItem(claimed, deliveries=[(EP1, did)], logs=[EP2])]).created == 0
     assert raw_redis.zcard(k.fanout) == 0
     for key in (k.delivery(did), k.due, k.jobs, k.bodies, k.refs, k.stream(EP2), k.event(ev.id)):
         assert not raw_redis.exists(key), key
@@ -500,7 +494,7 @@ def test_take_slots_takes_free_slots_up_to_kick_parallelism_and_never_one_twice(
     assert q.take_slots(Stage.DELIVER, 5) == [3]  # bounded by kick_parallelism (3)
     assert q.take_slots(Stage.DELIVER, 5) == []  # every slot held
     for n in (1, 2, 3):
-        assert 0 < raw_redis.pttl(k.kick(Stage.DELIVER, n)) <= SLOT_TTL_MS
+        assert 0 < raw_redis.pttl(k.kick(Stage.DELIVER, n)) <= SLOT_QUEUED_TTL_MS
     assert not raw_redis.exists(k.kick(Stage.DELIVER, 4))
     assert q.take_slots(Stage.FANOUT, 1) == [1]  # the other stage's slots are its own
     raw_redis.delete(k.kick(Stage.DELIVER, 2))  # its task ended
@@ -521,7 +515,7 @@ def test_handoff_keeps_the_slot_when_work_is_due_and_frees_it_when_not(
     assert not raw_redis.exists(slot)  # freed: the next publisher kicks
     raw_redis.zadd(queue_key, {"now": redis_ms() - 1})
     assert q.handoff(stage, 2) is True  # kept (taken again): the caller publishes a follow-up kick
-    assert 500 < raw_redis.pttl(slot) <= SLOT_TTL_MS
+    assert 500 < raw_redis.pttl(slot) <= SLOT_QUEUED_TTL_MS
 
 
 @pytest.mark.parametrize("stage", [Stage.FANOUT, Stage.DELIVER])

@@ -7,25 +7,46 @@
 -- ARGV[1] retention_s        ARGV[2] idempotency_ttl_s     ARGV[3] slot_ttl_ms
 -- ARGV[4..] per event, 5 each: id, type, body, only (endpoint ids or ''), has_idempotency_key (0/1);
 --   its queue entry is "<id> <type>" or "<id> <type> <only>"
+-- Every key is read before anything is written, so an error (a key of the wrong type) writes nothing.
 -- Returns {kick (0/1), the id per event..., 1 if new / 0 if seen per event...}
 --#include now
 local retention, idem_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ids, fresh = {}, {}
-local added = 0
+local writes = {}
+local pending_idem = {}  -- idempotency keys taken by an earlier event of this batch
 local k = 4
-for i = 4, #ARGV, 5 do
-  local id, typ, body, only, has_idem = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+for i = 4, #ARGV, 5 do  -- read everything first
+  local id, has_idem = ARGV[i], ARGV[i + 4]
   local event_key = KEYS[k]
   local idem_key = nil
   k = k + 1
   if has_idem == '1' then idem_key = KEYS[k]; k = k + 1 end
   local result, dup = id, false
   if idem_key then
-    local prev = redis.call('GET', idem_key)
+    local prev = redis.pcall('GET', idem_key)
+    if type(prev) == 'table' and prev.err then
+      return redis.error_reply('idempotency key of event ' .. id .. ' is not a string key: ' .. prev.err)
+    end
     if prev then result = prev; dup = true end
+    if not dup and pending_idem[idem_key] then result = pending_idem[idem_key]; dup = true end
   end
-  if not dup and redis.call('EXISTS', event_key) == 1 then dup = true end
+  if not dup and (redis.call('EXISTS', event_key) == 1 or writes[event_key]) then dup = true end
   if not dup then
+    writes[event_key] = i
+    if idem_key then pending_idem[idem_key] = id end
+  end
+  ids[#ids + 1] = result
+  fresh[#fresh + 1] = dup and 0 or 1
+end
+local added = 0
+k = 4
+for i = 4, #ARGV, 5 do
+  local event_key = KEYS[k]
+  local idem_key = nil
+  k = k + 1
+  if ARGV[i + 4] == '1' then idem_key = KEYS[k]; k = k + 1 end
+  if writes[event_key] == i then
+    local id, typ, body, only = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
     redis.call('HSET', event_key, 'body', body, 'type', typ, 'ts', now)
     local entry = id .. ' ' .. typ
     if only ~= '' then
@@ -37,8 +58,6 @@ for i = 4, #ARGV, 5 do
     if idem_key then redis.call('SET', idem_key, id, 'EX', idem_ttl) end
     added = added + 1
   end
-  ids[#ids + 1] = result
-  fresh[#fresh + 1] = dup and 0 or 1
 end
 local kick = 0
 if added > 0 then
