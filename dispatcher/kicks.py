@@ -81,9 +81,11 @@ class Kicker:
         return len(taken)
 
     def tick(self) -> dict[str, int]:
-        """One scheduler pass: kick each stage that has due work, one slot per batch of it."""
+        """One scheduler pass: each stage with due work gets a slot per batch of it, counting the slots
+        already held (a kick on its way, a task at work) as serving their batch."""
         sent = {}
         for stage, batch in ((Stage.FANOUT, self._s.fanout_batch), (Stage.DELIVER, self._s.deliver_inflight)):
             n = self._queue.count_due(stage, batch * self._s.kick_parallelism)
-            sent[str(stage)] = self.kick(stage, -(-n // batch)) if n else 0
+            wanted = -(-n // batch) - self._queue.held_slots(stage) if n else 0
+            sent[str(stage)] = self.kick(stage, wanted) if wanted > 0 else 0
         return sent

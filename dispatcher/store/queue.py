@@ -64,7 +64,7 @@ class Enqueued:
 class ClaimedEvent:
     """An event leased for fan-out."""
 
-    entry: str  # its queue entry, to take it off the queue
+    entry: bytes  # its queue entry as stored, to take it off the queue
     id: str
     type: str
     only: list[str] | None  # addressed to these endpoints only (e.g. a test event), whatever their types
@@ -87,7 +87,7 @@ class DeliveryClaim:
     version: bytes
     deliveries: list[ClaimedDelivery]
     orphans: list[str] = field(default_factory=list)  # queued ids without a job: dropped from the queue
-    malformed: list[str] = field(default_factory=list)  # queued ids whose job does not read: left to ``drop``
+    malformed: list[bytes] = field(default_factory=list)  # queued ids whose job does not read: left to ``drop``
 
 
 @dataclass(slots=True)
@@ -152,10 +152,10 @@ class Queue:
         out = self._scripts.run("claim_events", keys, [limit, self.lease_ms, SLOT_RUNNING_TTL_MS, mode])
         events = []
         for raw in out[2:]:
-            entry = raw.decode()
-            parts = entry.split(" ")
+            parts = raw.decode("utf-8", "replace").split(" ")
             only = parts[2].split(",") if len(parts) > 2 else None
-            events.append(ClaimedEvent(entry, parts[0], parts[1] if len(parts) > 1 else "", only))
+            valid = len(parts) in (2, 3) and all(parts)  # else taken off the queue with nothing created
+            events.append(ClaimedEvent(raw, parts[0], parts[1] if valid else "", only if valid else None))
         return EventClaim(int(out[0]), out[1], events)
 
     def commit_fanout(self, items: Sequence[FanoutItem]) -> FanoutCommitted:
@@ -186,20 +186,20 @@ class Queue:
         out = self._scripts.run("claim_deliveries", keys, [limit, self.lease_ms, SLOT_RUNNING_TTL_MS, mode])
         claimed: list[ClaimedDelivery] = []
         orphans: list[str] = []
-        malformed: list[str] = []
+        malformed: list[bytes] = []
         for i in range(2, len(out), 3):
-            delivery_id, job = out[i].decode("utf-8", "replace"), out[i + 1]
+            raw_id, job = out[i], out[i + 1]
             if not job:
-                orphans.append(delivery_id)
+                orphans.append(raw_id.decode("utf-8", "replace"))
                 continue
             try:
                 event_id, endpoint_id, n, r = job.decode().split(" ")
-                claimed.append((delivery_id, endpoint_id, event_id, int(n), int(r), out[i + 2] or None))
-            except ValueError:  # a job overwritten by something else
-                malformed.append(delivery_id)
+                claimed.append((raw_id.decode(), endpoint_id, event_id, int(n), int(r), out[i + 2] or None))
+            except ValueError:  # a job (or an id) overwritten by something else
+                malformed.append(raw_id)
         return DeliveryClaim(int(out[0]), out[1], claimed, orphans, malformed)
 
-    def drop(self, delivery_ids: Sequence[str]) -> None:
+    def drop(self, delivery_ids: Sequence[str | bytes]) -> None:
         """Take deliveries whose job cannot be read off the queue (their records stay as they are)."""
         if delivery_ids:
             pipe = self._r.pipeline(transaction=True)
@@ -240,6 +240,10 @@ class Queue:
 
     def slot_keys(self, stage: Stage) -> list[str]:
         return [self._k.kick(stage, i) for i in range(1, self._s.kick_parallelism + 1)]
+
+    def held_slots(self, stage: Stage) -> int:
+        """How many of the stage's kick slots are held (by a queued kick or a running task)."""
+        return int(self._r.exists(*self.slot_keys(stage)))
 
     def take_slots(self, stage: Stage, wanted: int) -> list[int]:
         """Take up to ``wanted`` free kick slots of ``stage``; returns their numbers."""

@@ -34,7 +34,7 @@ def fanout_once(rt: Runtime, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> t
     if not claim.events:
         return 0, 0
     cache = rt.cache
-    cache.refresh(rt.store.endpoints, claim.version)
+    rt.refresh_endpoints(claim.version)
     match = cache.index.match
     items = []
     for event in claim.events:

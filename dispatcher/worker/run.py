@@ -112,10 +112,10 @@ class DeliveryRun:
             rt.poison.deliveries(claim.orphans, "queued without a job")
         if claim.malformed:
             rt.store.queue.drop(claim.malformed)
-            rt.poison.deliveries(claim.malformed, "their job does not read")
+            rt.poison.deliveries([d.decode("utf-8", "replace") for d in claim.malformed], "their job does not read")
         if not claim.deliveries:
             return []
-        rt.cache.refresh(rt.store.endpoints, claim.version)
+        rt.refresh_endpoints(claim.version)
         return [Job(*row) for row in claim.deliveries]
 
     def start(self, jobs: list[Job]) -> None:

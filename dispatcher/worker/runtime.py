@@ -50,6 +50,14 @@ class Runtime:
         self._session: aiohttp.ClientSession | None = None
         self.pid = os.getpid()
 
+    def refresh_endpoints(self, version: bytes) -> None:
+        """Reload the endpoint cache if ``version`` moved; endpoints it cannot use are set aside (once)."""
+        loaded = self.cache.version
+        self.cache.refresh(self.store.endpoints, version)
+        if self.cache.version != loaded:
+            for endpoint_id, reason in self.cache.unusable.items():
+                self.poison.endpoint(endpoint_id, reason)
+
     def producer(self) -> Dispatcher:
         """A Dispatcher for operational events this process enqueues (e.g. ``endpoint.disabled``)."""
         if self._producer is None:

@@ -13,11 +13,13 @@ from dispatcher import (
     EndpointNotFound,
     InvalidEventType,
     InvalidInput,
+    InvalidState,
     InvalidURL,
     PayloadNotSerializable,
     PayloadTooLarge,
     UnsafeTarget,
 )
+from dispatcher.ids import delivery_id
 from dispatcher.settings import Settings
 
 
@@ -190,3 +192,40 @@ def test_secrets_never_in_errors_or_listings(dsp: Dispatcher) -> None:
     assert ep.secret not in str(ep.masked())
     rotated = dsp.rotate_secret(ep.id)
     assert ep.secret not in str(rotated.masked()) and rotated.secret not in str(rotated.masked())
+
+
+def test_a_test_event_to_a_disabled_endpoint_is_refused_not_dropped(dsp: Dispatcher) -> None:
+    ep = dsp.subscribe("https://example.com/h", ["*"])
+    dsp.disable_endpoint(ep.id, "maintenance")
+    with pytest.raises(InvalidState, match="disabled"):
+        dsp.send_test(ep.id)
+    dsp.enable_endpoint(ep.id)
+    assert dsp.send_test(ep.id)
+
+
+def test_replay_is_recorded_even_when_the_kick_cannot_be_published(
+    settings: Settings, dsp: Dispatcher, raw_redis: redis.Redis
+) -> None:
+    ep = dsp.subscribe("https://example.com/h", ["*"])
+    event_id = dsp.enqueue("a.b", {})
+    did = delivery_id(event_id, ep.id)
+    raw_redis.hset(dsp.keys.delivery(did), mapping={"evt": event_id, "ep": ep.id, "state": "dead", "n": 1, "r": 1})
+    broken = Dispatcher(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}))  # nothing listens there
+    try:
+        assert broken.replay(did) == 1  # no exception after the replay was written
+    finally:
+        broken.close()
+    assert dsp.get_delivery(did).state.value == "pending"
+
+
+def test_listing_by_state_reads_a_page_at_a_time(dsp: Dispatcher, raw_redis: redis.Redis) -> None:
+    ep = dsp.subscribe("https://example.com/h", ["*"])
+    listing = dsp.keys.endpoint_deliveries(ep.id)
+    for i in range(450):
+        did = f"dlv_{i:04d}"
+        state = "delivered" if i % 150 else "retrying"
+        raw_redis.hset(dsp.keys.delivery(did), mapping={"evt": "e", "ep": ep.id, "state": state, "n": 0})
+        raw_redis.zadd(listing, {did: i})
+    found = dsp.endpoint_deliveries(ep.id, "retrying", limit=2)
+    assert [d.id for d in found] == ["dlv_0300", "dlv_0150"]  # newest first, across pages
+    assert [d.id for d in dsp.endpoint_deliveries(ep.id, "retrying", limit=10)] == ["dlv_0300", "dlv_0150", "dlv_0000"]

@@ -3,6 +3,9 @@ of the ``endpoint_write`` script."""
 
 from __future__ import annotations
 
+import functools
+import itertools
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -129,3 +132,69 @@ def test_every_write_bumps_the_version_workers_watch(store: Store, raw_redis: re
     store.endpoints.rotate_secret(ep.id)
     store.endpoints.delete(ep.id)
     assert version(raw_redis, store) == 5
+
+
+# -- concurrent writers ----------------------------------------------------------------------------------
+def _hammer(writers: list[Callable[[], object]], rounds: int) -> list[BaseException]:
+    """Run each writer ``rounds`` times in its own thread, all at once; returns what they raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(writers))
+
+    def run(write: Callable[[], object]) -> None:
+        start.wait()
+        for _ in range(rounds):
+            try:
+                write()
+            except Exception as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in writers]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    return errors
+
+
+def test_concurrent_edits_never_undo_a_disable(settings: Settings) -> None:
+    """Edits racing an auto-disable (another process, another client) keep it: only an explicit enable
+    undoes it, and every edit lands."""
+    dispatchers = [Dispatcher(settings) for _ in range(4)]
+    try:
+        ep = dispatchers[0].subscribe("https://example.com/h", ["*"])
+        counter = itertools.count()
+
+        def edit(d: Dispatcher) -> Callable[[], object]:
+            return lambda: d.update_endpoint(ep.id, description=f"edit {next(counter)}", max_batch=2)
+
+        def disable() -> object:
+            return dispatchers[3].disable_endpoint(ep.id, "failing without a success for 120 h")
+
+        errors = _hammer([edit(dispatchers[0]), edit(dispatchers[1]), edit(dispatchers[2]), disable], 40)
+        assert errors == []
+        final = dispatchers[0].get_endpoint(ep.id)
+        assert final.enabled is False and final.disabled_reason == "failing without a success for 120 h"
+        assert final.max_batch == 2 and final.description.startswith("edit ")
+        assert dispatchers[1].update_endpoint(ep.id, enabled=True).enabled is True  # the explicit enable
+    finally:
+        for d in dispatchers:
+            d.close()
+
+
+def test_a_deleted_endpoint_never_comes_back_whatever_races_the_delete(settings: Settings) -> None:
+    dispatchers = [Dispatcher(settings) for _ in range(3)]
+    try:
+        for _ in range(10):
+            ep_id = dispatchers[0].subscribe("https://example.com/h", ["*"]).id
+            writers = [
+                functools.partial(dispatchers[0].update_endpoint, ep_id, description="racing"),
+                functools.partial(dispatchers[1].rotate_secret, ep_id),
+                functools.partial(dispatchers[2].unsubscribe, ep_id),
+            ]
+            errors = _hammer(writers, 5)
+            assert all(isinstance(e, EndpointNotFound) for e in errors), errors
+            with pytest.raises(EndpointNotFound):
+                dispatchers[0].get_endpoint(ep_id)
+    finally:
+        for d in dispatchers:
+            d.close()

@@ -5,7 +5,11 @@ Short variants run in CI; ``-m slow`` runs the long ones (10,000 deliveries in f
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -270,3 +274,57 @@ def test_worker_clock_skew_does_not_move_the_schedule(
         run_deliver(runtime, budget_s=0.3)  # type: ignore[arg-type]
     gaps = [rec.requests[i + 1].at - rec.requests[i].at for i in range(2)]
     assert gaps[0] >= 0.18 and gaps[1] >= 0.38  # the schedule (0.2 s, 0.4 s) held despite the skew
+
+
+def test_work_never_waits_on_a_dead_worker(
+    own_redis: EmbeddedRedis,
+    settings_for: Callable[..., Settings],
+    receiver_factory: Callable[..., Receiver],
+    worker_factory: Callable[..., Worker],
+    wait_until: Callable[..., Any],
+) -> None:
+    """A steady stream of events while a worker is killed -9 every 6 s and Redis crashes for a second in
+    the middle: deliveries resume within 5 s of every fault (kick slots of dead tasks expire in seconds)."""
+    settings = settings_for(redis_url=own_redis.url, key_prefix="live:", timeout_s=2.0, lease_margin_s=2.0)
+    dsp = Dispatcher(settings)
+    rec = receiver_factory()
+    dsp.subscribe(rec.url, ["*"])
+    workers = [worker_factory(settings, concurrency=1), worker_factory(settings, concurrency=1)]
+    stop = threading.Event()
+
+    def produce() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            with contextlib.suppress(StoreUnavailable):
+                dsp.enqueue("live.tick", {"i": i})
+            time.sleep(0.02)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    outage_s = 0.0
+    try:
+        wait_until(lambda: rec.count() > 20, 30, what="deliveries flowing")
+        for cycle in range(4):
+            time.sleep(6)
+            victim = workers.pop(0)
+            os.killpg(victim.process.pid, signal.SIGKILL)  # no warm shutdown: its tasks die holding their slots
+            victim.process.wait(10)
+            if cycle == 1:  # Redis crashes for a second in the middle
+                began = time.monotonic()
+                own_redis.process.kill()  # type: ignore[union-attr]
+                own_redis.process.wait(10)  # type: ignore[union-attr]
+                time.sleep(1.0)
+                own_redis.process = None
+                own_redis.start()
+                outage_s = time.monotonic() - began
+            workers.append(worker_factory(settings, concurrency=1))
+        time.sleep(6)
+    finally:
+        stop.set()
+        producer.join(10)
+    arrivals = sorted(r.at for r in rec.requests)
+    longest = max(b - a for a, b in itertools.pairwise(arrivals))
+    print(f"liveness: {len(arrivals)} deliveries, longest stall {longest:.2f}s (Redis down {outage_s:.2f}s)")
+    assert longest <= 5.0 + outage_s, f"deliveries stalled for {longest:.1f}s"
+    dsp.close()

@@ -139,13 +139,6 @@ def test_kicks_only_when_due_work_has_no_slot_holder(
     assert running.stop() and running.errors == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dispatcher bug (or a contract to restate): Kicker.tick asks take_slots for ceil(due / batch) *new* "
-    "slots without counting the slots already held, so one due event whose fan-out slot is held (an enqueue's "
-    "kick in flight, its task not started yet) still gets a second kick on the next tick - ARCHITECTURE.md says "
-    "the scheduler kicks when due work has no slot holder",
-)
 def test_due_work_whose_slot_is_held_gets_no_second_kick(
     scheduler: Callable[[Settings], Running],
     sched_settings: Settings,
