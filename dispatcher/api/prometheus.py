@@ -79,3 +79,11 @@ def stats_metrics(stats: dict[str, Any]) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "dispatcher_workers_live", "Workers whose heartbeat is fresh in Redis", len(stats["workers"])
     )
+    poison = CounterMetricFamily(
+        "dispatcher_poison_records",
+        "Stored records the workers could not use and set aside (endpoint, delivery, event)",
+        labels=["kind"],
+    )
+    for kind, n in stats["poison_records"].items():
+        poison.add_metric([kind], n)
+    yield poison

@@ -51,6 +51,7 @@ def collect_stats(
         pipe.hgetall(k.stats_outcomes)
         pipe.hgetall(k.stats_latency)
         pipe.get(k.stats_enqueued)
+        pipe.hgetall(k.stats_poison)
         pipe.zcount(k.fanout, "-inf", now_ms)
         pipe.zcount(k.due, "-inf", now_ms)
         pipe.zcount(k.due, f"({now_ms}", "+inf")
@@ -60,9 +61,9 @@ def collect_stats(
             pipe.hgetall(k.stats_minute(m))
         out = pipe.execute()
         workers = Heartbeats(r, k).live()
-    raw_outcomes, raw_latency, enqueued, fanout_due, deliver_due, scheduled = out[:6]
-    dead_counts = out[6 : 6 + len(listed)]
-    minute_rows = out[6 + len(listed) :]
+    raw_outcomes, raw_latency, enqueued, raw_poison, fanout_due, deliver_due, scheduled = out[:7]
+    dead_counts = out[7 : 7 + len(listed)]
+    minute_rows = out[7 + len(listed) :]
 
     by_endpoint: dict[str, dict[str, int]] = {}
     totals = dict.fromkeys(OUTCOMES, 0)
@@ -94,6 +95,7 @@ def collect_stats(
         "endpoints": {"total": len(listed), "enabled": len(listed) - len(disabled), "disabled": len(disabled)},
         "disabled_endpoints": disabled,
         "workers": workers,
+        "poison_records": {_text(kind): _int(n) for kind, n in sorted(raw_poison.items())},
         "minutes": [
             {"minute": m, **{o: _int(row.get(o.encode(), 0)) for o in OUTCOMES}}
             for m, row in zip(minute_ids, minute_rows, strict=True)

@@ -77,7 +77,10 @@ def test_histogram_conversion_is_cumulative_in_seconds() -> None:
         "dead_letters": 0,
         "endpoints": {"total": 0, "disabled": 0},
         "workers": [],
+        "poison_records": {"endpoint": 2},
     }
+    (poison,) = [f for f in stats_metrics(stats) if f.name == "dispatcher_poison_records"]
+    assert [(s.labels, s.value) for s in poison.samples] == [({"kind": "endpoint"}, 2)]
     (hist,) = [f for f in stats_metrics(stats) if f.name == "dispatcher_attempt_latency_seconds"]
     got = {s.labels["le"]: s.value for s in hist.samples if s.name.endswith("_bucket")}
     assert got == {"0.005": 2, "0.25": 5, "30.0": 5, "+Inf": 6}

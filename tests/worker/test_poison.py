@@ -72,6 +72,7 @@ def test_an_endpoint_record_that_does_not_read_is_quarantined(
     kept = orjson.loads(raw_redis.hget(dsp.keys.endpoints_quarantine, doomed.id))
     assert "endpoint record unusable" in kept["reason"] and kept["raw"]
     assert _poison(raw_redis, dsp)["endpoint"] == 1
+    assert dsp.stats()["poison_records"] == {"endpoint": 1}  # what /metrics shows
 
 
 def test_an_endpoint_whose_url_the_sender_refuses_is_disabled_with_the_reason(
