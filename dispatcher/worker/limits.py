@@ -32,6 +32,7 @@ class EndpointLimits:
         self._in_flight: dict[str, list[float]] = {}  # endpoint -> when each unanswered request left (monotonic)
         self._shared: dict[str, tuple[float, int]] = {}  # endpoint -> (latency s, limit) other processes saw
         self._shared_at: dict[str, float] = {}  # when this process last shared an endpoint's state
+        self._horizon: dict[str, float] = {}  # slow endpoint -> when its backlog handed back so far is due
 
     def get(self, endpoint_id: str) -> int:
         local = int(self._limits.get(endpoint_id, self.initial))
@@ -64,6 +65,16 @@ class EndpointLimits:
         """How long, on average, the endpoint takes to free one request slot (0 until anything is known)."""
         return 1000 * self.latency_s(endpoint_id) / self.get(endpoint_id)
 
+    def backlog_delays(self, endpoint_id: str, chunks: int, first_ms: int, cap_ms: int) -> list[int]:
+        """Delays (ms from now) for ``chunks`` chunks of a slow endpoint handed back to Redis, one
+        ``spacing_ms`` apart and after those handed back before (this process' horizon for the endpoint),
+        so its backlog comes back at the pace it can take, not all again at the next claim."""
+        now = time.monotonic()
+        spacing_s = self.spacing_ms(endpoint_id) / 1000
+        start = max(now + first_ms / 1000, self._horizon.get(endpoint_id, 0.0))
+        self._horizon[endpoint_id] = start + chunks * spacing_s
+        return [min(cap_ms, int((start - now + i * spacing_s) * 1000)) for i in range(chunks)]
+
     def started(self, endpoint_id: str) -> float:
         """A request to the endpoint leaves now; returns its start, to hand back to ``record``."""
         now = time.monotonic()
@@ -80,13 +91,16 @@ class EndpointLimits:
         current = self._limits.get(endpoint_id, self.initial)
         seconds = outcome.latency_ms / 1000
         previous = self._latency_s.get(endpoint_id)
-        self._latency_s[endpoint_id] = seconds if previous is None else previous * 0.9 + seconds * 0.1
+        average = seconds if previous is None else previous * 0.9 + seconds * 0.1
+        # no answer at all (a timeout, a connection failure): it is at least as slow as that, now
+        self._latency_s[endpoint_id] = max(average, seconds) if outcome.status is None else average
         if outcome.status is None:
             self._limits[endpoint_id] = max(1.0, current / 2)
         elif current < self.maximum:
             self._limits[endpoint_id] = min(float(self.maximum), current + 1)
         if outcome.status is not None and seconds < SLOW_S:
             self._shared.pop(endpoint_id, None)  # it answers: what others saw is over
+            self._horizon.pop(endpoint_id, None)
 
     # -- sharing with the other worker processes --------------------------------------------------
     def to_share(self) -> tuple[dict[str, tuple[float, int]], list[str]]:

@@ -157,10 +157,15 @@ class DeliveryRun:
                 surplus.append(queue.pop()[0])
             # spread the surplus over the time the endpoint needs to take it (a hanging endpoint's
             # backlog comes back over tens of seconds instead of being claimed again and again)
-            spacing = limits.spacing_ms(ep_id)
-            cap = MAX_SLOW_DEFER_MS if limits.slow(ep_id) else MAX_DEFER_MS
-            for i, chunk in enumerate(reversed(surplus)):
-                later += ((job, min(cap, DEFER_MS + int(i * spacing))) for job in chunk)
+            if not surplus:
+                continue
+            if limits.slow(ep_id):  # at the pace it can take, after what was handed back before
+                delays = limits.backlog_delays(ep_id, len(surplus), DEFER_MS, MAX_SLOW_DEFER_MS)
+            else:
+                spacing = limits.spacing_ms(ep_id)
+                delays = [min(MAX_DEFER_MS, DEFER_MS + int(i * spacing)) for i in range(len(surplus))]
+            for delay, chunk in zip(delays, reversed(surplus), strict=True):
+                later += ((job, delay) for job in chunk)
         self.defer(later)
 
     def pump(self) -> None:

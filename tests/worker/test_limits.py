@@ -124,3 +124,49 @@ def test_queue_allowance_shrinks_with_the_answer_time_so_nothing_waits_near_its_
     limits.record(EP, answered(latency_ms=latency_s * 1000))  # the first answer sets the average; limit 3
     assert limits.queue_allowance(EP) == 3 * rounds
     assert limits.queue_allowance(EP) / limits.get(EP) * latency_s <= max(10.0, latency_s)
+
+
+# -- the slow lane and what worker processes share ----------------------------------------------------
+def test_an_endpoint_is_slow_once_its_answers_or_its_oldest_request_take_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("dispatcher.worker.limits.time.monotonic", lambda: clock[0])
+    limits = EndpointLimits(32)
+    started = limits.started(EP)
+    assert not limits.slow(EP)
+    clock[0] += 1.5  # no answer yet, but its request has waited 1.5 s
+    assert limits.slow(EP) and limits.latency_s(EP) == pytest.approx(1.5)
+    limits.record(EP, answered(latency_ms=50.0), started)
+    assert not limits.slow(EP)  # it answered, fast
+    limits.record(EP, timed_out(latency_ms=2000.0))
+    limits.record(EP, timed_out(latency_ms=2000.0))
+    assert limits.latency_s(EP) >= 1.0 and limits.slow(EP)
+
+
+def test_a_slow_endpoints_backlog_is_spread_across_hand_backs(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("dispatcher.worker.limits.time.monotonic", lambda: clock[0])
+    limits = EndpointLimits(32)
+    limits.record(EP, timed_out(latency_ms=2000.0))  # limit 1, 2 s per request: one slot frees every 2 s
+    assert limits.backlog_delays(EP, 3, 200, 300_000) == [200, 2200, 4200]
+    # the next claim's surplus goes after it, not back to the start
+    assert limits.backlog_delays(EP, 2, 200, 300_000) == [6200, 8200]
+    clock[0] += 5.0
+    assert limits.backlog_delays(EP, 1, 200, 300_000) == [5200]
+    assert max(limits.backlog_delays(EP, 500, 200, 300_000)) == 300_000  # never further than the cap
+    limits.record(EP, answered(latency_ms=20.0))  # it answers again: the horizon is forgotten
+    assert limits.backlog_delays(EP, 1, 200, 300_000)[0] < 1000
+
+
+def test_what_other_processes_saw_lowers_the_limit_and_raises_the_latency() -> None:
+    ours, theirs = EndpointLimits(32), EndpointLimits(32)
+    for _ in range(3):
+        theirs.record(EP, timed_out(latency_ms=2000.0))
+    slow, recovered = theirs.to_share()
+    assert slow == {EP: (pytest.approx(2.0), 1)} and recovered == []
+    assert theirs.to_share() == ({}, [])  # not again within SHARE_EVERY_S
+    ours.learn(slow)
+    assert ours.get(EP) == 1 and ours.slow(EP)  # known hanging before a single request of its own
+    ours.record(EP, answered(latency_ms=20.0))
+    assert not ours.slow(EP)  # an answer of its own ends it
