@@ -79,8 +79,8 @@ def subscribe_poll(event_types: Iterable[str] = ("*",), secret: str | None = Non
     return default().subscribe_poll(event_types, secret, **options)
 
 
-def unsubscribe(endpoint_id: str) -> None:
-    default().unsubscribe(endpoint_id)
+def unsubscribe(endpoint_id: str) -> int:
+    return default().unsubscribe(endpoint_id)
 
 
 def get_endpoint(endpoint_id: str) -> Endpoint:

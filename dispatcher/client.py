@@ -63,8 +63,10 @@ class Dispatcher:
         return self.subscribe(None, event_types, secret, kind="poll", **options)
 
     @translating
-    def unsubscribe(self, endpoint_id: str) -> None:
+    def unsubscribe(self, endpoint_id: str) -> int:
+        """Delete an endpoint; its pending deliveries go dead at once ("endpoint deleted"). Returns how many."""
         self.endpoints.delete(endpoint_id)
+        return self.store.queue.purge_endpoint(endpoint_id, "endpoint deleted")
 
     @translating
     def get_endpoint(self, endpoint_id: str) -> Endpoint:

@@ -28,6 +28,9 @@ from dispatcher.store.keys import Keys
 from dispatcher.store.scripts import Scripts
 
 
+PURGE_PAGE = 500  # deliveries per script call when an endpoint's pending work is purged
+
+
 class Stage(enum.StrEnum):
     """The two queues a kick can wake a worker for."""
 
@@ -198,6 +201,19 @@ class Queue:
             except ValueError:  # a job (or an id) overwritten by something else
                 malformed.append(raw_id)
         return DeliveryClaim(int(out[0]), out[1], claimed, orphans, malformed)
+
+    def purge_endpoint(self, endpoint_id: str, reason: str) -> int:
+        """Every pending delivery of an endpoint (its listing, a page at a time) taken off the queue as
+        dead with ``reason``; returns how many. For a deleted endpoint: its work does not linger."""
+        k, purged, start = self._k, 0, 0
+        listing = k.endpoint_deliveries(endpoint_id)
+        while True:
+            ids = [i.decode() for i in self._r.zrange(listing, start, start + PURGE_PAGE - 1)]
+            if not ids:
+                return purged
+            keys = [k.due, k.jobs, k.bodies, k.refs, *(k.delivery(d) for d in ids)]
+            purged += int(self._scripts.run("purge", keys, [self._s.retention_s, reason, *ids]))
+            start += PURGE_PAGE
 
     def drop(self, delivery_ids: Sequence[str | bytes]) -> None:
         """Take deliveries whose job cannot be read off the queue (their records stay as they are)."""

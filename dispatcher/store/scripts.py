@@ -36,6 +36,7 @@ NAMES = (
     "rate_pause",
     "health",
     "endpoint_write",
+    "purge",
 )
 
 

@@ -652,3 +652,21 @@ def test_failing_streaks_start_at_the_first_failure_and_end_at_a_success(store: 
     assert store.failing.note({EP1: False, EP2: True}, 16_999, window) == []
     assert store.failing.note({EP1: False}, 17_000, window) == [EP1]  # failing for the whole window
     assert hash_of(raw_redis, failing) == {}  # reported once, its streak cleared
+
+
+def test_purge_takes_an_endpoints_pending_deliveries_off_as_dead(
+    store: Store, raw_redis: redis.Redis, new_event: Callable[..., NewEvent]
+) -> None:
+    events = [new_event() for _ in range(3)]
+    fan_out(store, events, (EP1, EP2))  # one delivery per event to EP1 and EP2
+    k = store.keys
+    assert raw_redis.zcard(k.due) == 6
+    assert store.queue.purge_endpoint(EP1, "endpoint deleted") == 3
+    assert store.queue.purge_endpoint(EP1, "endpoint deleted") == 0  # once
+    assert raw_redis.zcard(k.due) == 3 and raw_redis.hlen(k.jobs) == 3  # EP2's stay
+    assert raw_redis.hlen(k.bodies) == 3  # still needed by EP2's deliveries
+    (gone,) = [d for d in store.records.for_endpoint(EP1) if d.event_id == events[0].id]
+    assert gone.state.value == "dead" and gone.attempts[-1].error == "endpoint deleted"
+    assert gone.attempts[-1].status is None and gone.next_attempt_at is None
+    assert store.queue.purge_endpoint(EP2, "endpoint deleted") == 3
+    assert not raw_redis.exists(k.due, k.jobs, k.bodies, k.refs)  # nothing left behind
