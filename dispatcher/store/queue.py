@@ -27,7 +27,6 @@ from dispatcher.settings import Settings
 from dispatcher.store.keys import Keys
 from dispatcher.store.scripts import Scripts
 
-
 PURGE_PAGE = 500  # deliveries per script call when an endpoint's pending work is purged
 
 
@@ -208,7 +207,10 @@ class Queue:
         k, purged, start = self._k, 0, 0
         listing = k.endpoint_deliveries(endpoint_id)
         while True:
-            ids = [i.decode() for i in self._r.zrange(listing, start, start + PURGE_PAGE - 1)]
+            ids = [
+                i.decode() if isinstance(i, bytes) else str(i)
+                for i in self._r.zrange(listing, start, start + PURGE_PAGE - 1)
+            ]
             if not ids:
                 return purged
             keys = [k.due, k.jobs, k.bodies, k.refs, *(k.delivery(d) for d in ids)]
