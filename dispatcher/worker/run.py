@@ -66,7 +66,8 @@ class DeliveryRun:
         self.finished: list[tuple[list[Job], Target, Outcome, float]] = []  # ..., when the request left
         self.wake = asyncio.Event()
         self.per_endpoint: Counter[str] = Counter()
-        self.waiting: dict[str, deque[tuple[list[Job], Target]]] = {}
+        # chunks claimed but not sent yet, per endpoint, with when they were claimed (monotonic)
+        self.waiting: dict[str, deque[tuple[list[Job], Target, float]]] = {}
         self.summary = Summary()
         self.clock_ms = 0  # Redis' clock at the last claim
         self.clock_mono = 0.0
@@ -145,7 +146,8 @@ class DeliveryRun:
             if target.rate_interval_ms and chunks:
                 chunks = self.reserve(ep_id, target, chunks)
             queue = self.waiting.setdefault(ep_id, deque())
-            queue.extend((chunk, target) for chunk in chunks)
+            claimed = time.monotonic()
+            queue.extend((chunk, target, claimed) for chunk in chunks)
         self.pump()
         # what an endpoint cannot take within about one round of its limit goes back to Redis for
         # a moment, so no claimed delivery waits here long enough for its lease to run out
@@ -170,21 +172,33 @@ class DeliveryRun:
 
     def pump(self) -> None:
         """Start waiting chunks while their endpoint is under its concurrency limit (and, for a slow
-        endpoint, while the slow lane has room)."""
+        endpoint, while the slow lane has room). A chunk that cannot go soon goes back to Redis: a slow
+        endpoint's when the slow lane is full, any one held for a third of its lease, so no claimed
+        delivery is ever held here until another worker may claim it."""
         limits = self.rt.limits
         slow_room = self.rt.settings.deliver_inflight - self.lanes()[1]
+        stale = time.monotonic() - self.rt.settings.lease_s / 3
+        back: list[tuple[Job, int]] = []
         for ep_id in list(self.waiting):
             queue = self.waiting[ep_id]
             slow = limits.slow(ep_id)
             while queue and self.per_endpoint[ep_id] < limits.get(ep_id) and (not slow or slow_room > 0):
-                chunk, target = queue.popleft()
+                chunk, target, _ = queue.popleft()
                 self.per_endpoint[ep_id] += 1
                 slow_room -= slow
                 task = asyncio.ensure_future(self._send(chunk, target, limits.started(ep_id)))
                 self.inflight.add(task)  # a strong reference while it runs
                 task.add_done_callback(self.inflight.discard)
+            held: list[list[Job]] = []
+            while queue and ((slow and slow_room <= 0) or queue[0][2] < stale):
+                held.append(queue.popleft()[0])
+            if held:
+                delays = limits.backlog_delays(ep_id, len(held), DEFER_MS, MAX_SLOW_DEFER_MS) if slow else None
+                for i, chunk in enumerate(held):
+                    back += ((job, delays[i] if delays else DEFER_MS) for job in chunk)
             if not queue:
                 del self.waiting[ep_id]
+        self.defer(back)
 
     def lanes(self) -> tuple[int, int]:
         """(requests in flight to endpoints answering in time, to slow ones): hanging endpoints fill the
@@ -225,7 +239,7 @@ class DeliveryRun:
         self.summary.counts["deferred"] += len(jobs)
 
     def defer_all_waiting(self) -> None:
-        self.defer([(job, 0) for q in self.waiting.values() for chunk, _ in q for job in chunk])
+        self.defer([(job, 0) for q in self.waiting.values() for chunk, _, _ in q for job in chunk])
         self.waiting.clear()
 
     async def _send(self, jobs: list[Job], target: Target, started: float) -> None:
