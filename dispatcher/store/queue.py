@@ -99,6 +99,7 @@ class FanoutItem:
     event: ClaimedEvent
     deliveries: list[tuple[str, str]] = field(default_factory=list)  # (endpoint id, delivery id)
     logs: list[str] = field(default_factory=list)  # endpoint ids
+    delays: dict[str, int] = field(default_factory=dict)  # delivery id -> ms after the event it is first due
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +172,7 @@ class Queue:
             args += (ev.entry, ev.id, len(item.deliveries), len(item.logs))
             for endpoint_id, delivery_id in item.deliveries:
                 keys += (k.delivery(delivery_id), k.endpoint_deliveries(endpoint_id))
-                args += (endpoint_id, delivery_id)
+                args += (endpoint_id, delivery_id, item.delays.get(delivery_id, 0))
             keys += (k.stream(endpoint_id) for endpoint_id in item.logs)
         out = self._scripts.run("fanout_commit", keys, args)
         return FanoutCommitted(int(out[0]), [v.decode() for v in out[1:]])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from dispatcher.ids import delivery_id
 from dispatcher.models import POLL_KIND
 from dispatcher.store.queue import FanoutItem, SlotMode, Stage
+from dispatcher.worker.limits import MAX_SLOW_DEFER_MS
 from dispatcher.worker.runtime import Runtime
 
 
@@ -37,6 +38,7 @@ def fanout_once(rt: Runtime, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> t
     rt.refresh_endpoints(claim.version)
     match = cache.index.match
     items = []
+    slow: dict[str, list[tuple[FanoutItem, str]]] = {}  # endpoint id -> its new deliveries, if it is slow
     for event in claim.events:
         item = FanoutItem(event)
         if not event.type:  # a malformed queue entry: taken off the queue, nothing created
@@ -52,12 +54,27 @@ def fanout_once(rt: Runtime, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> t
                 item.logs.append(ep.id)
                 if ep.kind == POLL_KIND:
                     continue
-            item.deliveries.append((ep.id, delivery_id(event.id, ep.id)))
+            did = delivery_id(event.id, ep.id)
+            item.deliveries.append((ep.id, did))
+            if rt.limits.slow(ep.id):
+                slow.setdefault(ep.id, []).append((item, did))
         items.append(item)
+    pace_slow_endpoints(rt, slow)
     done = queue.commit_fanout(items)
     for event_id in done.unusable:
         rt.poison.event(event_id, "its event record or a pull log it goes to is not of the expected type")
     return len(items), done.created
+
+
+def pace_slow_endpoints(rt: Runtime, slow: dict[str, list[tuple[FanoutItem, str]]]) -> None:
+    """Deliveries to an endpoint known to be slow are born due at the pace it can take (after what it
+    was already handed), so a hanging endpoint's new work never floods the delivery queue."""
+    for ep_id, born in slow.items():
+        target = rt.cache.targets.get(ep_id)
+        size = 1 if target is None or target.robot is not None else max(1, target.endpoint.max_batch)
+        delays = rt.limits.backlog_delays(ep_id, -(-len(born) // size), 0, MAX_SLOW_DEFER_MS)
+        for i, (item, did) in enumerate(born):
+            item.delays[did] = delays[i // size]
 
 
 def run_fanout(rt: Runtime, slot: int = 0) -> FanoutResult:

@@ -17,6 +17,7 @@ import time
 from dispatcher.worker.jobs import Outcome
 
 SLOW_S = 1.0  # an endpoint answering (or holding requests) this long or longer is in the slow lane
+MAX_SLOW_DEFER_MS = 60_000  # a slow endpoint's backlog is handed back (or born due) at most this far ahead
 SHARE_EVERY_S = 1.0  # how often one process tells the others about an endpoint, at most
 
 

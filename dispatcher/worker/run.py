@@ -26,6 +26,7 @@ from dispatcher.store.queue import SlotMode, Stage
 from dispatcher.worker import http, ratelimit
 from dispatcher.worker.fanout import fanout_once
 from dispatcher.worker.jobs import Job, Outcome, Skip
+from dispatcher.worker.limits import MAX_SLOW_DEFER_MS
 from dispatcher.worker.recording import Recorded, Recorder
 from dispatcher.worker.runtime import Runtime
 from dispatcher.worker.targets import Target
@@ -36,8 +37,7 @@ DEAD_LETTERS_REPORTED = 100  # per task, as failed dead_letter tasks in Flower
 FLUSH_EVERY = 256  # outcomes written per Redis round trip at most
 FLUSH_INTERVAL_S = 0.02
 DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
-MAX_DEFER_MS = 30_000  # a surplus handed back is spread over at most this long...
-MAX_SLOW_DEFER_MS = 60_000  # ...or, for a slow endpoint, this long (it could not take it sooner)
+MAX_DEFER_MS = 30_000  # a surplus handed back is spread over at most this long (slow endpoints: MAX_SLOW_DEFER_MS)
 FANOUT_EVERY_S = 0.01
 LINGER_POLL_S = 0.01
 STORE_RETRY_S = 0.1  # Redis unreachable: how often the loop tries again

@@ -30,6 +30,7 @@ def test_quick_benchmark_counts_correctly(redis_url: str, tmp_path: Path) -> Non
     assert [r["hanging"] for r in runs] == [0, sizes.isolation_endpoints // 10, sizes.isolation_endpoints // 2, 0]
     assert all(r["missing"] == 0 and r["duplicates"] == 0 for r in runs)
     assert all(r["vs_none_hanging"] > 0 for r in runs[1:-1])
+    assert all(r["per_endpoint_vs_none_hanging"] >= r["vs_none_hanging"] for r in runs[1:-1])
     backlog = results["backlog"]
     assert backlog["deliveries_during"] == min(5000, sizes.one_to_one)
     assert all(v > 0 for v in backlog["rss_mb_after"].values())

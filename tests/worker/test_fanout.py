@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import redis
 
 from dispatcher import Dispatcher
+from dispatcher.ids import delivery_id
 from dispatcher.worker.fanout import run_fanout
+from dispatcher.worker.jobs import Outcome
 from dispatcher.worker.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -37,3 +40,25 @@ def test_fanout_appends_to_logs_instead_of_posting(
     test_id = dsp.send_test(poll.id)
     run_fanout(runtime)
     assert log_ids(poll.id)[-1] == test_id
+
+
+def test_deliveries_to_an_endpoint_known_to_be_slow_are_born_due_at_its_pace(
+    dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver], raw_redis: redis.Redis
+) -> None:
+    healthy = dsp.subscribe(receiver_factory().url, ["*"])
+    slow = dsp.subscribe(receiver_factory().url, ["*"], max_batch=1)
+    for _ in range(5):  # this process saw it time out after 2 s, five times: one request at a time, 2 s each
+        runtime.limits.record(slow.id, Outcome(error="timeout", latency_ms=2000.0, sent=True))
+    ids = dsp.enqueue_many([("a.b", {"i": i}) for i in range(6)])
+    run_fanout(runtime)
+    fanned_out_ms = time.time() * 1000
+    due = runtime.store.keys.due
+
+    def due_ms(endpoint_id: str) -> list[float]:
+        return sorted(float(raw_redis.zscore(due, delivery_id(e, endpoint_id)) or 0) for e in ids)
+
+    assert all(ms <= fanned_out_ms for ms in due_ms(healthy.id))  # due at once: a healthy endpoint waits for nothing
+    paced = due_ms(slow.id)
+    gaps = [b - a for a, b in zip(paced, paced[1:], strict=False)]
+    assert paced[0] <= fanned_out_ms  # its first one goes now...
+    assert all(1500 <= gap <= 2500 for gap in gaps)  # ...then one per answer time, not all at once

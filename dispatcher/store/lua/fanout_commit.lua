@@ -9,7 +9,8 @@
 -- KEYS[6..] per event: its event hash; then per delivery: the delivery hash and its endpoint's delivery
 --   listing; then per pull log: the endpoint's stream
 -- ARGV[1] retention_s  ARGV[2] poll_max_events  ARGV[3] poll_max_age_ms
--- ARGV[4..] per event: queue entry, event id, deliveries D, pull logs L, then D x (endpoint id, delivery id)
+-- ARGV[4..] per event: queue entry, event id, deliveries D, pull logs L, then D x (endpoint id, delivery id,
+--   delay ms: a delivery to an endpoint known to be slow is born due later, at the pace it can take)
 -- A log entry holds prev (the entry before it: a reader whose cursor is older than the first entry's prev
 -- has lost entries to trimming), id, type, ts and body. Retention at append: about poll_max_events entries
 -- (MAXLEN ~, whole macro nodes) and none older than poll_max_age (MINID, exact).
@@ -43,20 +44,20 @@ while i <= #ARGV do
   end
   local ids = {}
   for j = 0, count - 1 do
-    local ep, did = ARGV[i + 2 * j], ARGV[i + 2 * j + 1]
+    local ep, did, delay = ARGV[i + 3 * j], ARGV[i + 3 * j + 1], tonumber(ARGV[i + 3 * j + 2]) or 0
     local delivery_key, listing_key = KEYS[k], KEYS[k + 1]
     k = k + 2
     if fresh and ok(redis.pcall('HSET', delivery_key, 'evt', id, 'ep', ep, 'state', 'pending', 'n', 0, 'r', 0,
-                                'created', now, 'next', ts)) then
+                                'created', now, 'next', ts + delay)) then
       redis.call('EXPIRE', delivery_key, retention)
       redis.pcall('ZADD', listing_key, now, did)
-      redis.call('ZADD', KEYS[2], ts, did)
+      redis.call('ZADD', KEYS[2], ts + delay, did)
       redis.call('HSET', KEYS[3], did, id .. ' ' .. ep .. ' 0 0')
       listings[listing_key] = true
       ids[#ids + 1] = did
     end
   end
-  i = i + 2 * count
+  i = i + 3 * count
   if fresh then
     redis.call('HSET', event_key, 'deliveries', table.concat(ids, ','))
     created = created + #ids
