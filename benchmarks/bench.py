@@ -398,8 +398,8 @@ class Bench:
         self.results["isolation"] = {"endpoints": s.isolation_endpoints, "timeout_s": self.timeout_s,
                                      "none_hanging_per_s": round(base), "runs": runs}  # fmt: skip
         parts = [f"{r['hanging']} hanging: healthy {r['healthy_per_s']:,}/s"
-                 + (f" = {r['vs_none_hanging']:.0%} of none hanging"
-                    f" ({r['per_endpoint_vs_none_hanging']:.0%} per healthy endpoint)" if "vs_none_hanging" in r else "")
+                 + (f" = {r['vs_none_hanging']:.0%} of none hanging ({r['per_endpoint_vs_none_hanging']:.0%}"
+                    " per healthy endpoint)" if "vs_none_hanging" in r else "")
                  + f", missing {r['missing']}, duplicates {r['duplicates']}" for r in runs]  # fmt: skip
         line(f"5 isolation {s.isolation_endpoints} endpoints, hanging past the {self.timeout_s:.0f}s timeout "
              f"(none hanging before and after: {base:,.0f}/s): " + "; ".join(parts))  # fmt: skip

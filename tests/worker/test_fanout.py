@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -59,6 +60,6 @@ def test_deliveries_to_an_endpoint_known_to_be_slow_are_born_due_at_its_pace(
 
     assert all(ms <= fanned_out_ms for ms in due_ms(healthy.id))  # due at once: a healthy endpoint waits for nothing
     paced = due_ms(slow.id)
-    gaps = [b - a for a, b in zip(paced, paced[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(paced)]
     assert paced[0] <= fanned_out_ms  # its first one goes now...
     assert all(1500 <= gap <= 2500 for gap in gaps)  # ...then one per answer time, not all at once
