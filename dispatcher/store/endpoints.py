@@ -268,7 +268,7 @@ class EndpointStore:
         return cast(bytes, raw)
 
     def _write(self, endpoint_id: str, expected: bytes, new: bytes) -> int:
-        keys = [self._k.endpoints, self._k.endpoints_version, self._k.stream(endpoint_id)]
+        keys = [self._k.endpoints, self._k.endpoints_version, self._k.stream(endpoint_id), self._k.stats_outcomes]
         return int(self._scripts.run("endpoint_write", keys, [endpoint_id, expected, new]))
 
     def _change(self, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint:

@@ -65,15 +65,19 @@ def collect_stats(
     dead_counts = out[7 : 7 + len(listed)]
     minute_rows = out[7 + len(listed) :]
 
+    # totals count every delivery ever made; the rows only live endpoints (a deleted endpoint's fields
+    # are folded into "~deleted:<state>" with it, and one recorded after its deletion is not shown)
+    live = {ep.id for ep in listed}
     by_endpoint: dict[str, dict[str, int]] = {}
     totals = dict.fromkeys(OUTCOMES, 0)
     for field, value in raw_outcomes.items():
         ep_id, _, outcome = _text(field).rpartition(":")
         if outcome not in totals or not ep_id:
             continue
-        row = by_endpoint.setdefault(ep_id, dict.fromkeys(OUTCOMES, 0))
-        row[outcome] += _int(value)
         totals[outcome] += _int(value)
+        if ep_id in live:
+            row = by_endpoint.setdefault(ep_id, dict.fromkeys(OUTCOMES, 0))
+            row[outcome] += _int(value)
 
     lat = {_text(f): _int(v) for f, v in raw_latency.items()}
     buckets = [{"le_ms": str(b), "count": lat.get(str(b), 0)} for b in LATENCY_BUCKETS_MS]

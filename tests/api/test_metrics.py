@@ -57,6 +57,20 @@ def test_prometheus_metrics_from_redis_at_scrape_time(api: TestClient, dsp: Disp
     assert scrape(api)["dispatcher_events_enqueued_total"][()] == 2
 
 
+def test_a_deleted_endpoints_series_disappear(api: TestClient, dsp: Dispatcher, mixed: dict[str, str]) -> None:
+    """Series only ever exist for live endpoints: deleting one removes its rows (and its stored counters),
+    while the totals keep counting what it received."""
+    before = dsp.stats()["deliveries"]
+    dsp.unsubscribe(mixed["ok"])
+    series = {dict(k)["endpoint_id"] for k in scrape(api)["dispatcher_deliveries_total"]}
+    assert series == {mixed["dead"], mixed["retry"]}
+    stats = dsp.stats()
+    assert mixed["ok"] not in stats["deliveries_by_endpoint"]
+    assert stats["deliveries"] == before
+    fields = dsp.store.redis.hkeys(dsp.store.keys.stats_outcomes)
+    assert not [f for f in fields if f.decode().startswith(mixed["ok"] + ":")]
+
+
 def test_histogram_conversion_is_cumulative_in_seconds() -> None:
     latency: dict[str, Any] = {
         "buckets": [

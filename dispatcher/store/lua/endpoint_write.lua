@@ -5,6 +5,8 @@
 -- KEYS[1] endpoints   hash    endpoint id -> endpoint JSON
 -- KEYS[2] version     string  the endpoints' version counter
 -- KEYS[3] stream      stream  the endpoint's pull log (deleted with the endpoint)
+-- KEYS[4] outcomes    hash    "<endpoint id>:<state>" -> deliveries (a deleted endpoint's fields are
+--                             folded into "~deleted:<state>", so totals keep counting and rows do not grow)
 -- ARGV[1] endpoint id  ARGV[2] the JSON read ('' = it must not exist yet)  ARGV[3] the new JSON ('' = delete)
 -- Returns 1 written, 0 changed since it was read (read again and retry), -1 no such endpoint.
 local current = redis.call('HGET', KEYS[1], ARGV[1])
@@ -18,6 +20,13 @@ end
 if ARGV[3] == '' then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('DEL', KEYS[3])
+  for _, state in ipairs({'delivered', 'retrying', 'dead'}) do
+    local n = redis.call('HGET', KEYS[4], ARGV[1] .. ':' .. state)
+    if n then
+      redis.call('HINCRBY', KEYS[4], '~deleted:' .. state, n)
+      redis.call('HDEL', KEYS[4], ARGV[1] .. ':' .. state)
+    end
+  end
 else
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 end
