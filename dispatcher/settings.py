@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     api_auth_failures_per_minute: int = Field(
         default=20, ge=1, description="failed logins and bearer checks per client address before it gets 429"
     )
+    api_openapi_requires_key: bool = Field(
+        default=False,
+        description="`/openapi.json` needs an API key too (off: public, so client generators can fetch it)",
+    )
 
     # pull consumers (kind "poll" and ``also_poll`` endpoints; ``dispatcher.api.pull``)
     poll_max_events: int = Field(default=100_000, ge=1, description="about how many events a pull log keeps")

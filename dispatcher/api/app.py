@@ -1,13 +1,13 @@
 """The HTTP API and web page: ``create_app(settings)`` builds the FastAPI app, ``serve()`` runs it.
 
-Routes (all JSON, all behind an API key except ``/healthz``, the page's login form and its static
-files):
+Routes (all JSON, all behind an API key except ``/healthz``, ``/openapi.json`` (unless
+``api_openapi_requires_key``), the page's login form and its static files):
 
 - ``/v1/...``: endpoints, events, deliveries, replay, stats (``dispatcher.api.routes``)
 - ``/v1/endpoints/{id}/poll`` and ``.../stream``: pull consumers, long-poll and WebSocket (``dispatcher.api.pull``)
 - ``/`` and ``/web/...``: the web page (``dispatcher.api.web``)
 - ``/metrics``: Prometheus, read from Redis at scrape time (``dispatcher.api.prometheus``)
-- ``/openapi.json``: the OpenAPI document
+- ``/openapi.json``: the OpenAPI document; operation ids are the handlers' names (``create_endpoint``...)
 - ``/healthz``: 200 when Redis answers (live workers listed, none is only a warning), else 503
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -111,6 +112,12 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def operation_id(route: APIRoute) -> str:
+    """A route's OpenAPI operation id: its handler's name (``create_endpoint``, not FastAPI's
+    ``create_endpoint_v1_endpoints_post``), which generated clients use as the function's name."""
+    return route.name
+
+
 def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> FastAPI:
     """The API and web page over ``dispatcher`` (built from ``settings`` and closed with the app if not given)."""
     check_api_config(settings)
@@ -128,7 +135,8 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
         title="webhook-dispatcher",
         version=__version__,
         description="Register webhook endpoints, publish events, inspect and replay deliveries.",
-        openapi_url=None,  # served below, behind the API key
+        openapi_url=None,  # served below, behind the API key if api_openapi_requires_key
+        generate_unique_id_function=operation_id,
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
@@ -149,7 +157,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
     install_web(app)
 
     @app.get("/healthz", response_model=Health, tags=["monitoring"], responses={503: ERROR_RESPONSES[503]})
-    def healthz() -> Any:
+    def get_health() -> Any:
         """No auth. 200 while Redis answers; ``workers`` lists live workers (none is a warning, not a failure)."""
         try:
             with translated():
@@ -159,12 +167,26 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
         warning = None if workers else "no live workers: events are stored but not delivered until one runs"
         return Health(redis="ok", workers=workers, warning=warning)
 
-    @app.get("/metrics", dependencies=[Depends(require_auth)], tags=["monitoring"], response_class=Response)
-    def metrics() -> Response:
+    @app.get(
+        "/metrics",
+        dependencies=[Depends(require_auth)],
+        tags=["monitoring"],
+        response_class=Response,  # no media type of its own: the 200 is text/plain, errors stay JSON
+        responses={
+            200: {
+                "description": "Prometheus text exposition format (version 0.0.4)",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **{code: ERROR_RESPONSES[code] for code in (401, 429)},
+        },
+    )
+    def get_metrics() -> Response:
         """Prometheus text format, read from Redis at scrape time."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/openapi.json", dependencies=[Depends(require_auth)], include_in_schema=False)
+    openapi_auth = [Depends(require_auth)] if settings.api_openapi_requires_key else []
+
+    @app.get("/openapi.json", dependencies=openapi_auth, include_in_schema=False)
     def openapi(request: Request) -> JSONResponse:
         return JSONResponse(app.openapi())
 

@@ -201,7 +201,7 @@ async def _disconnected(request: Request) -> None:
     response_model=PollPage,
     responses={**ERROR_RESPONSES, 410: {"model": CursorExpiredOut, "description": "the cursor expired"}},
 )
-async def poll(
+async def poll_endpoint(
     request: Request,
     endpoint_id: str,
     _bearer: Annotated[object, Depends(bearer_scheme)],
@@ -274,7 +274,9 @@ def _error_of(exc: Exception) -> tuple[int, str, str, dict[str, Any]]:
 
 
 @router.websocket("/endpoints/{endpoint_id}/stream")
-async def stream(websocket: WebSocket, endpoint_id: str, cursor: str | None = None, api_key: str | None = None) -> None:
+async def stream_endpoint(
+    websocket: WebSocket, endpoint_id: str, cursor: str | None = None, api_key: str | None = None
+) -> None:
     """Events pushed as they arrive; acked by cursor; resumable with ``?cursor=`` (see the module doc)."""
     auth, pull = _pull(websocket.app)
     offered = list(websocket.scope.get("subprotocols") or [])

@@ -2,7 +2,8 @@
 
 Handlers are plain functions (FastAPI runs them in its thread pool) because ``Dispatcher`` talks to
 Redis synchronously. Errors are raised as the dispatcher's exceptions and turned into the one
-error shape by ``dispatcher.api_errors``.
+error shape by ``dispatcher.api_errors``. A handler's name is its OpenAPI operation id (what a
+generated client calls it: ``create_endpoint``, ``enqueue_event``...), so names are unique in the app.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dispatcher.api.schemas import (
     Replayed,
     RotateSecret,
     SentTest,
+    StatsOut,
 )
 from dispatcher.client import Dispatcher
 from dispatcher.models import Delivery, DeliveryState, Endpoint
@@ -85,7 +87,9 @@ def delete_endpoint(endpoint_id: str, dsp: Dsp) -> Response:
 
 
 @router.post("/endpoints/{endpoint_id}/rotate-secret", response_model=EndpointOut, tags=["endpoints"])
-def rotate_secret(endpoint_id: str, dsp: Dsp, body: Annotated[RotateSecret | None, Body()] = None) -> dict[str, Any]:
+def rotate_endpoint_secret(
+    endpoint_id: str, dsp: Dsp, body: Annotated[RotateSecret | None, Body()] = None
+) -> dict[str, Any]:
     """New signing secret, shown once; the old one keeps signing alongside it for ``grace_s`` (1 day)."""
     req = body or RotateSecret()
     return with_secret(dsp.rotate_secret(endpoint_id, req.grace_s, req.secret))
@@ -106,7 +110,7 @@ def disable_endpoint(
 @router.post(
     "/endpoints/{endpoint_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=SentTest, tags=["endpoints"]
 )
-def send_test(endpoint_id: str, dsp: Dsp) -> dict[str, str]:
+def send_test_event(endpoint_id: str, dsp: Dsp) -> dict[str, str]:
     """Send a ``webhook.test`` event to this endpoint only, whatever its type filters."""
     return {"event_id": dsp.send_test(endpoint_id)}
 
@@ -131,7 +135,7 @@ EventsBody = Annotated[
     response_model_exclude_none=True,
     tags=["events"],
 )
-def post_events(body: EventsBody, dsp: Dsp) -> dict[str, Any]:
+def enqueue_event(body: EventsBody, dsp: Dsp) -> dict[str, Any]:
     """Store events durably for delivery to every matching endpoint. An array is all or nothing."""
     if isinstance(body, EventIn):
         event_id = dsp.enqueue(body.type, body.data, event_id=body.id, idempotency_key=body.idempotency_key)
@@ -151,7 +155,7 @@ def get_event(event_id: str, dsp: Dsp) -> dict[str, Any]:
 
 # -- deliveries -----------------------------------------------------------------------------------
 @router.get("/endpoints/{endpoint_id}/deliveries", response_model=DeliveryList, tags=["deliveries"])
-def endpoint_deliveries(
+def list_endpoint_deliveries(
     endpoint_id: str,
     dsp: Dsp,
     state: DeliveryState | None = None,
@@ -196,7 +200,7 @@ def replay_endpoint(
 
 
 # -- stats ----------------------------------------------------------------------------------------
-@router.get("/stats", tags=["monitoring"])
-def stats(dsp: Dsp) -> dict[str, Any]:
+@router.get("/stats", response_model=StatsOut, tags=["monitoring"])
+def get_stats(dsp: Dsp) -> dict[str, Any]:
     """Counters, queue depths, dead letters, workers and per-minute outcomes (see /metrics)."""
     return dsp.stats()

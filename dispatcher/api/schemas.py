@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from dispatcher.models import Delivery
 
@@ -165,3 +173,83 @@ class Health(BaseModel):
     redis: Literal["ok", "down"]
     workers: list[str]
     warning: str | None = None
+
+
+# -- GET /v1/stats: what ``dispatcher.store.stats.collect_stats`` returns -----------------------------
+class OutcomeCounts(BaseModel):
+    delivered: int = Field(description="deliveries that got a 2xx")
+    retrying: int = Field(description="failed attempts that were rescheduled")
+    dead: int = Field(description="deliveries dead-lettered")
+
+
+class LatencyBucket(BaseModel):
+    le_ms: str = Field(description="upper bound in milliseconds, or '+Inf'", examples=["250"])
+    count: int = Field(description="attempts that took at most le_ms (cumulative)")
+
+
+class LatencyStats(BaseModel):
+    buckets: list[LatencyBucket]
+    sum_ms: int
+    count: int
+
+
+class QueueDepths(BaseModel):
+    fanout_due: int = Field(description="events due for fan-out and not claimed yet")
+    deliver_due: int = Field(description="deliveries due now and not claimed yet")
+
+
+class EndpointCounts(BaseModel):
+    total: int
+    enabled: int
+    disabled: int
+
+
+class DisabledEndpoint(BaseModel):
+    id: str
+    reason: str | None
+
+
+class WorkerOut(BaseModel):
+    """A live worker as its heartbeat describes it; a field its record holds in a wrong type is null."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    pid: int | None = None
+    concurrency: int | None = None
+    at: float | None = Field(default=None, description="unix time of its last heartbeat")
+
+    @field_validator("pid", "concurrency", "at", mode="wrap")
+    @classmethod
+    def _lenient(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            return None
+
+
+class MinuteOutcomes(BaseModel):
+    minute: int = Field(description="unix time // 60")
+    delivered: int
+    retrying: int
+    dead: int
+
+
+class StatsOut(BaseModel):
+    """Counters run since the Redis data was created; gauges are current (see /metrics)."""
+
+    time: float = Field(description="unix time of the reading (Redis' clock)")
+    enqueued_total: int
+    deliveries: OutcomeCounts
+    deliveries_by_endpoint: dict[str, OutcomeCounts] = Field(description="live endpoints only")
+    latency: LatencyStats
+    queue: QueueDepths
+    queue_depth: int = Field(description="queue.fanout_due + queue.deliver_due")
+    pending_retries: int = Field(description="deliveries scheduled for later (retries and leases in flight)")
+    dead_letters: int
+    dead_letters_by_endpoint: dict[str, int]
+    endpoints: EndpointCounts
+    disabled_endpoints: list[DisabledEndpoint]
+    workers: list[WorkerOut]
+    poison_records: dict[str, int] = Field(description="records set aside, by kind: endpoint, delivery, event")
+    minutes: list[MinuteOutcomes] = Field(description="per-minute outcomes, oldest first, this minute last")
