@@ -96,10 +96,6 @@ class BrokerUnavailable(DispatcherError):
     """Raised when the Celery broker cannot be reached to publish a kick."""
 
 
-class DeadLettered(DispatcherError):
-    """Raised by the ``dispatcher.dead_letter`` task so each dead-lettered delivery shows as a failure in Flower."""
-
-
 class DeliveryError(DispatcherError):
     """Raised by the HTTP engine when an attempt gets no answer; its message is the attempt's recorded error.
 

@@ -106,3 +106,20 @@ def script_args(events: Sequence[NewEvent]) -> list[Any]:
     for ev in events:
         args.extend((ev.id, ev.type, ev.body, ev.idempotency_key, ev.only))
     return args
+
+
+_TYPE_FIELD = b'"type":"'
+
+
+def type_of(body: bytes | None) -> str:
+    """The event type inside an encoded body (``build_event``'s layout: ``{"id":..,"type":"..",...}``), read
+    without parsing the data; ``"?"`` when the body is missing or not of that layout. Type names contain no
+    quote (``validate_event_type``), and the id before it none either, so the first match is the type."""
+    if not body:
+        return "?"
+    start = body.find(_TYPE_FIELD, 0, 256)
+    if start < 0:
+        return "?"
+    start += len(_TYPE_FIELD)
+    end = body.find(b'"', start, start + 256)
+    return body[start:end].decode("utf-8", "replace") if end > 0 else "?"

@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=0.5, gt=0, description="how often the scheduler looks for due work")
     embedded_scheduler: bool = Field(default=True, description="run the scheduler loop inside each worker too")
 
+    # monitoring (Flower: ``dispatcher.worker.monitor``)
+    flower_every: int = Field(
+        default=1,
+        ge=0,
+        description="Flower tasks: 1 = one per delivery attempt; N = one per endpoint per N attempts; 0 = none",
+    )
+
     # HTTP API and web page (``dispatcher.api``)
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), repr=False, description="comma-separated bearer keys of the HTTP API and web page"

@@ -387,6 +387,64 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
         w.stop()
 
 
+class Flower:
+    """A real ``celery -A workers.app flower`` on a free loopback port, its API open (``FLOWER_UNAUTHENTICATED_API``)."""
+
+    def __init__(self, settings: Settings, log_path: Path, max_tasks: int = 10_000) -> None:
+        self.log_path = log_path
+        self.port = free_port()
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.app", "flower", "--address=127.0.0.1",
+             f"--port={self.port}", f"--max_tasks={max_tasks}"],
+            cwd=ROOT, env=_child_env(settings, {"FLOWER_UNAUTHENTICATED_API": "true"}), stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_until(self._ready, 30, 0.1, f"Flower on port {self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"Flower exited:\n{self.log_path.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthcheck", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as resp:
+            return bytes(resp.read())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def flower_factory(tmp_path: Path) -> Iterator[Callable[..., Flower]]:
+    """``flower_factory(settings, max_tasks=10_000)`` starts a real Flower on the test's broker, waits until ready."""
+    started: list[Flower] = []
+
+    def make(settings: Settings, **kwargs: Any) -> Flower:
+        flower = Flower(settings, tmp_path / f"flower{len(started)}.log", **kwargs)
+        started.append(flower)
+        return flower
+
+    yield make
+    for flower in started:
+        flower.stop()
+
+
 class SchedulerProcess:
     """A real ``dispatcher scheduler`` process, its output in a log file."""
 
