@@ -388,7 +388,7 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 
 
 class Flower:
-    """A real ``celery -A workers.app flower`` on a free loopback port, its API open (``FLOWER_UNAUTHENTICATED_API``)."""
+    """A real ``celery -A workers.app flower`` on a free loopback port, its API open (FLOWER_UNAUTHENTICATED_API)."""
 
     def __init__(self, settings: Settings, log_path: Path, max_tasks: int = 10_000) -> None:
         self.log_path = log_path
