@@ -196,29 +196,34 @@ def test_form_creates_a_chat_robot_and_a_poll_endpoint_whose_listen_line_works(
     poll_card = page.locator(f'article[data-endpoint-id="{poll_ep.id}"]')
     expect(poll_card.locator(".url")).to_contain_text(f"dispatcher listen {poll_ep.id}")
     expect(poll_card).to_contain_text("No deliveries: its events wait in its log")
+    expect(poll_card.locator(".status")).to_contain_text("read by pull")
     expect(poll_card).not_to_contain_text(secret)
     expect(page.locator("#c-workers")).to_have_text("1", timeout=30_000)
     page.locator("section.card").first.screenshot(path=str(screenshots / "poll-created.png"))
     page.reload()  # shown once: gone after a reload, and the listings never show it
     assert secret not in page.content() and token not in page.content()
 
-    # -- the copied line, run as it is, receives the events: one from before it started, one after ---------------
+    # -- the copied line, run as it is, gets the events: from before it started, after, the page's test event ----
     before = dsp.enqueue("order.created", {"order": {"id": 7}})
     listener = listeners(line)
     wait_until(lambda: "Listening to" in listener.output(), 30, 0.1, what="dispatcher listen started")
     after = dsp.enqueue("order.paid", {"order": {"id": 8}})
-    wait_until(lambda: after in listener.output(), 30, 0.1, what="the events printed by dispatcher listen")
+    page.locator(f'article[data-endpoint-id="{poll_ep.id}"]').get_by_role("button", name="Send test event").click()
+    expect(page.locator("#flash")).to_contain_text("Test event msg_")
+    test_id = page.locator("#flash").inner_text().split()[2]
+    wait_until(lambda: test_id in listener.output(), 30, 0.1, what="the events printed by dispatcher listen")
     printed = [ln for ln in listener.lines if "-->" in ln]
-    assert [ln.split("[")[1].split("]")[0] for ln in printed] == [before, after], listener.output()
+    assert [ln.split("[")[1].split("]")[0] for ln in printed] == [before, after, test_id], listener.output()
     assert all("(signature ok)" in ln for ln in printed), listener.output()
+    assert "--> webhook.test" in printed[2]
     listener.stop()
     assert "last cursor:" in listener.output()
 
     # -- the shown token reads this endpoint's log over HTTP, and nothing else --------------------------------
     status, body = _poll(api_server.url, poll_ep.id, token)
-    assert status == 200 and [e["id"] for e in body["events"]] == [before, after]
-    for event in body["events"]:
-        assert verify(event["body"].encode(), event["headers"], secret)["data"]["order"]["id"] in (7, 8)
+    assert status == 200 and [e["id"] for e in body["events"]] == [before, after, test_id]
+    data = [verify(e["body"].encode(), e["headers"], secret)["data"] for e in body["events"]]
+    assert data[:2] == [{"order": {"id": 7}}, {"order": {"id": 8}}] and "message" in data[2]
     assert _poll(api_server.url, bot.id, token)[0] == 403
     assert (screenshots / "poll-created.png").stat().st_size > 0
 
