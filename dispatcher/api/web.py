@@ -115,7 +115,8 @@ def endpoint_views(dsp: Dispatcher) -> list[EndpointView]:
 def poll_retention(settings: Settings) -> str:
     """How long a pull log keeps events, as the page says it."""
     age = settings.poll_max_age_s
-    span = f"{age / 86400:g} days" if age >= 86400 else f"{age / 3600:g} hours" if age >= 3600 else f"{age} s"
+    unit, size = next((u, s) for u, s in (("day", 86400), ("hour", 3600), ("second", 1)) if age >= s)
+    span = f"{age / size:g} {unit}" + ("" if age == size else "s")
     return f"kept up to {span}, at most about {settings.poll_max_events:,} events"
 
 

@@ -2,6 +2,7 @@
 real Celery worker: a chat robot (DingTalk, with a template and a robot secret, delivered to a loopback fake
 robot) and a ``poll`` endpoint, whose secret, pull token and ``dispatcher listen`` line are shown once; the
 copied line is then run as it is, in a shell, and receives the events. The form's errors write nothing.
+Without a browser: the pull-token route, and what a poll endpoint's card says.
 
 Saves ``poll-created.png`` (the form with a poll endpoint's answer) where ``screenshots`` says (see
 tests/api/conftest.py; DISPATCHER_SCREENSHOTS_DIR=docs/screenshots refreshes the README's).
@@ -239,3 +240,14 @@ def test_pull_token_route_derives_the_token_for_a_logged_in_page(anon: TestClien
     assert answer.status_code == 200 and answer.json() == {"pull_token": endpoint_token("ep_01ABC", secret)}
     bad = anon.post("/web/pull-token", json={**body, "secret": "whsec_!!"}, headers={"X-Dispatcher-CSRF": "1"})
     assert bad.status_code == 400 and "invalid secret" in bad.json()["error"]["message"]
+
+
+def test_a_poll_card_says_it_is_read_by_pull_and_how_long_its_log_keeps_events(
+    api_factory: Callable[..., TestClient], dsp: Dispatcher
+) -> None:
+    ep = dsp.subscribe_poll(["order.*"])
+    for age, kept in ((7 * 86400, "kept up to 7 days"), (86400, "kept up to 1 day"), (5400, "kept up to 1.5 hours")):
+        client = api_factory(poll_max_age_s=age, poll_max_events=2000)
+        card = client.get("/web/endpoints").text.split(f'data-endpoint-id="{ep.id}"')[1]
+        assert "read by pull" in card and f"dispatcher listen {ep.id}" in card and "no attempt yet" not in card
+        assert f"({kept}, at most about 2,000 events)" in card
