@@ -250,8 +250,8 @@ class DevStack:
         # the worker would run a scheduler of its own; off here so the standalone one does the work
         self.spawn("worker", worker, self.child_env(DISPATCHER_EMBEDDED_SCHEDULER="false"))
         self.spawn("scheduler", [py, "-m", "dispatcher", "scheduler"], self.child_env())
-        flower = [py, "-m", "celery", "-A", "workers.app", "flower", f"--port={self.flower_port}"]
-        flower.append("--address=127.0.0.1")  # loopback only: Flower has no authentication here
+        # loopback only, without authentication: its pages and API are open to this machine
+        flower = [py, "-m", "dispatcher", "flower", "--address=127.0.0.1", f"--port={self.flower_port}"]
         self.spawn("flower", flower, self.child_env())
         api = [py, "-m", "dispatcher", "api", "--host", "127.0.0.1", "--port", str(self.api_port)]
         self.spawn("api", api, self.child_env(DISPATCHER_API_KEYS=self.api_key))
@@ -296,7 +296,7 @@ class DevStack:
                 "  dispatcher subscribe http://127.0.0.1:9000/hook -t '*'   # any server answering 2xx to POST",
                 """  dispatcher enqueue user.created '{"id": 1}'""",
                 "  dispatcher deliveries <the event id enqueue printed>",
-                f"Watch tasks in Flower at {flower_url}. Ctrl-C stops everything.",
+                f"Watch deliveries in Flower at {flower_url} (API: {flower_url}/api/tasks). Ctrl-C stops everything.",
             ]
         )
 

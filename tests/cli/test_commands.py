@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -279,3 +280,33 @@ def test_api_without_keys_is_a_clean_error(
     monkeypatch.delenv("DISPATCHER_API_KEYS", raising=False)
     result = run("api", "--port", "1")
     assert result.exit_code == 1 and "api" in result.output.lower()
+
+
+def test_flower_refuses_a_public_interface_without_authentication(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
+    import dispatcher.cli.flower as flower_module
+
+    seen: list[tuple[list[str], str | None]] = []
+
+    def fake_exec(argv: list[str]) -> None:
+        seen.append((argv, os.environ.get("FLOWER_UNAUTHENTICATED_API")))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(flower_module, "_exec", fake_exec)
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    monkeypatch.delenv("FLOWER_AUTH", raising=False)
+    monkeypatch.delenv("FLOWER_UNAUTHENTICATED_API", raising=False)
+    refused = run("flower", "--address", "0.0.0.0")
+    assert refused.exit_code == 2 and "FLOWER_BASIC_AUTH" in refused.output and not seen
+    # loopback without authentication: Flower's API is opened for local scripts
+    ok(run("flower"))
+    argv, unauthenticated_api = seen.pop()
+    assert argv[:6] == [sys.executable, "-m", "celery", "-A", "workers.app", "flower"]
+    assert "--address=127.0.0.1" in argv and "--max_tasks=10000" in argv and unauthenticated_api == "true"
+    # a public interface with authentication: started, the API behind the same authentication
+    monkeypatch.delenv("FLOWER_UNAUTHENTICATED_API", raising=False)
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "ops:s3cret")
+    ok(run("flower", "--address", "0.0.0.0", "--port", "5599"))
+    argv, unauthenticated_api = seen.pop()
+    assert "--address=0.0.0.0" in argv and "--port=5599" in argv and unauthenticated_api is None
