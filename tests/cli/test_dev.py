@@ -51,7 +51,7 @@ def test_dev_runs_the_stack_on_an_embedded_redis_and_stops_it_on_sigint(
     def log() -> str:
         return log_path.read_text(errors="replace")
 
-    wait_until(lambda: "dispatcher dev is ready" in log() or proc.poll() is not None, 30, 0.05, "dev to be ready")
+    wait_until(lambda: "dispatcher dev is ready" in log() or proc.poll() is not None, 90, 0.1, "dev to be ready")
     assert proc.poll() is None, log()
     text = log()
     url = re.search(r"export DISPATCHER_REDIS_URL=(\S+)", text)
