@@ -80,8 +80,11 @@ def write_devstack(path: Path, info: DevStackInfo) -> None:
 
 
 def read_devstack(path: Path) -> DevStackInfo | None:
-    """The stack announced at ``path``, whether or not it still runs; None when there is no readable file."""
+    """The stack announced at ``path``, whether or not it still runs; None when there is no readable file, or
+    when another user owns it (in a shared directory, it could send this user's events to any Redis)."""
     try:
+        if hasattr(os, "getuid") and path.stat().st_uid != os.getuid():
+            return None
         raw = json.loads(path.read_text(encoding="utf-8"))
         return DevStackInfo(
             redis_url=str(raw["redis_url"]),

@@ -216,6 +216,17 @@ def test_a_stack_withdraws_only_its_own_announcement(tmp_path: Path) -> None:
     assert read_devstack(path) is None
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file away needs root")
+def test_an_announcement_owned_by_another_user_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "devstack.json"
+    announce(path, "redis://127.0.0.1:7/0", "http://127.0.0.1:1")
+    assert read_devstack(path) is not None
+    os.chown(path, os.getuid() + 4242, -1)
+    assert read_devstack(path) is None
+    with pytest.raises(ConfigError, match="DISPATCHER_REDIS_URL"):
+        Settings(redis_url=None, devstack_file=str(path)).redis_choice()
+
+
 def test_the_cli_names_the_dev_stack_it_uses(
     runtime_dir: Path,
     redis_url: str,
