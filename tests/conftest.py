@@ -139,6 +139,17 @@ def repo_root() -> Path:
 
 
 # -- Redis ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def private_devstack_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The directory where a ``dispatcher dev`` would be announced (XDG_RUNTIME_DIR), this session's own:
+    no test or process it starts ever finds the developer's own dev stack (``dispatcher.devstack``)."""
+    directory = tmp_path_factory.mktemp("xdg-runtime")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_RUNTIME_DIR", str(directory))
+        mp.delenv("DISPATCHER_DEVSTACK_FILE", raising=False)
+        yield directory
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """DISPATCHER_REDIS_URL when set (CI: the machine's Redis, its own database), else an embedded one."""

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 import click
 
-from dispatcher.settings import Settings
+from dispatcher.cli.config import cli_settings
 
 DEFAULT_MAX_TASKS = 10_000  # tasks Flower keeps in memory (its own default); older ones are dropped
 AUTH_ENV = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH")
@@ -63,7 +63,7 @@ def flower(address: str, port: int, max_tasks: int, flower_args: tuple[str, ...]
     On a non-loopback --address, set FLOWER_BASIC_AUTH=user:password (or FLOWER_AUTH) first. On loopback
     without authentication its API is open to local scripts. Extra arguments go to `celery flower`.
     """
-    Settings()  # fail here, cleanly, on a bad environment
+    cli_settings()  # fail here, cleanly, on a bad environment (or no Redis)
     authenticated = has_auth(dict(os.environ), flower_args)
     if not is_loopback(address) and not authenticated:
         raise click.UsageError(

@@ -24,6 +24,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import click
 from pydantic import ValidationError
 
+from dispatcher.cli.config import cli_settings
 from dispatcher.cli.flower import flower
 from dispatcher.cli.pull import listen, subscribe_poll
 from dispatcher.client import Dispatcher
@@ -90,7 +91,7 @@ class DispatcherGroup(click.Group):
 @contextmanager
 def _dispatcher() -> Iterator[Dispatcher]:
     """One Settings() and one Dispatcher for the command; closed when it is done."""
-    dsp = Dispatcher(Settings())
+    dsp = Dispatcher(cli_settings())
     try:
         yield dsp
     finally:
@@ -339,7 +340,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
     Defaults: task events on (-E, for Flower), log level info, concurrency = CPU count.
     Pass Celery's own options after `--` when they clash with ours, e.g. `dispatcher worker -- --help`.
     """
-    Settings()  # fail here, cleanly, on a bad environment rather than in Celery's import
+    cli_settings()  # fail here, cleanly, on a bad environment (or no Redis) rather than in Celery's import
     argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-E", "-l", "info",
             "-c", str(_cpu_count()), *celery_args]  # fmt: skip
     _exec(argv)  # options given later win, so the caller's -c / -l override ours
@@ -351,7 +352,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
 @click.option("-l", "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def scheduler(interval: float | None, log_level: str) -> None:
     """Run the scheduler in the foreground: kicks workers when retries come due. Ctrl-C stops it."""
-    Settings()  # fail here, cleanly, on a bad environment
+    cli_settings()  # fail here, cleanly, on a bad environment (or no Redis)
     argv = [sys.executable, "-m", "dispatcher.worker.scheduler", "-l", log_level]
     if interval is not None:
         argv += ["--interval", str(interval)]
@@ -367,7 +368,7 @@ def api(host: str, port: int) -> None:
     Needs DISPATCHER_API_KEYS (comma-separated bearer keys). One async process holds many
     connections; run more of them behind a load balancer to scale out.
     """
-    check_api_config(Settings())  # a clean error here rather than in the server process
+    check_api_config(cli_settings())  # a clean error here rather than in the server process
     _exec([sys.executable, "-m", "dispatcher.api", "--host", host, "--port", str(port)])
 
 
