@@ -10,6 +10,7 @@ import ast
 import json
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi.testclient import TestClient
@@ -144,3 +145,42 @@ def test_flower_every_n_aggregates_one_task_per_endpoint(
 
     wait_until(lambda: totals()["delivered"] == 30, timeout_s=30, what="30 deliveries in Flower")
     assert totals()["tasks"] <= 6  # 3 full tasks of 10, plus partial ones closed when a task ended
+
+
+def test_flower_pages_show_deliveries_and_a_failing_endpoint(
+    dsp: Dispatcher,
+    settings_for: Callable[..., Settings],
+    receiver_factory: Callable[..., Receiver],
+    worker_factory: Callable[..., Worker],
+    flower_factory: Callable[..., Flower],
+    browser_page: Any,
+    screenshots: Path,
+    wait_until: Callable[..., Any],
+) -> None:
+    """Flower's dashboard and Tasks page in a real browser, during a run with a failing endpoint; the screenshots
+    are README's (refresh: DISPATCHER_SCREENSHOTS_DIR=docs/screenshots pytest tests/worker/test_flower.py)."""
+    settings = settings_for(retry_schedule=(1.0, 2.0))
+    flower = flower_factory(settings)
+    worker_factory(settings)
+    ok, bad = receiver_factory(), receiver_factory(reply=lambda n, r: (503, {}, b"maintenance"))
+    dsp.subscribe(ok.url, ["order.*"])
+    dsp.update_endpoint(dsp.subscribe(bad.url, ["order.refunded"]).id, retry_schedule=[1.0, 2.0])
+    for i in range(40):
+        dsp.enqueue("order.paid" if i % 4 else "order.refunded", {"order": 1000 + i})
+    dsp.enqueue_many([("invoice.created", {"n": i}) for i in range(5)])
+    wait_until(lambda: Counter(t["state"] for t in flower_tasks(flower).values())["FAILURE"] >= 10, timeout_s=60)
+    late = dsp.enqueue_many([("order.paid", {"order": 2000 + i}) for i in range(4)])  # newest rows: a mix
+    dsp.enqueue("order.refunded", {"order": 2004})
+    wait_until(lambda: all(f"{d.id}.1" in flower_tasks(flower) for e in late for d in dsp.deliveries(e)))
+
+    page = browser_page
+    page.goto(f"{flower.url}/tasks")
+    page.wait_for_selector("text=webhook:order.paid")
+    page.wait_for_selector("text=FAILURE")
+    page.wait_for_selector("text=RETRY")
+    page.screenshot(path=str(screenshots / "flower-tasks.png"))
+    page.goto(f"{flower.url}/")
+    page.wait_for_timeout(2000)  # the counters fill in from Flower's API
+    text = page.inner_text("body")
+    assert "Succeeded" in text and "Failed" in text
+    page.screenshot(path=str(screenshots / "flower-dashboard.png"))
