@@ -17,6 +17,7 @@ BAR_W = 380  # the longest bar
 ROW_H = 24
 BAR_H = 15
 FONT = "font-family='Helvetica, Arial, sans-serif'"
+HALO = {"stroke": "white", "stroke_width": "3", "paint_order": "stroke"}  # text stays legible over lines
 COLORS = {"a": "#7f8c8d", "b": "#e67e22", "scenario": "#2e86c1", "latency": "#8e44ad"}
 
 
@@ -113,7 +114,7 @@ def render(data: ChartData) -> str:
         for color, label in legend:
             svg.rect(x, svg.y - 10, 12, 12, color)
             svg.text(x + 17, svg.y, label, 11)
-            x += 30 + 6.2 * len(label)
+            x += 34 + 5.6 * len(label)
         svg.y += 26
         svg.text(16, svg.y, "Throughput: deliveries per second, end to end (longer is better)", 13, font_weight="bold")
         svg.y += 10
@@ -122,36 +123,37 @@ def render(data: ChartData) -> str:
         ticks = nice_ticks(max(v for _, v, _ in rows) if rows else 1)
         scale = BAR_W / ticks[-1]
         top = svg.y
+        bottom = top + len(rows) * ROW_H + 2
+        svg.axis(top, bottom, ticks, scale, "deliveries/s")
+        for tag in ("a", "b"):  # the baselines as dashed lines through every row
+            if refs.get(tag):
+                x = LABEL_W + refs[tag] * scale
+                svg.line(x, top, x, bottom, COLORS[tag], "4 3")
+                svg.text(x, bottom + 14, f"({tag})", 10, "middle", fill=COLORS[tag], **HALO)
         for i, (label, value, kind) in enumerate(rows):
             y = top + i * ROW_H
             svg.text(LABEL_W - 8, y + BAR_H - 3, label, 11, "end")
             svg.rect(LABEL_W, y + 2, value * scale, BAR_H, COLORS.get(kind, "#999"), f"{label}: {value:,.0f}/s")
             figure = f"{value:,.0f}/s"
             if kind == "scenario":
-                figure += "".join(f"  {_ratio(value, refs[t])} ({t})" for t in ("a", "b") if refs.get(t))
-            svg.text(LABEL_W + value * scale + 6, y + BAR_H - 3, figure, 11)
-        bottom = top + len(rows) * ROW_H + 2
-        for tag in ("a", "b"):
-            if refs.get(tag):
-                x = LABEL_W + refs[tag] * scale
-                svg.line(x, top, x, bottom, COLORS[tag], "4 3")
-        svg.axis(top, bottom, ticks, scale, "deliveries/s")
+                figure += "".join(f"  ·  {_ratio(value, refs[t])} ({t})" for t in ("a", "b") if refs.get(t))
+            svg.text(LABEL_W + value * scale + 6, y + BAR_H - 3, figure, 11, **HALO)
         svg.y = bottom + 34
 
     for title, pcts in part.latency:
         svg.y += 26
-        svg.text(16, svg.y, f"Latency: {title}, ms (shorter is better)", 13, font_weight="bold")
+        svg.text(16, svg.y, f"Latency, {title}, ms (shorter is better)", 13, font_weight="bold")
         svg.y += 10
         ticks = nice_ticks(max((v for _, v in pcts), default=1))
         scale = BAR_W / ticks[-1]
         top = svg.y
+        bottom = top + len(pcts) * ROW_H + 2
+        svg.axis(top, bottom, ticks, scale, "milliseconds")
         for i, (name, ms) in enumerate(pcts):
             y = top + i * ROW_H
             svg.text(LABEL_W - 8, y + BAR_H - 3, name, 11, "end")
             svg.rect(LABEL_W, y + 2, ms * scale, BAR_H, COLORS["latency"], f"{name}: {ms:g} ms")
-            svg.text(LABEL_W + ms * scale + 6, y + BAR_H - 3, f"{ms:g} ms", 11)
-        bottom = top + len(pcts) * ROW_H + 2
-        svg.axis(top, bottom, ticks, scale, "milliseconds")
+            svg.text(LABEL_W + ms * scale + 6, y + BAR_H - 3, f"{ms:g} ms", 11, **HALO)
         svg.y = bottom + 34
 
     if part.notes:

@@ -106,7 +106,7 @@ def enqueue(bench: Bench) -> dict[str, Any]:
 
 
 def _latency_chart(r: Figures) -> Part:
-    title = f"4 latency at {r['rate']:,} events/s, {r['events']:,} events, enqueue → receiver"
+    title = f"enqueue → receiver (4: {r['events']:,} events at {r['rate']:,}/s)"
     rows = [(k.removesuffix("_ms"), float(r[k])) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms") if r[k] is not None]
     return Part(latency=[(title, rows)])
 
