@@ -87,11 +87,15 @@ class _Svg:
         d = f" stroke-dasharray='{dash}'" if dash else ""
         self.items.append(f"<line x1='{x1:.1f}' y1='{y1:.1f}' x2='{x2:.1f}' y2='{y2:.1f}' stroke='{stroke}'{d}/>")
 
-    def axis(self, top: float, bottom: float, ticks: list[float], scale: float, unit: str) -> None:
+    def axis(
+        self, top: float, bottom: float, ticks: list[float], scale: float, unit: str, marks: tuple[float, ...] = ()
+    ) -> None:
+        """Grid lines and tick labels; a tick label too close to one of ``marks`` (x positions) is left out."""
         for t in ticks:
             x = LABEL_W + t * scale
             self.line(x, top, x, bottom, "#e5e5e5")
-            self.text(x, bottom + 14, _fmt(t), 10, "middle", fill="#555")
+            if all(abs(x - m) > 20 for m in marks):
+                self.text(x, bottom + 14, _fmt(t), 10, "middle", fill="#555")
         self.text(LABEL_W + BAR_W / 2, bottom + 28, unit, 11, "middle", fill="#333")
 
 
@@ -124,7 +128,7 @@ def render(data: ChartData) -> str:
         scale = BAR_W / ticks[-1]
         top = svg.y
         bottom = top + len(rows) * ROW_H + 2
-        svg.axis(top, bottom, ticks, scale, "deliveries/s")
+        svg.axis(top, bottom, ticks, scale, "deliveries/s", tuple(LABEL_W + v * scale for v in refs.values() if v))
         for tag in ("a", "b"):  # the baselines as dashed lines through every row
             if refs.get(tag):
                 x = LABEL_W + refs[tag] * scale
