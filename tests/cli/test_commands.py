@@ -39,6 +39,7 @@ COMMANDS = [
     "dev",
     "subscribe-poll",
     "listen",
+    "bench",
 ]
 
 
