@@ -24,6 +24,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import click
 from pydantic import ValidationError
 
+from dispatcher.cli.bench import bench
 from dispatcher.cli.config import cli_settings
 from dispatcher.cli.flower import flower
 from dispatcher.cli.pull import listen, subscribe_poll
@@ -432,6 +433,7 @@ def dev(
 cli.add_command(subscribe_poll)
 cli.add_command(listen)
 cli.add_command(flower)
+cli.add_command(bench)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -40,6 +40,8 @@ COMMANDS = [
     "dev",
     "subscribe-poll",
     "listen",
+    "bench",
+    "flower",
 ]
 
 
