@@ -168,7 +168,7 @@ def _keys(secret: str | bytes | Sequence[str | bytes]) -> list[bytes]:
             except ValueError as exc:  # the message never holds the secret itself
                 raise InvalidSecret(f"{where} is unusable: {exc}") from None
         else:
-            raise InvalidSecret(f"{where} is a {type(s).__name__}: pass the 'whsec_...' string (or raw key bytes)")
+            raise InvalidSecret(f"{where} is of type {type(s).__name__}: pass the 'whsec_...' string or raw key bytes")
     return keys
 
 

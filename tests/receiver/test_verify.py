@@ -173,8 +173,8 @@ def test_bad_secret_is_a_configuration_error() -> None:
         ("", "no key bytes"),
         (b"", "empty bytes"),
         ([], "no secret given"),
-        ([VECTOR_SECRET, 42], "secret #2 of 2 is a int"),
-        (None, "is a NoneType"),
+        ([VECTOR_SECRET, 42], "secret #2 of 2 is of type int"),
+        (None, "is of type NoneType"),
     ],
 )
 def test_bad_secret_raises_invalid_secret(secret: Any, message: str) -> None:
