@@ -227,6 +227,8 @@ def subscribe(
     with _dispatcher() as dsp:
         endpoint = dsp.subscribe(url, event_types or ("*",), secret, **options)
     _echo_json({**endpoint.masked(), "url": endpoint.url, "secret": endpoint.secret})  # robot secret stays masked
+    for warning in endpoint.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     click.echo("Store the secret now: verify signatures with it. It is not shown again.", err=True)
 
 

@@ -114,6 +114,36 @@ def test_subscribe_with_invalid_input_is_a_clean_usage_error(
     assert json.loads(ok(run("endpoints", "--json"))) == []
 
 
+def test_a_refused_private_target_names_the_setting(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
+    monkeypatch.setenv("DISPATCHER_ALLOW_PRIVATE_TARGETS", "false")
+    for url in ("http://localhost:9011/ok", "http://10.0.0.1/hooks"):
+        assert_clean_error(run("subscribe", url), 2, "refusing", "DISPATCHER_ALLOW_PRIVATE_TARGETS=true")
+    assert json.loads(ok(run("endpoints", "--json"))) == []
+
+
+def test_an_unresolvable_host_is_saved_with_a_warning(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
+    monkeypatch.setenv("DISPATCHER_ALLOW_PRIVATE_TARGETS", "false")
+    result = run("subscribe", "https://hooks.example.invalid/x")
+    endpoint = json.loads(ok(result))
+    assert endpoint["url"] == "https://hooks.example.invalid/x"
+    assert len(endpoint["warnings"]) == 1 and "does not resolve now" in endpoint["warnings"][0]
+    assert "Warning: host 'hooks.example.invalid' does not resolve now" in result.stderr
+    assert [e["id"] for e in json.loads(ok(run("endpoints", "--json")))] == [endpoint["id"]]
+
+
+def test_a_syntactically_bad_url_says_invalid_url(
+    cli_env: dict[str, str], ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
+    line = assert_clean_error(run("subscribe", "http://exa mple.com/x"), 2, "invalid URL", "contains a space")
+    assert "resolve" not in line
+    assert_clean_error(run("subscribe", "example.com/hooks"), 2, "invalid URL", "http:// or https://")
+    assert json.loads(ok(run("endpoints", "--json"))) == []
+
+
 def test_unsubscribe_unknown_endpoint_is_a_clean_error(cli_env: dict[str, str], run: Callable[..., Result]) -> None:
     assert_clean_error(run("unsubscribe", "ep_doesnotexist"), 1, "ep_doesnotexist")
     assert_clean_error(run("enable", "ep_doesnotexist"), 1, "no endpoint")
