@@ -297,6 +297,12 @@ def test_url_answers_teach_what_to_do(
     assert keys_under(raw_redis, prefix) == before
 
 
+def test_our_validation_messages_drop_pydantics_prefix(api: TestClient) -> None:
+    body = assert_error(api.post("/v1/endpoints", json={}), 422, "validation_error")
+    assert body["error"]["message"] == "invalid request: body: url is required (only kind 'poll' has none)"
+    assert body["error"]["details"][0]["msg"] == "url is required (only kind 'poll' has none)"
+
+
 def test_an_unresolvable_host_is_created_with_a_warning(api_factory: Callable[..., TestClient]) -> None:
     strict = api_factory(allow_private_targets=False)
     created = strict.post("/v1/endpoints", json={"url": "https://hooks.example.invalid/x"})
