@@ -15,6 +15,7 @@ from dispatcher import verify as _verify_module  # noqa: F401
 from dispatcher.client import Dispatcher
 from dispatcher.errors import (
     AlreadyProcessed,
+    ConfigError,
     CursorExpired,
     DeliveryError,
     DeliveryNotFound,
@@ -25,6 +26,7 @@ from dispatcher.errors import (
     InvalidEventType,
     InvalidInput,
     InvalidPayload,
+    InvalidSecret,
     InvalidSignature,
     InvalidState,
     InvalidURL,
@@ -126,6 +128,7 @@ def replay(delivery_id: str | None = None, *, endpoint_id: str | None = None, si
 __all__ = [
     "AlreadyProcessed",
     "Attempt",
+    "ConfigError",
     "CursorExpired",
     "Delivery",
     "DeliveryError",
@@ -140,6 +143,7 @@ __all__ = [
     "InvalidEventType",
     "InvalidInput",
     "InvalidPayload",
+    "InvalidSecret",
     "InvalidSignature",
     "InvalidState",
     "InvalidURL",

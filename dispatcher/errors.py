@@ -96,10 +96,6 @@ class BrokerUnavailable(DispatcherError):
     """Raised when the Celery broker cannot be reached to publish a kick."""
 
 
-class DeadLettered(DispatcherError):
-    """Raised by the ``dispatcher.dead_letter`` task so each dead-lettered delivery shows as a failure in Flower."""
-
-
 class DeliveryError(DispatcherError):
     """Raised by the HTTP engine when an attempt gets no answer; its message is the attempt's recorded error.
 
@@ -138,10 +134,6 @@ class TargetRefused(PermanentDeliveryError):
     """Raised when the endpoint's address is loopback, private or otherwise not allowed (the SSRF guard)."""
 
 
-class RawBodyRequired(DispatcherError, TypeError):
-    """Raised when ``verify()`` is given a str, dict or other non-bytes payload instead of the raw request body."""
-
-
 class VerificationError(DispatcherError):
     """Raised when an incoming webhook fails verification; ``http_status`` is the answer a receiver should give."""
 
@@ -158,6 +150,27 @@ class MalformedHeader(MissingHeader):
     """Raised when a webhook header is present but unusable (a webhook-timestamp that is not an integer)."""
 
     http_status = 400
+
+
+class RawBodyRequired(VerificationError, TypeError):
+    """Raised when ``verify()`` is given a dict, ``None`` or another object instead of the raw body (bytes or str).
+
+    Still a ``TypeError`` too, so code written when it was only that keeps catching it. ``http_status`` is
+    400, although it is the receiver's code that passed the wrong object: fix the call, not the request.
+    """
+
+    http_status = 400
+
+
+class InvalidSecret(VerificationError, ValueError):
+    """Raised when a secret given to ``verify()`` is not ``whsec_`` + base64 (or raw key bytes), or none is given.
+
+    A receiver's configuration error, not the sender's: ``http_status`` is 500, so the sender retries
+    and the message verifies once the secret is fixed (a 4xx would tell it the request was at fault).
+    Also a ``ValueError``, what ``verify()`` raised for a bad secret before.
+    """
+
+    http_status = 500
 
 
 class InvalidSignature(VerificationError):

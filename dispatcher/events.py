@@ -61,7 +61,10 @@ def build_event(
     except TypeError as exc:
         raise PayloadNotSerializable(f"event data is not JSON-serialisable: {exc}") from None
     if len(body) > max_bytes:
-        raise PayloadTooLarge(f"event is {len(body)} bytes encoded; the limit is {max_bytes}")
+        raise PayloadTooLarge(
+            f"event is {len(body)} bytes encoded; the limit is {max_bytes} (DISPATCHER_MAX_PAYLOAD_BYTES): send "
+            "less data, e.g. an id the receiver looks up"
+        )
     only = ""
     if endpoint_ids is not None:
         if isinstance(endpoint_ids, str) or not isinstance(endpoint_ids, (list, tuple, set, frozenset)):
@@ -80,9 +83,11 @@ def build_many(items: Iterable[Any], max_bytes: int) -> list[NewEvent]:
             if isinstance(item, Mapping):
                 unknown = set(item) - {"type", "data", "event_id", "id", "idempotency_key"}
                 if unknown:
-                    raise InvalidInput(f"unknown field(s) {sorted(unknown)}")
+                    raise InvalidInput(
+                        f"unknown field(s) {sorted(unknown)}: an event takes 'type', 'data', 'id' and 'idempotency_key'"
+                    )
                 if "type" not in item:
-                    raise InvalidInput("missing 'type'")
+                    raise InvalidInput("missing 'type': each event needs one, e.g. {'type': 'order.paid', 'data': {}}")
                 out.append(
                     build_event(
                         item["type"],
@@ -106,3 +111,20 @@ def script_args(events: Sequence[NewEvent]) -> list[Any]:
     for ev in events:
         args.extend((ev.id, ev.type, ev.body, ev.idempotency_key, ev.only))
     return args
+
+
+_TYPE_FIELD = b'"type":"'
+
+
+def type_of(body: bytes | None) -> str:
+    """The event type inside an encoded body (``build_event``'s layout: ``{"id":..,"type":"..",...}``), read
+    without parsing the data; ``"?"`` when the body is missing or not of that layout. Type names contain no
+    quote (``validate_event_type``), and the id before it none either, so the first match is the type."""
+    if not body:
+        return "?"
+    start = body.find(_TYPE_FIELD, 0, 256)
+    if start < 0:
+        return "?"
+    start += len(_TYPE_FIELD)
+    end = body.find(b'"', start, start + 256)
+    return body[start:end].decode("utf-8", "replace") if end > 0 else "?"

@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 
 TASK_FANOUT = "dispatcher.fanout"
 TASK_DELIVER = "dispatcher.deliver"
-TASK_DEAD_LETTER = "dispatcher.dead_letter"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -38,7 +37,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
-        "task_send_sent_event": True,
+        # kicks send no task events (Flower's tasks are the deliveries: dispatcher.worker.monitor); the
+        # worker's own events stay on, for its heartbeats and the delivery loop's events
+        "task_send_sent_event": False,
         "worker_send_task_events": True,
     }
 

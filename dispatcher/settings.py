@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from dispatcher.devstack import DevStackInfo, devstack_path, read_devstack
 from dispatcher.errors import ConfigError
 from dispatcher.version import __version__
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
@@ -64,13 +70,65 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+FROM_SETTING = "DISPATCHER_REDIS_URL"
+FROM_DEVSTACK = "dev stack"
+NO_REDIS = "no Redis configured: set DISPATCHER_REDIS_URL=redis://host:6379/0, or start `dispatcher dev`"
+
+
+@dataclass(frozen=True)
+class RedisChoice:
+    """The Redis a process uses and where that came from: ``source`` is ``DISPATCHER_REDIS_URL`` or
+    ``dev stack`` (then ``devstack`` is the announcement read from ``devstack_file``)."""
+
+    url: str
+    source: str
+    devstack: DevStackInfo | None = None
+    devstack_file: Path | None = None
+
+    @property
+    def from_devstack(self) -> bool:
+        return self.source == FROM_DEVSTACK
+
+    def describe(self) -> str:
+        """One line for logs: the URL (password masked) and where it came from."""
+        if self.devstack is not None:
+            return (
+                f"{redact_url(self.url)} (the Redis of `dispatcher dev`, pid {self.devstack.pid}, found in "
+                f"{self.devstack_file}; set DISPATCHER_REDIS_URL to use another)"
+            )
+        return f"{redact_url(self.url)} (from {self.source})"
+
+
+def choose_redis(redis_url: str | None, devstack_file: str | None = None) -> RedisChoice:
+    """The Redis to use: ``redis_url`` when set, else the running ``dispatcher dev``'s (announced in
+    ``devstack_path(devstack_file)``), else ``ConfigError`` naming ``DISPATCHER_REDIS_URL``: never a guess."""
+    if redis_url:
+        return RedisChoice(redis_url, FROM_SETTING)
+    path = devstack_path(devstack_file)
+    info = read_devstack(path)
+    if info is not None and info.alive():
+        choice = RedisChoice(info.redis_url, FROM_DEVSTACK, info, path)
+        log.info("Redis: %s", choice.describe())
+        return choice
+    if info is not None:
+        raise ConfigError(f"{NO_REDIS} (the one announced in {path}, pid {info.pid}, no longer runs)")
+    raise ConfigError(f"{NO_REDIS} (a running one is found through {path})")
+
+
 class Settings(BaseSettings):
     """Dispatcher configuration. Build one at process start and pass it down."""
 
     model_config = SettingsConfigDict(env_prefix="DISPATCHER_", extra="ignore")
 
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="the store (and the broker unless `BROKER_URL`)"
+    redis_url: str | None = Field(
+        default=None,
+        description="the store (and the broker unless `BROKER_URL`); none: the Redis of a running `dispatcher dev`, "
+        "else an error (see [Which Redis is used](#which-redis-is-used))",
+    )
+    devstack_file: str | None = Field(
+        default=None,
+        description="where `dispatcher dev` announces its Redis while it runs (none: "
+        "`$XDG_RUNTIME_DIR/webhook-dispatcher/devstack.json`, else under `~/.cache`)",
     )
     broker_url: str | None = Field(default=None, description="Celery's broker, when not the store's Redis")
     key_prefix: str = Field(default="whd:", description="prefix of every Redis key, Celery's included")
@@ -123,6 +181,13 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=0.5, gt=0, description="how often the scheduler looks for due work")
     embedded_scheduler: bool = Field(default=True, description="run the scheduler loop inside each worker too")
 
+    # monitoring (Flower: ``dispatcher.worker.monitor``)
+    flower_every: int = Field(
+        default=1,
+        ge=0,
+        description="Flower tasks: 1 = one per delivery attempt; N = one per endpoint per N attempts; 0 = none",
+    )
+
     # HTTP API and web page (``dispatcher.api``)
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), repr=False, description="comma-separated bearer keys of the HTTP API and web page"
@@ -162,6 +227,13 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="a full window (or a blocked send) this long closes the stream with 4008"
     )
 
+    _redis_choice: tuple[tuple[str | None, str | None], RedisChoice] | None = PrivateAttr(default=None)
+
+    @field_validator("redis_url", "broker_url", "devstack_file", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _schedule(cls, value: object) -> tuple[float, ...]:
@@ -192,9 +264,22 @@ class Settings(BaseSettings):
             raise ValueError("retention_s must outlive the whole retry schedule")
         return self
 
+    def redis_choice(self) -> RedisChoice:
+        """The Redis this process uses (``choose_redis``), chosen on first use and then kept; raises
+        ``ConfigError`` when neither ``redis_url`` is set nor a ``dispatcher dev`` runs."""
+        asked = (self.redis_url, self.devstack_file)  # a model_copy(update=...) may have changed them
+        if self._redis_choice is None or self._redis_choice[0] != asked:
+            self._redis_choice = (asked, choose_redis(*asked))
+        return self._redis_choice[1]
+
+    @property
+    def store_url(self) -> str:
+        """The URL of the Redis in use (``redis_choice()``): every connection to the store is made from it."""
+        return self.redis_choice().url
+
     @property
     def celery_broker_url(self) -> str:
-        return self.broker_url or self.redis_url
+        return self.broker_url or self.store_url
 
     @property
     def lease_s(self) -> float:

@@ -17,14 +17,28 @@ def generate_secret(nbytes: int = 24) -> str:
 
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key inside a ``whsec_`` secret (the base64-decoded part)."""
-    raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
+    """The HMAC key inside a secret: ``whsec_`` (optional) + standard base64, padded or not.
+
+    Surrounding whitespace (a secret read from a file) is ignored. Anything else outside the base64
+    alphabet raises ``ValueError``: the reference library would silently drop such characters and verify
+    with a key nobody meant.
+    """
+    text = secret.strip()
+    raw = text[len(SECRET_PREFIX) :] if text.startswith(SECRET_PREFIX) else text
+    unpadded = raw.rstrip("=")
+    if len(unpadded) % 4 == 1:
+        raise ValueError(
+            f"secret's base64 has {len(unpadded)} characters, one more than a multiple of 4: "
+            "a character was lost or added when it was copied"
+        )
     try:
-        key = base64.b64decode(raw, validate=True)
-    except (ValueError, TypeError) as exc:
-        raise ValueError("secret must be 'whsec_' followed by base64") from exc
+        key = base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
+    except (ValueError, TypeError):
+        raise ValueError(
+            "secret must be 'whsec_' followed by standard base64 (A-Z a-z 0-9 + /, padding optional)"
+        ) from None
     if not key:
-        raise ValueError("secret must not be empty")
+        raise ValueError("secret holds no key bytes: 'whsec_' must be followed by base64")
     return key
 
 

@@ -116,10 +116,10 @@ def _remove_dot_segments(path: str) -> str:
 def _host(netloc_host: str) -> tuple[str, IPAddress | None]:
     if netloc_host.startswith("["):
         if not netloc_host.endswith("]"):
-            raise InvalidURL("malformed IPv6 address in brackets")
+            raise InvalidURL("the IPv6 address in brackets is not closed with ']'")
         literal = netloc_host[1:-1]
         if "%" in literal:
-            raise InvalidURL("an IPv6 zone identifier (%...) names an interface of this machine: not allowed")
+            raise InvalidURL("an IPv6 zone identifier (%...) names a network interface of this machine: leave it out")
         try:
             v6 = ipaddress.IPv6Address(literal)
         except ValueError:
@@ -127,46 +127,68 @@ def _host(netloc_host: str) -> tuple[str, IPAddress | None]:
         return str(v6), v6
     name = netloc_host.rstrip(".") if netloc_host.count(".") > 0 else netloc_host
     if not name:
-        raise InvalidURL("url has no host")
+        raise InvalidURL("it has no host (e.g. https://example.com/hooks)")
     try:
         ascii_name = name.encode("idna").decode("ascii").lower()
     except UnicodeError:
-        raise InvalidURL(f"host {name[:80]!r} is not a valid host name") from None
+        raise InvalidURL(f"host {name[:80]!r} is not a valid host name (letters, digits, '-' and '.')") from None
     v4 = inet_aton(ascii_name)
     if v4 is not None:
         return str(v4), v4
     if len(ascii_name) > 253 or not all(_LABEL.fullmatch(label) for label in ascii_name.split(".")):
-        raise InvalidURL(f"host {name[:80]!r} is not a valid host name")
+        raise InvalidURL(
+            f"host {name[:80]!r} is not a valid host name: labels of letters, digits and '-' (not at either "
+            "end), at most 63 characters each, separated by '.'"
+        )
     return ascii_name, None
 
 
 def parse_target(url: object) -> TargetURL:
-    """Read an endpoint URL the one way the dispatcher does, or raise ``InvalidURL`` saying what is wrong."""
+    """Read an endpoint URL the one way the dispatcher does, or raise ``InvalidURL`` saying what is wrong.
+
+    Every message starts with ``invalid URL:`` and never repeats the URL (it may hold a token)."""
+    try:
+        return _parse_target(url)
+    except InvalidURL as exc:
+        raise InvalidURL(f"invalid URL: {exc}") from None
+
+
+def _parse_target(url: object) -> TargetURL:
     if not isinstance(url, str) or not url:
-        raise InvalidURL("url must be a non-empty string")
+        raise InvalidURL("give an absolute http:// or https:// URL, e.g. https://example.com/hooks")
     if len(url) > MAX_URL_LENGTH:
-        raise InvalidURL(f"url longer than {MAX_URL_LENGTH} characters")
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
-        raise InvalidURL("url contains whitespace or control characters")
+        raise InvalidURL(f"it is longer than {MAX_URL_LENGTH} characters")
+    bad = next((i for i, c in enumerate(url) if c.isspace() or ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        what = "a space" if url[bad] == " " else "whitespace" if url[bad].isspace() else "a control character"
+        raise InvalidURL(
+            f"it contains {what} (character {bad + 1}); a host name cannot hold one, and in a path or query "
+            "write a space as %20"
+        )
     if "\\" in url.split("?", 1)[0].split("#", 1)[0]:
-        raise InvalidURL("url contains a backslash (some clients read it as '/')")
+        raise InvalidURL("it contains a backslash before the query (some clients read it as '/'): write '/' or %5C")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURL(f"malformed url: {exc}") from None
+        hint = " (an IPv6 address goes in brackets: http://[2001:db8::1]:8080/)" if "IPv6" in str(exc) else ""
+        raise InvalidURL(f"{str(exc)[:1].lower()}{str(exc)[1:]}{hint}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise InvalidURL("url must start with http:// or https://")
+        got = f" (not {parts.scheme[:20]}://)" if parts.scheme and "://" in url else ""
+        raise InvalidURL(f"it must start with http:// or https://{got}")
     netloc = parts.netloc
     if "@" in netloc:
-        raise InvalidURL("url must not carry credentials (user:password@)")
+        raise InvalidURL(
+            "it must not carry credentials (user:password@): receivers authenticate the dispatcher by the "
+            "webhook signature, or put a token in the path"
+        )
     host_part = netloc.rsplit(":", 1)[0] if port is not None or netloc.endswith(":") else netloc
     if not host_part:
-        raise InvalidURL("url has no host")
+        raise InvalidURL("it has no host (e.g. https://example.com/hooks)")
     host, address = _host(host_part)
     if port == 0:
-        raise InvalidURL("port 0 is not a port")
+        raise InvalidURL("port 0 cannot be connected to: give the receiver's port, or none for 80/443")
     default = 443 if scheme == "https" else 80
     port = port or default
     shown = f"[{host}]" if isinstance(address, ipaddress.IPv6Address) else host
@@ -174,15 +196,17 @@ def parse_target(url: object) -> TargetURL:
         path = _remove_dot_segments(_quote(parts.path or "/", _PATH_SAFE))
         query = _quote(parts.query, _QUERY_SAFE)
     except UnicodeError:
-        raise InvalidURL("url is not valid UTF-8 text") from None
+        raise InvalidURL("it is not valid Unicode text (it holds a lone surrogate)") from None
     canonical = f"{scheme}://{shown}{'' if port == default else f':{port}'}{path}{'?' + query if query else ''}"
     return TargetURL(canonical, scheme, host, port, address)
 
 
 def check_address(addr: IPAddress, allow_private: bool, what: str = "") -> None:
-    """Refuse a non-public address unless private targets are allowed."""
+    """Refuse a non-public address unless private targets are allowed; ``what`` names the host resolved."""
     if not allow_private and not is_public_address(addr):
-        raise UnsafeTarget(f"refusing {what + ': it is ' if what else ''}non-public address {addr}; {ALLOW_HINT}")
+        if what:
+            raise UnsafeTarget(f"refusing host {what}: it resolves to non-public address {addr}; {ALLOW_HINT}")
+        raise UnsafeTarget(f"refusing non-public address {addr}; {ALLOW_HINT}")
 
 
 def _is_local_name(host: str) -> bool:

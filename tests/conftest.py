@@ -139,6 +139,17 @@ def repo_root() -> Path:
 
 
 # -- Redis ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="session", autouse=True)
+def private_devstack_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The directory where a ``dispatcher dev`` would be announced (XDG_RUNTIME_DIR), this session's own:
+    no test or process it starts ever finds the developer's own dev stack (``dispatcher.devstack``)."""
+    directory = tmp_path_factory.mktemp("xdg-runtime")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_RUNTIME_DIR", str(directory))
+        mp.delenv("DISPATCHER_DEVSTACK_FILE", raising=False)
+        yield directory
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """DISPATCHER_REDIS_URL when set (CI: the machine's Redis, its own database), else an embedded one."""
@@ -385,6 +396,95 @@ def worker_factory(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     yield make
     for w in workers:
         w.stop()
+
+
+class Flower:
+    """A real ``celery -A workers.app flower`` on a free loopback port, its API open (FLOWER_UNAUTHENTICATED_API)."""
+
+    def __init__(self, settings: Settings, log_path: Path, max_tasks: int = 10_000) -> None:
+        self.log_path = log_path
+        self.port = free_port()
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.app", "flower", "--address=127.0.0.1",
+             f"--port={self.port}", f"--max_tasks={max_tasks}"],
+            cwd=ROOT, env=_child_env(settings, {"FLOWER_UNAUTHENTICATED_API": "true"}), stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        wait_until(self._ready, 30, 0.1, f"Flower on port {self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"Flower exited:\n{self.log_path.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthcheck", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as resp:
+            return bytes(resp.read())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def flower_factory(tmp_path: Path) -> Iterator[Callable[..., Flower]]:
+    """``flower_factory(settings, max_tasks=10_000)`` starts a real Flower on the test's broker, waits until ready."""
+    started: list[Flower] = []
+
+    def make(settings: Settings, **kwargs: Any) -> Flower:
+        flower = Flower(settings, tmp_path / f"flower{len(started)}.log", **kwargs)
+        started.append(flower)
+        return flower
+
+    yield make
+    for flower in started:
+        flower.stop()
+
+
+# -- a real browser ---------------------------------------------------------------------------------
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-background-networking", "--disable-gpu"]
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path, repo_root: Path) -> Path:
+    """Where the browser tests save their screenshots: DISPATCHER_SCREENSHOTS_DIR (relative to the repository
+    root) when set, else a temporary folder, so a run never rewrites tracked files unasked."""
+    chosen = os.environ.get("DISPATCHER_SCREENSHOTS_DIR")
+    folder = repo_root / chosen if chosen else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def browser_page() -> Iterator[object]:
+    """A page of a real headless Chromium (Debian's /usr/bin/chromium; skipped when it is missing)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium) - the browser tests need it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        yield page
+        context.close()
+        browser.close()
 
 
 class SchedulerProcess:

@@ -109,7 +109,8 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     details = []
     for err in exc.errors():
         loc = [p for p in err.get("loc", ()) if p != "body"] or list(err.get("loc", ()))
-        details.append({"loc": loc, "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})
+        msg = str(err.get("msg", "")).removeprefix("Value error, ")  # pydantic's prefix for our own ValueErrors
+        details.append({"loc": loc, "msg": msg, "type": str(err.get("type", ""))})
     return details
 
 

@@ -127,6 +127,10 @@ class EndpointOut(BaseModel):
     previous_secrets: list[SecretOut]
     template: str | None
     robot_secret: str | None = Field(description="masked")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what the save had to say without refusing, e.g. a host that does not resolve now (not stored)",
+    )
 
 
 class EndpointList(BaseModel):

@@ -4,6 +4,10 @@ Server-rendered with Jinja2 (autoescaped) plus one small vanilla script (``stati
 logs in, posts forms to the ``/v1`` API with the page's cookie session and the CSRF header, and
 refreshes the endpoint list (``GET /web/endpoints``, an HTML fragment) and the per-minute counters
 (``GET /v1/stats``) every few seconds.
+
+A ``poll`` endpoint created through the form also gets its pull token, once: the page posts the secret it
+was just shown to ``POST /web/pull-token``, which derives the token (``dispatcher.signing.endpoint_token``)
+and stores nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from dispatcher.api.auth import (
     SESSION_COOKIE,
@@ -30,7 +34,10 @@ from dispatcher.api.auth import (
 )
 from dispatcher.api.schemas import Strict
 from dispatcher.client import Dispatcher
+from dispatcher.errors import InvalidInput
 from dispatcher.models import Attempt, Delivery, Endpoint
+from dispatcher.settings import Settings
+from dispatcher.signing import endpoint_token
 
 HERE = Path(__file__).resolve().parent
 PAGE_ENDPOINTS = 50  # endpoints shown on the page (newest first)
@@ -105,12 +112,29 @@ def endpoint_views(dsp: Dispatcher) -> list[EndpointView]:
     ]
 
 
+def poll_retention(settings: Settings) -> str:
+    """How long a pull log keeps events, as the page says it."""
+    age = settings.poll_max_age_s
+    unit, size = next((u, s) for u, s in (("day", 86400), ("hour", 3600), ("second", 1)) if age >= s)
+    span = f"{age / size:g} {unit}" + ("" if age == size else "s")
+    return f"kept up to {span}, at most about {settings.poll_max_events:,} events"
+
+
 def render(name: str, **context: Any) -> HTMLResponse:
     return HTMLResponse(templates.get_template(name).render(**context))
 
 
 class Login(Strict):
     api_key: str = Field(min_length=1, max_length=1024)
+
+
+class PullTokenIn(Strict):
+    endpoint_id: str = Field(min_length=1, max_length=200)
+    secret: str = Field(min_length=1, max_length=1024)
+
+
+class PullTokenOut(BaseModel):
+    pull_token: str
 
 
 router = APIRouter(include_in_schema=False)
@@ -132,6 +156,7 @@ def index(request: Request) -> HTMLResponse:
     return render(
         "index.html",
         views=endpoint_views(dsp),
+        poll_retention=poll_retention(dsp.settings),
         open_mode=auth.open,
         refresh_ms=REFRESH_MS,
         page_endpoints=PAGE_ENDPOINTS,
@@ -141,7 +166,26 @@ def index(request: Request) -> HTMLResponse:
 @router.get("/web/endpoints", response_class=HTMLResponse, dependencies=[Depends(require_auth)])
 def endpoints_fragment(request: Request) -> HTMLResponse:
     """The endpoint list alone, for the page's periodic refresh."""
-    return render("_endpoints.html", views=endpoint_views(_dispatcher(request)), page_endpoints=PAGE_ENDPOINTS)
+    dsp = _dispatcher(request)
+    return render(
+        "_endpoints.html",
+        views=endpoint_views(dsp),
+        poll_retention=poll_retention(dsp.settings),
+        page_endpoints=PAGE_ENDPOINTS,
+    )
+
+
+@router.post("/web/pull-token", dependencies=[Depends(require_auth)])
+def pull_token(body: PullTokenIn) -> PullTokenOut:
+    """The pull token a secret derives for an endpoint: a pure computation, nothing is read or stored.
+
+    The page calls it once, right after creating a ``poll`` endpoint, with the secret it was just shown
+    (the listings only ever show secrets masked, so this cannot reveal a token the caller could not derive).
+    """
+    try:
+        return PullTokenOut(pull_token=endpoint_token(body.endpoint_id, body.secret))
+    except ValueError as exc:
+        raise InvalidInput(f"invalid secret: {exc}") from None
 
 
 @router.post("/web/login", status_code=204)

@@ -8,6 +8,9 @@ shown prefixed with their name. Ctrl-C or SIGTERM stops them (SIGTERM, then SIGK
 timeout; a second Ctrl-C kills at once) and then the embedded Redis. If one of them dies on its
 own, the rest are stopped and the exit code is 1.
 
+Once ready, it announces its Redis (``dispatcher.devstack``) until it stops: this user's processes without
+``DISPATCHER_REDIS_URL`` use it.
+
 POSIX only (process groups, signals).
 """
 
@@ -29,6 +32,7 @@ from types import FrameType
 from typing import IO, Any, TextIO
 
 from dispatcher.cli.embedded import EmbeddedRedis, reachable
+from dispatcher.devstack import announce, devstack_path, remove_devstack
 from dispatcher.errors import DispatcherError
 from dispatcher.settings import redact_url
 
@@ -141,6 +145,8 @@ class DevStack:
         self._worker_ready = threading.Event()
         self._print_lock = threading.Lock()
         self._lock_file: IO[bytes] | None = None
+        self.devstack_file = devstack_path(self.environ.get("DISPATCHER_DEVSTACK_FILE", "").strip() or None)
+        self._announced = False
 
     # -- output ------------------------------------------------------------------------------
     def say(self, text: str, *, error: bool = False) -> None:
@@ -250,8 +256,8 @@ class DevStack:
         # the worker would run a scheduler of its own; off here so the standalone one does the work
         self.spawn("worker", worker, self.child_env(DISPATCHER_EMBEDDED_SCHEDULER="false"))
         self.spawn("scheduler", [py, "-m", "dispatcher", "scheduler"], self.child_env())
-        flower = [py, "-m", "celery", "-A", "workers.app", "flower", f"--port={self.flower_port}"]
-        flower.append("--address=127.0.0.1")  # loopback only: Flower has no authentication here
+        # loopback only, without authentication: its pages and API are open to this machine
+        flower = [py, "-m", "dispatcher", "flower", "--address=127.0.0.1", f"--port={self.flower_port}"]
         self.spawn("flower", flower, self.child_env())
         api = [py, "-m", "dispatcher", "api", "--host", "127.0.0.1", "--port", str(self.api_port)]
         self.spawn("api", api, self.child_env(DISPATCHER_API_KEYS=self.api_key))
@@ -270,6 +276,17 @@ class DevStack:
 
     def _ready(self) -> bool:
         return self._worker_ready.is_set() and port_open(self.flower_port) and port_open(self.api_port)
+
+    def _announce(self) -> None:
+        """Tell this user's other processes where our Redis is (they use it without DISPATCHER_REDIS_URL)."""
+        try:
+            other = announce(self.devstack_file, self.redis_url, f"http://127.0.0.1:{self.api_port}")
+        except OSError as exc:
+            self.say(f"dev: cannot write {self.devstack_file} ({exc}); other processes will not find this stack")
+            return
+        self._announced = True
+        if other is not None:
+            self.say(f"dev: took over {self.devstack_file} from the dev stack of pid {other.pid}", error=True)
 
     def banner(self) -> str:
         by_name = {c.name: c for c in self.children}
@@ -290,13 +307,16 @@ class DevStack:
                 f"  flower     pid {by_name['flower'].pid}  {flower_url}",
                 f"  api        pid {by_name['api'].pid}  http://127.0.0.1:{self.api_port}/  (web page; API key below)",
                 f"  api key    {self.api_key}",
+                f"  announced  {self.devstack_file}  (used by this user's processes without DISPATCHER_REDIS_URL)"
+                if self._announced
+                else "  announced  nowhere: set DISPATCHER_REDIS_URL in other shells",
                 "Send a first event from another shell (loopback targets are allowed in this stack):",
                 export,
                 "  export DISPATCHER_ALLOW_PRIVATE_TARGETS=true",
                 "  dispatcher subscribe http://127.0.0.1:9000/hook -t '*'   # any server answering 2xx to POST",
                 """  dispatcher enqueue user.created '{"id": 1}'""",
                 "  dispatcher deliveries <the event id enqueue printed>",
-                f"Watch tasks in Flower at {flower_url}. Ctrl-C stops everything.",
+                f"Watch deliveries in Flower at {flower_url} (API: {flower_url}/api/tasks). Ctrl-C stops everything.",
             ]
         )
 
@@ -336,6 +356,7 @@ class DevStack:
                 return 1
             self._stop.wait(POLL_S)
 
+        self._announce()
         self.say(self.banner())
         while not self._stop.wait(POLL_S):
             dead = self._dead_child()
@@ -345,7 +366,12 @@ class DevStack:
         return 0
 
     def shutdown(self) -> None:
-        """Stop every child (SIGTERM, SIGKILL after ``stop_timeout_s``), then the embedded Redis."""
+        """Withdraw the announcement, stop every child (SIGTERM, SIGKILL after ``stop_timeout_s``), then the
+        embedded Redis."""
+        if self._announced:
+            with contextlib.suppress(OSError):
+                remove_devstack(self.devstack_file, os.getpid())
+            self._announced = False
         if self.children:
             self.say("dev: stopping " + ", ".join(f"{c.name} ({c.pid})" for c in self.children))
         for child in self.children:

@@ -24,10 +24,13 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import click
 from pydantic import ValidationError
 
+from dispatcher.cli.bench import bench
+from dispatcher.cli.config import cli_settings
+from dispatcher.cli.flower import flower
 from dispatcher.cli.pull import listen, subscribe_poll
 from dispatcher.client import Dispatcher
 from dispatcher.errormap import translate
-from dispatcher.errors import DispatcherError, InvalidInput
+from dispatcher.errors import DispatcherError, EventNotFound, InvalidInput, StoreUnavailable
 from dispatcher.models import Delivery, DeliveryState, Endpoint
 from dispatcher.robots import ROBOT_KINDS
 from dispatcher.settings import Settings, check_api_config
@@ -66,6 +69,21 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+# what a command taking an event id says when it was given another kind of id
+WRONG_ID_HINTS = {
+    "dlv": ": that is a delivery id; this command takes the event's id (msg_...), e.g. from `dispatcher enqueue`",
+    "ep": ": that is an endpoint id; for its deliveries run `dispatcher endpoint-deliveries ID`",
+}
+UNREACHABLE_HINT = "; check that Redis runs and that DISPATCHER_REDIS_URL points at it"
+
+
+def _error_line(exc: DispatcherError) -> str:
+    """The one line shown for ``exc``, with what to check when Redis cannot be reached."""
+    if isinstance(exc, StoreUnavailable):
+        return _one_line(exc).rstrip(".") + UNREACHABLE_HINT
+    return _one_line(exc)
+
+
 class DispatcherGroup(click.Group):
     """Turns the dispatcher's own errors, and Redis or broker failures, into clean ``CliError``s."""
 
@@ -75,21 +93,21 @@ class DispatcherGroup(click.Group):
         except InvalidInput as exc:
             raise CliInputError(_one_line(exc)) from None
         except DispatcherError as exc:
-            raise CliError(_one_line(exc)) from None
+            raise CliError(_error_line(exc)) from None
         except ValidationError as exc:
             raise _settings_error(exc) from None
         except Exception as exc:
             mapped = translate(exc)  # Redis or the broker failing: one clean line too
             if mapped is None or mapped is exc:
                 raise
-            raise CliError(_one_line(mapped)) from None
+            raise CliError(_error_line(mapped)) from None
 
 
 # -- helpers ----------------------------------------------------------------------------------
 @contextmanager
 def _dispatcher() -> Iterator[Dispatcher]:
     """One Settings() and one Dispatcher for the command; closed when it is done."""
-    dsp = Dispatcher(Settings())
+    dsp = Dispatcher(cli_settings())
     try:
         yield dsp
     finally:
@@ -227,6 +245,8 @@ def subscribe(
     with _dispatcher() as dsp:
         endpoint = dsp.subscribe(url, event_types or ("*",), secret, **options)
     _echo_json({**endpoint.masked(), "url": endpoint.url, "secret": endpoint.secret})  # robot secret stays masked
+    for warning in endpoint.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     click.echo("Store the secret now: verify signatures with it. It is not shown again.", err=True)
 
 
@@ -297,7 +317,11 @@ def enqueue(event_type: str, data: str, event_id: str | None, idempotency_key: s
 def deliveries(event_id: str, as_json: bool) -> None:
     """Show every delivery of an event, with its state and attempts (none until it is fanned out)."""
     with _dispatcher() as dsp:
-        found = dsp.deliveries(event_id)
+        try:
+            found = dsp.deliveries(event_id)
+        except EventNotFound as exc:
+            hint = WRONG_ID_HINTS.get(event_id.split("_", 1)[0])
+            raise CliError(f"no event {event_id!r}{hint}" if hint else _one_line(exc)) from None
     _print_deliveries(found, as_json, "endpoint")
 
 
@@ -321,8 +345,10 @@ def endpoint_deliveries(endpoint_id: str, state: str | None, limit: int, as_json
               help="With --endpoint: only deliveries dead-lettered at or after this time.")  # fmt: skip
 def replay(delivery_id: str | None, endpoint_id: str | None, since: float | None) -> None:
     """Send dead deliveries again: DELIVERY_ID, or all of --endpoint ID. Prints how many."""
-    if (delivery_id is None) == (endpoint_id is None):
-        raise click.UsageError("give either a DELIVERY_ID or --endpoint ID (not both)")
+    if delivery_id is None and endpoint_id is None:
+        raise click.UsageError("give the DELIVERY_ID of a dead delivery, or --endpoint ID to replay its dead ones")
+    if delivery_id is not None and endpoint_id is not None:
+        raise click.UsageError("give either a DELIVERY_ID or --endpoint ID, not both")
     if since is not None and endpoint_id is None:
         raise click.UsageError("--since only applies with --endpoint")
     with _dispatcher() as dsp:
@@ -338,7 +364,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
     Defaults: task events on (-E, for Flower), log level info, concurrency = CPU count.
     Pass Celery's own options after `--` when they clash with ours, e.g. `dispatcher worker -- --help`.
     """
-    Settings()  # fail here, cleanly, on a bad environment rather than in Celery's import
+    cli_settings()  # fail here, cleanly, on a bad environment (or no Redis) rather than in Celery's import
     argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-E", "-l", "info",
             "-c", str(_cpu_count()), *celery_args]  # fmt: skip
     _exec(argv)  # options given later win, so the caller's -c / -l override ours
@@ -350,7 +376,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
 @click.option("-l", "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def scheduler(interval: float | None, log_level: str) -> None:
     """Run the scheduler in the foreground: kicks workers when retries come due. Ctrl-C stops it."""
-    Settings()  # fail here, cleanly, on a bad environment
+    cli_settings()  # fail here, cleanly, on a bad environment (or no Redis)
     argv = [sys.executable, "-m", "dispatcher.worker.scheduler", "-l", log_level]
     if interval is not None:
         argv += ["--interval", str(interval)]
@@ -366,7 +392,7 @@ def api(host: str, port: int) -> None:
     Needs DISPATCHER_API_KEYS (comma-separated bearer keys). One async process holds many
     connections; run more of them behind a load balancer to scale out.
     """
-    check_api_config(Settings())  # a clean error here rather than in the server process
+    check_api_config(cli_settings())  # a clean error here rather than in the server process
     _exec([sys.executable, "-m", "dispatcher.api", "--host", host, "--port", str(port)])
 
 
@@ -429,6 +455,8 @@ def dev(
 
 cli.add_command(subscribe_poll)
 cli.add_command(listen)
+cli.add_command(flower)
+cli.add_command(bench)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -12,10 +12,10 @@ from typing import Any
 
 import click
 
+from dispatcher.cli.config import cli_settings
 from dispatcher.client import Dispatcher
 from dispatcher.errors import VerificationError
 from dispatcher.receiver.pull import endpoint_token, iter_events, iter_events_ws
-from dispatcher.settings import Settings
 
 
 @click.command("subscribe-poll")
@@ -26,7 +26,7 @@ from dispatcher.settings import Settings
 def subscribe_poll(event_types: tuple[str, ...], secret: str | None, description: str | None) -> None:
     """Register a pull consumer (kind poll, no URL); read it with `dispatcher listen ID`. Prints its secret once."""
     options: dict[str, Any] = {} if description is None else {"description": description}
-    dsp = Dispatcher(Settings())
+    dsp = Dispatcher(cli_settings())
     try:
         endpoint = dsp.subscribe_poll(event_types or ("*",), secret, **options)
     finally:

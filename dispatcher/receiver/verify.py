@@ -2,17 +2,30 @@
 
 ``verify(raw_body, headers, secret)`` checks the ``webhook-*`` headers (or the ``svix-*`` ones Svix
 sends) against the **raw** request body and returns the parsed JSON, or raises a subclass of
-``VerificationError``:
+``VerificationError`` -- every error it raises for a bad request or a bad argument is one, each with the
+answer to give in ``http_status``:
 
 - ``MissingHeader`` (``MalformedHeader``): a header is absent, empty or unusable -> answer 400;
 - ``InvalidSignature``: no signature matches under any secret -> 401;
 - ``TimestampTooOld`` / ``TimestampTooNew``: correctly signed but outside ``tolerance_s`` -> 401;
-- ``InvalidPayload``: correctly signed but not a JSON object or array -> 400;
-- ``AlreadyProcessed`` (only with ``seen=``): the webhook-id was seen before -> answer 2xx, skip it.
+- ``InvalidPayload``: correctly signed but not UTF-8 JSON holding an object or array -> 400;
+- ``AlreadyProcessed`` (only with ``seen=``): the webhook-id was seen before -> answer 2xx, skip it;
+- ``InvalidSecret``: a secret is not ``whsec_`` + base64, or none was given -> 500 (the receiver's
+  configuration is at fault, not the request; the sender retries until it is fixed). Also a ``ValueError``;
+- ``RawBodyRequired``: the payload is a dict, ``None`` or another object rather than the body -> 400.
+  Also a ``TypeError``, which it used to be only.
 
-Each error carries the suggested answer in ``http_status``. Passing anything but bytes (a ``str``, a
-``dict``, a re-serialised body) raises ``RawBodyRequired`` (a ``TypeError``): a signature covers the exact
-bytes sent, and re-encoding JSON changes whitespace and key order.
+It accepts what the reference ``standardwebhooks`` library accepts: the body as ``bytes`` or as ``str``
+(encoded as UTF-8 to check it); a secret with or without ``whsec_``, base64 padded or not (or the raw key
+as ``bytes``); several space-separated signatures in one header (any may match; other versions are
+skipped); and, beyond it, several secrets (rotation: any may match). Where the two differ it is on
+purpose, for inputs the Standard Webhooks specification does not allow: a webhook-timestamp must be
+integer seconds (the reference also takes ``1.5e9``), a header of blanks counts as absent, the body must
+be a JSON object or array (the reference returns a bare ``42`` too), and a secret holding characters
+outside base64 is refused with ``InvalidSecret`` (the reference drops them and verifies with a key nobody
+meant). It also takes ``svix-*`` headers and signature lists the reference trips over (blank or unknown
+parts are skipped). A signature covers the exact bytes sent: pass the body as received, never a
+re-serialised one (re-encoding JSON changes whitespace and key order).
 
 Replay protection and duplicates: the sender retries a delivery under the same webhook-id until it gets
 a 2xx, so a receiver sees each message *at least once*. ``SeenIds`` remembers ids in Redis (``SET NX
@@ -46,6 +59,7 @@ from typing import Any, Protocol
 from dispatcher.errors import (
     AlreadyProcessed,
     InvalidPayload,
+    InvalidSecret,
     InvalidSignature,
     MalformedHeader,
     MissingHeader,
@@ -135,14 +149,27 @@ def webhook_id(headers: Mapping[str, str]) -> str:
     return _header(_lower_headers(headers), ID_HEADERS)
 
 
-def _secrets(secret: str | Sequence[str]) -> list[str]:
-    secrets = [secret] if isinstance(secret, str) else list(secret)
+def _keys(secret: str | bytes | Sequence[str | bytes]) -> list[bytes]:
+    """The HMAC keys of one secret or several; ``InvalidSecret`` names the first unusable one."""
+    single = isinstance(secret, (str, bytes)) or not isinstance(secret, (list, tuple, Sequence))
+    secrets: list[object] = [secret] if single else list(secret)
     if not secrets:
-        raise ValueError("at least one secret is needed")
-    for s in secrets:
-        if not isinstance(s, str):
-            raise TypeError(f"secrets must be 'whsec_...' strings, not {type(s).__name__}")
-    return secrets
+        raise InvalidSecret("no secret given: pass the endpoint's 'whsec_...' secret, or a list of them")
+    keys = []
+    for n, s in enumerate(secrets, start=1):
+        where = "the secret" if len(secrets) == 1 else f"secret #{n} of {len(secrets)}"
+        if isinstance(s, bytes):  # the raw key, as the reference library takes it
+            if not s:
+                raise InvalidSecret(f"{where} is empty bytes: pass the 'whsec_...' string, or the raw key bytes")
+            keys.append(s)
+        elif isinstance(s, str):
+            try:
+                keys.append(secret_key(s))
+            except ValueError as exc:  # the message never holds the secret itself
+                raise InvalidSecret(f"{where} is unusable: {exc}") from None
+        else:
+            raise InvalidSecret(f"{where} is of type {type(s).__name__}: pass the 'whsec_...' string or raw key bytes")
+    return keys
 
 
 def _raw_body(payload: object) -> bytes:
@@ -150,11 +177,19 @@ def _raw_body(payload: object) -> bytes:
         return payload
     if isinstance(payload, (bytearray, memoryview)):
         return bytes(payload)
+    if isinstance(payload, str):  # the body decoded as UTF-8, as the reference library accepts it
+        try:
+            return payload.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RawBodyRequired(
+                "payload is a str that is not valid Unicode text (it holds lone surrogates), so it is not the "
+                "body that was sent: pass the raw request body as bytes"
+            ) from None
     raise RawBodyRequired(
-        f"payload must be the raw request body as bytes, not {type(payload).__name__}: pass the bytes exactly "
-        "as received (Flask: request.get_data(), Django: request.body, Starlette/FastAPI: await request.body()); "
-        "a decoded or re-serialised body (json.dumps(request.json)) changes whitespace and key order and "
-        "never verifies"
+        f"payload must be the raw request body (bytes, or str decoded from it), not {type(payload).__name__}: "
+        "pass it exactly as received (Flask: request.get_data(), Django: request.body, Starlette/FastAPI: "
+        "await request.body()); a parsed body, or one re-serialised with json.dumps(request.json), changes "
+        "whitespace and key order and never verifies"
     )
 
 
@@ -165,17 +200,17 @@ def _candidate_digests(header: str) -> list[bytes]:
         version, sep, value = part.partition(",")
         if not sep or version != SIGNATURE_VERSION:
             continue
-        try:
-            digests.append(base64.b64decode(value, validate=True))
+        try:  # like the reference library, characters outside base64 are dropped; the HMAC must still match
+            digests.append(base64.b64decode(value))
         except (binascii.Error, ValueError):
             continue
     return digests
 
 
 def verify(
-    payload: bytes,
+    payload: bytes | str,
     headers: Mapping[str, str],
-    secret: str | Sequence[str],
+    secret: str | bytes | Sequence[str | bytes],
     *,
     tolerance_s: int = DEFAULT_TOLERANCE_S,
     now: float | None = None,
@@ -183,14 +218,15 @@ def verify(
 ) -> Any:
     """Verify a Standard Webhooks request and return its parsed JSON body.
 
-    ``payload`` is the raw request body (bytes); ``headers`` any mapping, looked up case-insensitively
-    (``webhook-*``, else ``svix-*``); ``secret`` one ``whsec_`` secret or several (rotation: any may match);
+    ``payload`` is the raw request body (bytes, or a str decoded from it as UTF-8); ``headers`` any mapping,
+    looked up case-insensitively (``webhook-*``, else ``svix-*``); ``secret`` one ``whsec_`` secret (the
+    prefix and base64 padding are optional; ``bytes`` is the raw key) or several (rotation: any may match);
     ``tolerance_s`` how far the signed timestamp may be from ``now`` (default: the clock) either way.
     With ``seen``, the webhook-id is claimed once everything else passed and a repeat raises
     ``AlreadyProcessed``. Returns a dict (one event) or, for a batched endpoint, a list of them.
     """
     body = _raw_body(payload)
-    keys = [secret_key(s) for s in _secrets(secret)]  # a bad secret is a configuration error: ValueError
+    keys = _keys(secret)
     if tolerance_s < 0:
         raise ValueError("tolerance_s must not be negative")
 
@@ -224,8 +260,12 @@ def verify(
         )
 
     try:
-        event = json.loads(body)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        text = body.decode("utf-8")  # JSON on the wire is UTF-8; json.loads(bytes) would also guess UTF-16/32
+    except UnicodeDecodeError as exc:
+        raise InvalidPayload(f"body is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    try:
+        event = json.loads(text)
+    except ValueError as exc:
         raise InvalidPayload(f"body is not valid JSON: {exc}") from None
     if not isinstance(event, (dict, list)):
         raise InvalidPayload(f"body is JSON {type(event).__name__}, not an object or array")

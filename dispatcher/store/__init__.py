@@ -30,9 +30,9 @@ from dispatcher.store.stats import collect_stats
 
 
 def connect(settings: Settings) -> redis.Redis:
-    """A client of the dispatcher's Redis (``Settings.redis_url``)."""
+    """A client of the dispatcher's Redis (``Settings.store_url``: the setting, else a running dev stack's)."""
     return redis.Redis.from_url(
-        settings.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+        settings.store_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
     )
 
 

@@ -29,13 +29,16 @@ def _validate_secret(secret: str | None) -> str:
     if secret is None:
         return generate_secret()
     if not isinstance(secret, str):
-        raise InvalidInput("secret must be a string")
+        raise InvalidInput("secret must be a 'whsec_...' string, or left out to have one generated")
     try:
         key = secret_key(secret)
     except ValueError as exc:
-        raise InvalidInput(f"invalid secret: {exc}") from None
+        raise InvalidInput(f"{exc}; or leave it out to have one generated") from None
     if not 24 <= len(key) <= 64:
-        raise InvalidInput("secret must hold 24 to 64 bytes (whsec_ + base64)")
+        raise InvalidInput(
+            f"secret holds {len(key)} bytes; it must hold 24 to 64 ('whsec_' + base64 of them), or leave it out "
+            "to have one generated"
+        )
     return secret
 
 

@@ -271,7 +271,7 @@ class PullLog:
     def _ensure(self) -> tuple[aredis.Redis, StreamWaiters]:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._redis is None or self._waiters is None:
-            url = self.settings.redis_url
+            url = self.settings.store_url
             pool = aredis.BlockingConnectionPool.from_url(
                 url, max_connections=64, timeout=10, socket_timeout=10, socket_connect_timeout=5,
                 health_check_interval=30,

@@ -47,6 +47,10 @@ def parse_delivery(delivery_id: str, raw: dict[Any, Any]) -> Delivery:
 LIST_PAGE = 200  # delivery records read per round trip when listing by state
 
 
+# why a lookup can miss a record that once existed
+EXPIRED = " (unknown, or older than DISPATCHER_RETENTION_S and expired)"
+
+
 class Records:
     """Read access to events and deliveries, and replay."""
 
@@ -61,7 +65,7 @@ class Records:
         except redis.ResponseError:  # the key was overwritten by something else
             raise InvalidState(f"event {event_id!r} has an unreadable record") from None
         if not raw:
-            raise EventNotFound(f"no event {event_id!r}")
+            raise EventNotFound(f"no event {event_id!r}{EXPIRED}")
         try:
             body = orjson.loads(raw[b"body"])
             if not isinstance(body, dict):
@@ -74,7 +78,7 @@ class Records:
         value = self._r.hget(self._k.event(event_id), "deliveries")
         if value is None:
             if not self._r.exists(self._k.event(event_id)):
-                raise EventNotFound(f"no event {event_id!r}")
+                raise EventNotFound(f"no event {event_id!r}{EXPIRED}")
             return []
         return [d for d in _s(value).split(",") if d]
 
@@ -96,7 +100,7 @@ class Records:
         except redis.ResponseError:  # the key was overwritten by something else
             raw = None
         if not raw:
-            raise DeliveryNotFound(f"no delivery {delivery_id!r}")
+            raise DeliveryNotFound(f"no delivery {delivery_id!r}{EXPIRED}")
         try:
             return parse_delivery(delivery_id, raw)
         except ValueError:
@@ -140,12 +144,12 @@ class Records:
         k = self._k
         event_id, endpoint_id = (_s(v) for v in self._r.hmget(k.delivery(delivery_id), "evt", "ep"))
         if not endpoint_id:
-            raise DeliveryNotFound(f"no delivery {delivery_id!r}")
+            raise DeliveryNotFound(f"no delivery {delivery_id!r}{EXPIRED}")
         keys = [k.delivery(delivery_id), k.due, k.endpoint_dead(endpoint_id)]
         keys += (k.jobs, k.bodies, k.refs, k.event(event_id))
         result = int(self._scripts.run("replay", keys, [delivery_id, event_id, endpoint_id]))
         if result == -1:
-            raise DeliveryNotFound(f"no delivery {delivery_id!r}")
+            raise DeliveryNotFound(f"no delivery {delivery_id!r}{EXPIRED}")
         if result == 0:
             raise InvalidState(f"delivery {delivery_id!r} is not dead; only dead deliveries can be replayed")
 

@@ -49,6 +49,7 @@ class EmbeddedScheduler(bootsteps.StartStopStep):
         self._stop = threading.Event()
 
     def start(self, parent: Any) -> None:
+        log.info("worker on Redis %s", settings.redis_choice().describe())
         store = Store(settings)
         threading.Thread(
             target=_heartbeat, args=(store.heartbeats, parent.hostname, parent.concurrency, self._stop), daemon=True

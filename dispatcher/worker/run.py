@@ -23,17 +23,17 @@ from dispatcher.errormap import translated
 from dispatcher.errors import StoreUnavailable
 from dispatcher.models import DeliveryState
 from dispatcher.store.queue import SlotMode, Stage
-from dispatcher.worker import http, ratelimit
+from dispatcher.worker import http, monitor, ratelimit
 from dispatcher.worker.fanout import fanout_once
 from dispatcher.worker.jobs import Job, Outcome, Skip
 from dispatcher.worker.limits import MAX_SLOW_DEFER_MS
+from dispatcher.worker.monitor import TaskFeed
 from dispatcher.worker.recording import Recorded, Recorder
 from dispatcher.worker.runtime import Runtime
 from dispatcher.worker.targets import Target
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTERS_REPORTED = 100  # per task, as failed dead_letter tasks in Flower
 FLUSH_EVERY = 256  # outcomes written per Redis round trip at most
 FLUSH_INTERVAL_S = 0.02
 DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
@@ -46,22 +46,22 @@ STORE_PATIENCE_S = 30.0  # and how long before the task gives up (its leases bri
 
 @dataclass
 class Summary:
-    """What one task did, for its result (and Flower)."""
+    """What one task did, for its result."""
 
     counts: Counter[str] = field(default_factory=Counter)
-    dead_letters: list[dict[str, str]] = field(default_factory=list)  # the first DEAD_LETTERS_REPORTED
 
     def as_dict(self) -> dict[str, Any]:
         keys = ("claimed", "delivered", "retrying", "dead", "deferred", "rate_limited", "fanned_out")
-        return {**{k: self.counts[k] for k in keys}, "dead_letters": self.dead_letters}
+        return {k: self.counts[k] for k in keys}
 
 
 class DeliveryRun:
     """The state of one ``deliver_loop``: requests in flight, chunks waiting per endpoint, outcomes to record."""
 
-    def __init__(self, rt: Runtime, slot: int) -> None:
+    def __init__(self, rt: Runtime, slot: int, feed: TaskFeed | None = None) -> None:
         self.rt = rt
         self.slot = slot
+        self.feed = feed
         self.inflight: set[asyncio.Task[None]] = set()
         self.finished: list[tuple[list[Job], Target, Outcome, float]] = []  # ..., when the request left
         self.wake = asyncio.Event()
@@ -88,16 +88,11 @@ class DeliveryRun:
                 with contextlib.suppress(LookupError):  # deleted meanwhile
                     self.rt.store.endpoints.set_enabled(item.target.endpoint.id, False, item.decision.disable)
 
-        @rec.on(DeliveryState.DEAD)
-        def report_dead(item: Recorded) -> None:
-            reason = item.outcome.error or f"HTTP {item.outcome.status}"
-            room = max(0, DEAD_LETTERS_REPORTED - len(self.summary.dead_letters))
-            self.summary.dead_letters += [
-                {"delivery_id": j.id, "endpoint_id": j.endpoint_id, "event_id": j.event_id, "reason": reason}
-                for j in item.jobs[:room]
-            ]
-
+        rec.on(DeliveryState.RETRYING, DeliveryState.DEAD)(monitor.log_outcome)
         rec.after_flush.append(health.report)
+        if self.feed is not None:  # Flower: a task per delivery attempt
+            rec.on()(self.feed.on_outcome)
+            rec.after_flush.append(self.feed.publish)
 
     def redis_now_ms(self) -> int:
         """Redis' clock, extrapolated from the last claim with our monotonic clock (no skew)."""
@@ -295,7 +290,9 @@ class DeliveryRun:
         limits.learn(pacing.read(now_ms))
 
 
-async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, Any]:
+async def deliver_loop(
+    rt: Runtime, slot: int = 0, budget_s: float | None = None, feed: TaskFeed | None = None
+) -> dict[str, Any]:
     """Deliver until nothing is due (after lingering briefly) or the budget is spent.
 
     Redis going away for a moment (a restart) does not lose what the loop holds: outcomes wait to be
@@ -303,7 +300,7 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
     fails, and the leases bring its deliveries back.
     """
     s = rt.settings
-    b = DeliveryRun(rt, slot)
+    b = DeliveryRun(rt, slot, feed)
     counts = b.summary.counts
     deadline = time.monotonic() + (s.task_budget_s if budget_s is None else budget_s)
     # past the budget the task only finishes what is in flight; while a slow request keeps it here
@@ -380,6 +377,8 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
             log.info("Redis reachable again after %.1fs", now - down_since)
             down_since = None
     b.flush()
+    if feed is not None:
+        feed.close()
     if slot and not released and rt.store.queue.handoff(Stage.DELIVER, slot) and rt.kicker is not None:
         rt.kicker.publish(Stage.DELIVER, slot)
     for state, n in b.recorder.counts.items():
@@ -387,6 +386,8 @@ async def deliver_loop(rt: Runtime, slot: int = 0, budget_s: float | None = None
     return b.summary.as_dict()
 
 
-def run_deliver(rt: Runtime, slot: int = 0, budget_s: float | None = None) -> dict[str, Any]:
-    """The body of the ``deliver`` task: run the loop on this process' event loop."""
-    return rt.loop.run_until_complete(deliver_loop(rt, slot, budget_s))
+def run_deliver(
+    rt: Runtime, slot: int = 0, budget_s: float | None = None, feed: TaskFeed | None = None
+) -> dict[str, Any]:
+    """The body of the ``deliver`` task: run the loop on this process' event loop (``feed``: Flower's)."""
+    return rt.loop.run_until_complete(deliver_loop(rt, slot, budget_s, feed))

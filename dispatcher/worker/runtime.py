@@ -19,6 +19,7 @@ from dispatcher.store import Store
 from dispatcher.store.queue import Stage
 from dispatcher.worker.health import EndpointHealth
 from dispatcher.worker.limits import EndpointLimits
+from dispatcher.worker.monitor import TaskFeed
 from dispatcher.worker.poison import Poison
 from dispatcher.worker.targets import EndpointCache
 
@@ -48,6 +49,8 @@ class Runtime:
         self.kicker = Kicker(settings, self.store.queue, celery_app) if celery_app is not None else None
         self.loop = new_event_loop()
         self._session: aiohttp.ClientSession | None = None
+        self.celery_app = celery_app
+        self._feed: TaskFeed | None = None
         self.pid = os.getpid()
 
     def refresh_endpoints(self, version: bytes) -> None:
@@ -83,6 +86,16 @@ class Runtime:
                 skip_auto_headers=("Accept-Encoding",),
             )
         return self._session
+
+    def task_feed(self, hostname: str) -> TaskFeed | None:
+        """Flower's feed of this process (one publisher, reused by every task); None without a Celery app,
+        with task events off, or with ``flower_every`` = 0."""
+        app = self.celery_app
+        if app is None or not self.settings.flower_every or not app.conf.worker_send_task_events:
+            return None
+        if self._feed is None or self._feed.hostname != hostname:
+            self._feed = TaskFeed(app, hostname, self.settings.flower_every)
+        return self._feed
 
     def kick(self, stage: Stage, wanted: int = 1) -> int:
         return self.kicker.kick(stage, wanted) if self.kicker is not None else 0

@@ -19,7 +19,7 @@ from types import FrameType
 from dispatcher.errormap import translated
 from dispatcher.errors import BrokerUnavailable, StoreError
 from dispatcher.kicks import Kicker, make_celery
-from dispatcher.settings import Settings, redact_url
+from dispatcher.settings import Settings
 from dispatcher.store import Store
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.info(
             "scheduler running every %.2fs on %s (prefix %s); Ctrl-C stops it",
             every,
-            redact_url(settings.redis_url),
+            settings.redis_choice().describe(),
             settings.key_prefix,
         )
         run_scheduler(Kicker(settings, store.queue, app), every, stop)

@@ -1,33 +1,30 @@
-"""Thin Celery tasks: each takes a kick slot and runs one plain function from ``dispatcher``."""
+"""Thin Celery tasks: each takes a kick slot and runs one plain function from ``dispatcher``.
+
+The tasks are wake-up kicks, each delivering many webhooks, so they send no task events of their own
+(``send_events=False``): Flower's tasks are the deliveries, sent by the loop (``dispatcher.worker.monitor``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from dispatcher.errors import DeadLettered
-from dispatcher.kicks import TASK_DEAD_LETTER, TASK_DELIVER, TASK_FANOUT
+from celery import Task
+
+from dispatcher.kicks import TASK_DELIVER, TASK_FANOUT
 from dispatcher.worker.app import app, settings
 from dispatcher.worker.fanout import run_fanout
 from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import get_runtime
 
 
-@app.task(name=TASK_FANOUT, acks_late=True, ignore_result=True)
+@app.task(name=TASK_FANOUT, acks_late=True, ignore_result=True, send_events=False)
 def fanout(slot: int = 0) -> dict[str, int]:
-    """Turn due events into deliveries; the result summarises the batch for Flower."""
+    """Turn due events into deliveries."""
     return run_fanout(get_runtime(settings, app), slot).as_dict()
 
 
-@app.task(name=TASK_DELIVER, acks_late=True, ignore_result=True)
-def deliver(slot: int = 0) -> dict[str, Any]:
-    """POST due deliveries; the result counts delivered / retrying / dead (and names the dead)."""
-    summary = run_deliver(get_runtime(settings, app), slot)
-    for letter in summary["dead_letters"]:
-        dead_letter.delay(**letter)
-    return summary
-
-
-@app.task(name=TASK_DEAD_LETTER, ignore_result=True)
-def dead_letter(delivery_id: str, endpoint_id: str, event_id: str, reason: str) -> None:
-    """Fails on purpose, so every dead-lettered delivery is a red row in Flower (replay it from the API/CLI)."""
-    raise DeadLettered(f"delivery {delivery_id} of event {event_id} to endpoint {endpoint_id} is dead: {reason}")
+@app.task(name=TASK_DELIVER, acks_late=True, ignore_result=True, send_events=False, bind=True)
+def deliver(self: Task, slot: int = 0) -> dict[str, Any]:
+    """POST due deliveries; each attempt is a task in Flower (``monitor``); the result counts the outcomes."""
+    rt = get_runtime(settings, app)
+    return run_deliver(rt, slot, feed=rt.task_feed(self.request.hostname or "dispatcher"))

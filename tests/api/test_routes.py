@@ -285,6 +285,37 @@ def test_private_targets_are_refused_unless_allowed(
     assert_error(resp, 400, "unsafe_target")
 
 
+def test_url_answers_teach_what_to_do(
+    api_factory: Callable[..., TestClient], raw_redis: redis.Redis, prefix: str
+) -> None:
+    strict = api_factory(allow_private_targets=False)
+    before = keys_under(raw_redis, prefix)
+    body = assert_error(strict.post("/v1/endpoints", json={"url": "http://localhost:9011/ok"}), 400, "unsafe_target")
+    assert "DISPATCHER_ALLOW_PRIVATE_TARGETS=true" in body["error"]["message"]
+    body = assert_error(strict.post("/v1/endpoints", json={"url": "http://exa mple.com/x"}), 400, "invalid_url")
+    assert body["error"]["message"].startswith("invalid URL: it contains a space")
+    assert keys_under(raw_redis, prefix) == before
+
+
+def test_our_validation_messages_drop_pydantics_prefix(api: TestClient) -> None:
+    body = assert_error(api.post("/v1/endpoints", json={}), 422, "validation_error")
+    assert body["error"]["message"] == "invalid request: body: url is required (only kind 'poll' has none)"
+    assert body["error"]["details"][0]["msg"] == "url is required (only kind 'poll' has none)"
+
+
+def test_an_unresolvable_host_is_created_with_a_warning(api_factory: Callable[..., TestClient]) -> None:
+    strict = api_factory(allow_private_targets=False)
+    created = strict.post("/v1/endpoints", json={"url": "https://hooks.example.invalid/x"})
+    assert created.status_code == 201, created.text
+    warnings = created.json()["warnings"]
+    assert len(warnings) == 1 and "'hooks.example.invalid' does not resolve now" in warnings[0]
+    ep_id = created.json()["id"]
+    assert strict.get(f"/v1/endpoints/{ep_id}").json()["warnings"] == []  # not stored: said once, at save time
+    patched = strict.patch(f"/v1/endpoints/{ep_id}", json={"url": "https://other.example.invalid/y"})
+    assert patched.status_code == 200 and "does not resolve now" in patched.json()["warnings"][0]
+    assert strict.patch(f"/v1/endpoints/{ep_id}", json={"description": "d"}).json()["warnings"] == []
+
+
 def test_patch_enable_disable_delete(api: TestClient, dsp: Dispatcher) -> None:
     ep_id = api.post("/v1/endpoints", json={"url": "https://example.com/h"}).json()["id"]
     patched = api.patch(f"/v1/endpoints/{ep_id}", json={"description": "new", "max_batch": 3})

@@ -5,12 +5,13 @@ watches it arrive (signed) and turn "delivered" on the page; dead-letters one an
 page's button. Saves a screenshot of each view: into the test's temporary folder, or into the folder named by
 DISPATCHER_SCREENSHOTS_DIR (relative to the repository root), which is how docs/screenshots/ is refreshed:
 
-    DISPATCHER_SCREENSHOTS_DIR=docs/screenshots python -m pytest tests/api/test_web.py
+    DISPATCHER_SCREENSHOTS_DIR=docs/screenshots python -m pytest tests/api/test_web.py tests/api/test_web_browser.py
+
+The chat-robot and poll kinds of the form are in test_web_browser.py.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -29,29 +30,13 @@ from dispatcher.models import Attempt, Delivery, DeliveryState
 if TYPE_CHECKING:
     from tests.conftest import Receiver, Worker
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-background-networking", "--disable-gpu"]
 SCREENSHOT_NAMES = ("login.png", "endpoint-created.png", "dead-letter.png", "endpoints.png")
 KEY = "web-test-key-0123456789abcdef"
-
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium) - the browser test needs it"
-)
 
 
 @pytest.fixture
 def api_keys() -> tuple[str, ...]:
     return (KEY,)
-
-
-@pytest.fixture
-def screenshots(tmp_path: Path, repo_root: Path) -> Path:
-    """Where the browser test saves its screenshots: DISPATCHER_SCREENSHOTS_DIR (relative to the repository
-    root) when set, else a temporary folder, so a run never rewrites tracked files unasked."""
-    chosen = os.environ.get("DISPATCHER_SCREENSHOTS_DIR")
-    folder = repo_root / chosen if chosen else tmp_path / "screenshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 class ServerThread:
@@ -88,20 +73,6 @@ def served(api_settings: Settings, dsp: Dispatcher, wait_until: Callable[..., An
         yield server
 
 
-@pytest.fixture
-def browser_page() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        yield page
-        context.close()
-        browser.close()
-
-
-@needs_chromium
 def test_register_send_test_event_and_replay_from_the_page(
     served: ServerThread,
     browser_page: object,
@@ -152,7 +123,8 @@ def test_register_send_test_event_and_replay_from_the_page(
     assert secret == endpoint.secret and secret.startswith("whsec_")
     assert endpoint.url == receiver.url and endpoint.event_types == ["order.*", "user.created"]
     expect(page.locator("#snippet-secret")).to_have_text(secret)
-    expect(page.locator("#created pre")).to_contain_text("Webhook(")
+    expect(page.locator("#webhook-help pre")).to_contain_text("Webhook(")
+    expect(page.locator("#poll-help")).to_be_hidden()
     card = page.locator(f'article[data-endpoint-id="{endpoint.id}"]')
     expect(card).to_contain_text(receiver.url)
     expect(card.locator("[data-state=enabled]")).to_be_visible()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -39,6 +40,8 @@ COMMANDS = [
     "dev",
     "subscribe-poll",
     "listen",
+    "bench",
+    "flower",
 ]
 
 
@@ -114,6 +117,36 @@ def test_subscribe_with_invalid_input_is_a_clean_usage_error(
     assert json.loads(ok(run("endpoints", "--json"))) == []
 
 
+def test_a_refused_private_target_names_the_setting(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
+    monkeypatch.setenv("DISPATCHER_ALLOW_PRIVATE_TARGETS", "false")
+    for url in ("http://localhost:9011/ok", "http://10.0.0.1/hooks"):
+        assert_clean_error(run("subscribe", url), 2, "refusing", "DISPATCHER_ALLOW_PRIVATE_TARGETS=true")
+    assert json.loads(ok(run("endpoints", "--json"))) == []
+
+
+def test_an_unresolvable_host_is_saved_with_a_warning(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
+    monkeypatch.setenv("DISPATCHER_ALLOW_PRIVATE_TARGETS", "false")
+    result = run("subscribe", "https://hooks.example.invalid/x")
+    endpoint = json.loads(ok(result))
+    assert endpoint["url"] == "https://hooks.example.invalid/x"
+    assert len(endpoint["warnings"]) == 1 and "does not resolve now" in endpoint["warnings"][0]
+    assert "Warning: host 'hooks.example.invalid' does not resolve now" in result.stderr
+    assert [e["id"] for e in json.loads(ok(run("endpoints", "--json")))] == [endpoint["id"]]
+
+
+def test_a_syntactically_bad_url_says_invalid_url(
+    cli_env: dict[str, str], ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
+    line = assert_clean_error(run("subscribe", "http://exa mple.com/x"), 2, "invalid URL", "contains a space")
+    assert "resolve" not in line
+    assert_clean_error(run("subscribe", "example.com/hooks"), 2, "invalid URL", "http:// or https://")
+    assert json.loads(ok(run("endpoints", "--json"))) == []
+
+
 def test_unsubscribe_unknown_endpoint_is_a_clean_error(cli_env: dict[str, str], run: Callable[..., Result]) -> None:
     assert_clean_error(run("unsubscribe", "ep_doesnotexist"), 1, "ep_doesnotexist")
     assert_clean_error(run("enable", "ep_doesnotexist"), 1, "no endpoint")
@@ -170,6 +203,26 @@ def test_replay_needs_exactly_one_target(cli_env: dict[str, str], run: Callable[
     assert run("replay", "dlv_x", "--since", "0").exit_code == 2
 
 
+def test_lookup_errors_say_why_and_what_to_run(cli_env: dict[str, str], run: Callable[..., Result]) -> None:
+    assert_clean_error(run("deliveries", "msg_nope"), 1, "no event 'msg_nope'", "DISPATCHER_RETENTION_S")
+    assert_clean_error(run("replay", "dlv_doesnotexist"), 1, "no delivery 'dlv_doesnotexist'", "expired")
+    assert_clean_error(run("deliveries", "dlv_abc"), 1, "that is a delivery id", "msg_")
+    assert_clean_error(run("deliveries", "ep_abc"), 1, "that is an endpoint id", "endpoint-deliveries")
+    assert "DELIVERY_ID of a dead delivery, or --endpoint ID" in run("replay").stderr
+    assert "not both" in run("replay", "dlv_x", "--endpoint", "ep_x").stderr
+
+
+def test_bad_secret_and_oversized_event_say_what_to_do(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, run: Callable[..., Result]
+) -> None:
+    assert_clean_error(
+        run("subscribe", "http://127.0.0.1:9/h", "--secret", "whsec_c2hvcnQ="), 2, "5 bytes", "leave it out"
+    )
+    assert_clean_error(run("subscribe", "http://127.0.0.1:9/h", "--secret", "whsec_***"), 2, "base64", "leave it out")
+    monkeypatch.setenv("DISPATCHER_MAX_PAYLOAD_BYTES", "100")
+    assert_clean_error(run("enqueue", "a.b", json.dumps({"x": "y" * 200})), 2, "DISPATCHER_MAX_PAYLOAD_BYTES")
+
+
 # -- configuration and Redis errors ----------------------------------------------------------------
 def test_bad_configuration_is_a_clean_error(
     cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, run: Callable[..., Result]
@@ -184,7 +237,7 @@ def test_unreachable_redis_is_a_clean_error_without_the_password(
     monkeypatch.setenv("DISPATCHER_REDIS_URL", f"redis://:hunter2@127.0.0.1:{free_port()}/0")
     for args in (["endpoints"], ["enqueue", "user.created", "{}"]):
         result = run(*args)
-        assert_clean_error(result, 1, "unreachable")
+        assert_clean_error(result, 1, "unreachable", "check that Redis runs and that DISPATCHER_REDIS_URL points at it")
         assert "hunter2" not in result.output
 
 
@@ -279,3 +332,33 @@ def test_api_without_keys_is_a_clean_error(
     monkeypatch.delenv("DISPATCHER_API_KEYS", raising=False)
     result = run("api", "--port", "1")
     assert result.exit_code == 1 and "api" in result.output.lower()
+
+
+def test_flower_refuses_a_public_interface_without_authentication(
+    cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
+    import dispatcher.cli.flower as flower_module
+
+    seen: list[tuple[list[str], str | None]] = []
+
+    def fake_exec(argv: list[str]) -> None:
+        seen.append((argv, os.environ.get("FLOWER_UNAUTHENTICATED_API")))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(flower_module, "_exec", fake_exec)
+    monkeypatch.delenv("FLOWER_BASIC_AUTH", raising=False)
+    monkeypatch.delenv("FLOWER_AUTH", raising=False)
+    monkeypatch.delenv("FLOWER_UNAUTHENTICATED_API", raising=False)
+    refused = run("flower", "--address", "0.0.0.0")
+    assert refused.exit_code == 2 and "FLOWER_BASIC_AUTH" in refused.output and not seen
+    # loopback without authentication: Flower's API is opened for local scripts
+    ok(run("flower"))
+    argv, unauthenticated_api = seen.pop()
+    assert argv[:6] == [sys.executable, "-m", "celery", "-A", "workers.app", "flower"]
+    assert "--address=127.0.0.1" in argv and "--max_tasks=10000" in argv and unauthenticated_api == "true"
+    # a public interface with authentication: started, the API behind the same authentication
+    monkeypatch.delenv("FLOWER_UNAUTHENTICATED_API", raising=False)
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "ops:s3cret")
+    ok(run("flower", "--address", "0.0.0.0", "--port", "5599"))
+    argv, unauthenticated_api = seen.pop()
+    assert "--address=0.0.0.0" in argv and "--port=5599" in argv and unauthenticated_api is None

@@ -9,16 +9,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from click.testing import Result
-
-from dispatcher.cli.embedded import free_port
 
 if TYPE_CHECKING:
     from tests.conftest import Receiver
@@ -40,33 +37,6 @@ def _pid_gone(pid: int) -> bool:
     return False
 
 
-@pytest.fixture
-def dev_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]]:
-    """``dispatcher dev`` with no DISPATCHER_* in its environment (so it embeds Redis), in its own session."""
-    log_path = tmp_path / "dev.log"
-    flower_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    args = [sys.executable, "-m", "dispatcher", "dev", "--port-flower", str(flower_port),
-            "--port-api", str(free_port()), "--dir", str(tmp_path / "d")]  # fmt: skip
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    yield proc, log_path, flower_port
-    if proc.poll() is None:  # the test failed midway: stop what it started, harder if needed
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    text = log_path.read_text(errors="replace")
-    for pid in re.findall(r"^  (?:worker|scheduler|flower|api) +pid (\d+)", text, re.MULTILINE):
-        if not _group_gone(int(pid)):
-            os.killpg(int(pid), signal.SIGKILL)
-
-
 def test_dev_runs_the_stack_on_an_embedded_redis_and_stops_it_on_sigint(
     dev_stack: tuple[subprocess.Popen[bytes], Path, int],
     receiver: Receiver,
@@ -81,7 +51,7 @@ def test_dev_runs_the_stack_on_an_embedded_redis_and_stops_it_on_sigint(
     def log() -> str:
         return log_path.read_text(errors="replace")
 
-    wait_until(lambda: "dispatcher dev is ready" in log() or proc.poll() is not None, 30, 0.05, "dev to be ready")
+    wait_until(lambda: "dispatcher dev is ready" in log() or proc.poll() is not None, 90, 0.1, "dev to be ready")
     assert proc.poll() is None, log()
     text = log()
     url = re.search(r"export DISPATCHER_REDIS_URL=(\S+)", text)

@@ -27,14 +27,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults() -> None:
     s = Settings()
-    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.redis_url is None  # no default Redis: see tests/cli/test_devstack.py for what is used then
     assert s.timeout_s == 15
     assert s.max_payload_bytes == 262144
     assert s.retry_schedule == (5, 300, 1800, 7200, 18000, 36000, 36000)
     assert s.retry_schedule == DEFAULT_RETRY_SCHEDULE_S
     assert s.key_prefix == "whd:"
     assert s.allow_private_targets is False
-    assert s.celery_broker_url == s.redis_url
     assert s.lease_s == s.timeout_s + s.lease_margin_s
 
 
@@ -56,7 +55,7 @@ def test_other_values_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DISPATCHER_TIMEOUT_S", "2.5")
     monkeypatch.setenv("DISPATCHER_ALLOW_PRIVATE_TARGETS", "true")
     s = Settings()
-    assert s.redis_url == "redis://example:6380/2"
+    assert s.redis_url == s.store_url == "redis://example:6380/2"
     assert s.celery_broker_url == "redis://broker:6379/3"
     assert s.timeout_s == 2.5
     assert s.allow_private_targets is True

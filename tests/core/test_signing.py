@@ -82,6 +82,14 @@ def test_secret_key_accepts_with_and_without_prefix() -> None:
     assert secret_key(raw) == key
 
 
+def test_secret_key_accepts_unpadded_base64_as_the_reference_does() -> None:
+    key = b"0123456789abcdefghijklm"  # 23 bytes: the base64 ends in one "="
+    padded = base64.b64encode(key).decode()
+    assert padded.endswith("=")
+    for secret in (padded, padded.rstrip("="), "whsec_" + padded.rstrip("="), padded + "=", f" whsec_{padded}\n"):
+        assert secret_key(secret) == key
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -89,7 +97,7 @@ def test_secret_key_accepts_with_and_without_prefix() -> None:
         "",  # empty
         "whsec_not base64!",
         "whsec_***",
-        "whsec_abc",  # bad padding
+        "whsec_abcde",  # one character too many for base64
         "whsec_@@@@",
     ],
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 
 import pytest
 
@@ -280,3 +281,64 @@ def test_guarded_resolver_allows_private_when_told() -> None:
 
 def test_guarded_resolver_passes_public_literal() -> None:
     assert asyncio.run(_resolve("93.184.216.34", allow_private=False)) == ["93.184.216.34"]
+
+
+# -- messages that say what is wrong and what to do ---------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("http://exa mple.com/x", "contains a space (character 11)"),
+        ("http://example.com/a\tb", "whitespace"),
+        ("http://example.com/a\x00b", "control character"),
+        ("", "give an absolute http:// or https:// URL"),
+        ("example.com/hooks", "must start with http:// or https://"),
+        ("ftp://example.com/h", "(not ftp://)"),
+        ("http://[::1/x", "brackets"),
+        ("http://user:pw@example.com/", "credentials"),
+        ("https://", "no host"),
+        ("http://example.com:0/", "port 0"),
+        ("http://example.com:99999/", "port out of range"),
+        ("http://-bad-.example/", "not a valid host name"),
+        ("http://example.com\\@evil.example/", "backslash"),
+    ],
+)
+def test_a_syntactically_bad_url_says_invalid_url(url: str, fragment: str) -> None:
+    for allow_private in (True, False):
+        with pytest.raises(InvalidURL) as info:
+            check_url(url, allow_private=allow_private)
+        message = str(info.value)
+        assert message.startswith("invalid URL: ") and fragment in message, message
+        assert "resolve" not in message
+
+
+def test_invalid_url_messages_never_repeat_a_credential() -> None:
+    with pytest.raises(InvalidURL) as info:
+        check_url("http://admin:hunter2@example.com/", allow_private=True)
+    assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["http://localhost:9011/ok", "http://10.0.0.1/", "http://127.1/", "http://[::1]/"])
+def test_every_refused_private_target_names_the_setting(url: str) -> None:
+    with pytest.raises(UnsafeTarget, match="DISPATCHER_ALLOW_PRIVATE_TARGETS=true"):
+        check_url(url, allow_private=False)
+    assert check_url(url, allow_private=True).warnings == ()
+
+
+def test_a_name_resolving_to_a_private_address_is_refused_and_says_so() -> None:
+    name = socket.gethostname()  # in /etc/hosts, normally a loopback or private address
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(name, 80, type=socket.SOCK_STREAM)}
+    except OSError:
+        pytest.skip(f"{name!r} does not resolve here")
+    if any(is_public_address(ipaddress.ip_address(str(a).split("%")[0])) for a in addresses):
+        pytest.skip(f"{name!r} resolves to a public address here")
+    with pytest.raises(UnsafeTarget) as info:
+        check_url(f"http://{name}/hooks", allow_private=False)
+    message = str(info.value)
+    assert f"refusing host {name.lower()!r}: it resolves to non-public address" in message
+    assert "DISPATCHER_ALLOW_PRIVATE_TARGETS" in message
+
+
+def test_an_unresolvable_host_is_not_an_invalid_url() -> None:
+    checked = check_url("https://hooks.example.invalid/x", allow_private=False)
+    assert checked.warnings and "refused at connect time if it resolves to a private address" in checked.warnings[0]

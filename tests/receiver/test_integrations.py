@@ -3,6 +3,7 @@ repeats answered 200 once claimed in Redis, and the claim released when the view
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -374,6 +375,139 @@ class TestDjango:
         assert response.json() == {"type": "order.paid"}
         assert django_post(client, "/async-hooks", REENCODED, headers_for()).status_code == 401
         assert received == [("async", EVENT)]
+
+
+# -- every framework: the secret forms verify() takes, and each VerificationError answered with its status ------
+UNPADDED_KEY = b"23 bytes of HMAC key!!!"  # 23 bytes: its base64 ends in "="
+UNPADDED = base64.b64encode(UNPADDED_KEY).decode().rstrip("=")
+BAD_SECRET = "whsec_c2VjcmV0-not+base64!"
+
+
+def signed_with(keys: list[bytes], body: bytes = BODY, ts_shift: int = 0) -> dict[str, str]:
+    return webhook_headers(keys, "msg_case", int(time.time()) + ts_shift, body)
+
+
+# name -> (secret given to the helper, body, headers, expected status, expected error class or None)
+HELPER_CASES: dict[str, tuple[Any, bytes, dict[str, str], int, str | None]] = {
+    "unpadded secret with whsec_": ("whsec_" + UNPADDED, BODY, signed_with([UNPADDED_KEY]), 200, None),
+    "unpadded secret without whsec_": (UNPADDED, BODY, signed_with([UNPADDED_KEY]), 200, None),
+    "raw key bytes": (UNPADDED_KEY, BODY, signed_with([UNPADDED_KEY]), 200, None),
+    "several signatures, one matches": (
+        UNPADDED,
+        BODY,
+        signed_with([secret_key(OTHER_SECRET), secret_key(generate_secret()), UNPADDED_KEY]),
+        200,
+        None,
+    ),
+    "several secrets, one matches": ([SECRET, UNPADDED], BODY, signed_with([UNPADDED_KEY]), 200, None),
+    "bad secret": (BAD_SECRET, BODY, signed_with([UNPADDED_KEY]), 500, "InvalidSecret"),
+    "no secret": ([], BODY, signed_with([UNPADDED_KEY]), 500, "InvalidSecret"),
+    "missing header": (UNPADDED, BODY, without(signed_with([UNPADDED_KEY]), "webhook-id"), 400, "MissingHeader"),
+    "malformed timestamp": (
+        UNPADDED,
+        BODY,
+        {**signed_with([UNPADDED_KEY]), "webhook-timestamp": "soon"},
+        400,
+        "MalformedHeader",
+    ),
+    "wrong secret": (SECRET, BODY, signed_with([UNPADDED_KEY]), 401, "InvalidSignature"),
+    "too old": (UNPADDED, BODY, signed_with([UNPADDED_KEY], ts_shift=-3600), 401, "TimestampTooOld"),
+    "too new": (UNPADDED, BODY, signed_with([UNPADDED_KEY], ts_shift=3600), 401, "TimestampTooNew"),
+    "not JSON": (UNPADDED, b"not json", signed_with([UNPADDED_KEY], b"not json"), 400, "InvalidPayload"),
+}
+
+
+def test_helper_cases_cover_every_verification_error() -> None:
+    from dispatcher import errors
+
+    raised_by_a_request = {
+        name
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, errors.VerificationError) and cls is not errors.VerificationError
+    } - {"AlreadyProcessed", "RawBodyRequired"}  # a repeat is tested with seen=; the helpers always pass bytes
+    assert {case[4] for case in HELPER_CASES.values()} - {None} == raised_by_a_request
+    for case in HELPER_CASES.values():
+        if case[4] is not None:
+            assert getattr(errors, case[4]).http_status == case[3]
+
+
+def answer_flask(secret: Any, body: bytes, headers: dict[str, str]) -> tuple[int, str | None, str]:
+    from flask import Flask
+
+    from dispatcher.receiver.integrations.flask import webhook_required
+
+    app = Flask(__name__)
+
+    @app.post("/hooks")
+    @webhook_required(secret)
+    def hooks(event: dict[str, Any]) -> dict[str, Any]:
+        return {"type": event["type"]}
+
+    response = app.test_client().post("/hooks", data=body, headers=headers)
+    return response.status_code, response.get_json().get("error"), response.get_data(as_text=True)
+
+
+def answer_fastapi(secret: Any, body: bytes, headers: dict[str, str]) -> tuple[int, str | None, str]:
+    from fastapi import Depends, FastAPI
+    from fastapi.testclient import TestClient
+
+    from dispatcher.receiver.integrations.fastapi import WebhookVerifier
+
+    app = FastAPI()
+    verifier = WebhookVerifier(secret)
+
+    @app.post("/hooks")
+    async def hooks(event: dict = Depends(verifier)) -> dict[str, Any]:  # noqa: B008
+        return {"type": event["type"]}
+
+    response = TestClient(app, raise_server_exceptions=False).post("/hooks", content=body, headers=headers)
+    detail = response.json().get("detail")
+    return response.status_code, detail.split(":")[0] if detail else None, response.text
+
+
+def answer_django(secret: Any, body: bytes, headers: dict[str, str]) -> tuple[int, str | None, str]:
+    from django.http import HttpRequest, JsonResponse
+    from django.test import Client, override_settings
+    from django.urls import clear_url_caches, path
+
+    from dispatcher.receiver.integrations.django import webhook_required
+
+    @webhook_required(secret)
+    def hooks(request: HttpRequest, event: dict[str, Any]) -> JsonResponse:
+        return JsonResponse({"type": event["type"]})
+
+    urlpatterns[:] = [path("hooks", hooks)]
+    clear_url_caches()
+    try:
+        with override_settings(ROOT_URLCONF=__name__, ALLOWED_HOSTS=["testserver"]):
+            client = Client(enforce_csrf_checks=True, raise_request_exception=False)
+            response = django_post(client, "/hooks", body, headers)
+    finally:
+        urlpatterns[:] = []
+        clear_url_caches()
+    return response.status_code, response.json().get("error"), response.content.decode()
+
+
+FRAMEWORKS = [
+    pytest.param(answer_flask, marks=pytest.mark.skipif(not HAS_FLASK, reason="flask is not installed"), id="flask"),
+    pytest.param(
+        answer_fastapi, marks=pytest.mark.skipif(not HAS_FASTAPI, reason="fastapi is not installed"), id="fastapi"
+    ),
+    pytest.param(
+        answer_django, marks=pytest.mark.skipif(not HAS_DJANGO, reason="django is not installed"), id="django"
+    ),
+]
+
+
+@pytest.mark.parametrize("answer", FRAMEWORKS)
+@pytest.mark.parametrize("case", list(HELPER_CASES))
+def test_helpers_answer_like_verify(answer: Callable[..., tuple[int, str | None, str]], case: str) -> None:
+    secret, body, headers, status, error = HELPER_CASES[case]
+    got_status, got_error, text = answer(secret, body, headers)
+    assert (got_status, got_error) == (status, error), text
+    if error is None:
+        assert json.loads(text) == {"type": "order.paid"}
+    assert "c2VjcmV0" not in text  # a bad secret's message never repeats the secret
 
 
 BLOCK_FRAMEWORKS = """

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook
 
@@ -21,6 +21,7 @@ from dispatcher.errors import (
     AlreadyProcessed,
     DispatcherError,
     InvalidPayload,
+    InvalidSecret,
     InvalidSignature,
     MalformedHeader,
     MissingHeader,
@@ -52,7 +53,16 @@ def test_published_vector_verifies() -> None:
 def test_exported_from_package() -> None:
     assert dispatcher.verify is verify
     assert dispatcher.SeenIds is SeenIds
-    for err in (MissingHeader, InvalidSignature, TimestampTooOld, TimestampTooNew, InvalidPayload, AlreadyProcessed):
+    for err in (
+        MissingHeader,
+        InvalidSignature,
+        TimestampTooOld,
+        TimestampTooNew,
+        InvalidPayload,
+        AlreadyProcessed,
+        InvalidSecret,
+        RawBodyRequired,
+    ):
         assert issubclass(err, VerificationError)
         assert getattr(dispatcher, err.__name__) is err
         assert err.__doc__ and err.__doc__.startswith("Raised when")
@@ -146,10 +156,46 @@ def test_secret_without_prefix() -> None:
 
 
 def test_bad_secret_is_a_configuration_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError):  # InvalidSecret is still the ValueError it used to be
         verify(VECTOR_BODY, VECTOR_HEADERS, "whsec_***", now=VECTOR_TS)
     with pytest.raises(ValueError):
         verify(VECTOR_BODY, VECTOR_HEADERS, [], now=VECTOR_TS)
+
+
+@pytest.mark.parametrize(
+    ("secret", "message"),
+    [
+        ("whsec_***", "standard base64"),
+        ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwx", "one more than a multiple of 4"),
+        ('"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"', "standard base64"),
+        ("whsec_MfKQ9r8GKYqrTwjUPD8I-PZIo2LaLaSw", "standard base64"),  # urlsafe alphabet
+        ("whsec_", "no key bytes"),
+        ("", "no key bytes"),
+        (b"", "empty bytes"),
+        ([], "no secret given"),
+        ([VECTOR_SECRET, 42], "secret #2 of 2 is of type int"),
+        (None, "is of type NoneType"),
+    ],
+)
+def test_bad_secret_raises_invalid_secret(secret: Any, message: str) -> None:
+    with pytest.raises(InvalidSecret, match=message) as info:
+        verify(VECTOR_BODY, VECTOR_HEADERS, secret, now=VECTOR_TS)
+    assert isinstance(info.value, VerificationError) and info.value.http_status == 500
+    if isinstance(secret, str) and len(secret) > 8:
+        assert secret.strip('"')[6:] not in str(info.value)  # the secret never shows in the message
+
+
+def test_secret_forms_the_reference_accepts() -> None:
+    raw = VECTOR_SECRET.removeprefix("whsec_")  # 32 characters: no padding either way
+    key = base64.b64decode(raw)
+    unpadded_key = key[:-1]  # 23 bytes: base64 ends in "="
+    padded = base64.b64encode(unpadded_key).decode()
+    assert padded.endswith("=")
+    headers = webhook_headers([unpadded_key], VECTOR_ID, VECTOR_TS, VECTOR_BODY)
+    for secret in (padded, padded.rstrip("="), "whsec_" + padded, "whsec_" + padded.rstrip("="), unpadded_key):
+        assert Webhook(secret)._whsecret == unpadded_key
+        assert verify(VECTOR_BODY, headers, secret, now=VECTOR_TS) == {"test": 2432232314}
+    assert verify(VECTOR_BODY, VECTOR_HEADERS, f"  {VECTOR_SECRET}\n", now=VECTOR_TS)  # read from a file
 
 
 # -- rotation: several secrets, several signatures -----------------------------------------------------
@@ -180,12 +226,26 @@ def test_unknown_signature_versions_are_skipped() -> None:
 
 
 # -- the raw body ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("payload", [VECTOR_BODY.decode(), {"test": 2432232314}, None, 42])
-def test_non_bytes_payload_is_refused(payload: Any) -> None:
+@pytest.mark.parametrize("payload", [{"test": 2432232314}, None, 42, [VECTOR_BODY]])
+def test_non_body_payload_is_refused(payload: Any) -> None:
     with pytest.raises(RawBodyRequired, match="raw request body") as info:
         verify(payload, VECTOR_HEADERS, VECTOR_SECRET, now=VECTOR_TS)
-    assert isinstance(info.value, TypeError)
+    assert isinstance(info.value, VerificationError) and info.value.http_status == 400
+    assert isinstance(info.value, TypeError)  # what it was before it became a VerificationError
     assert "request.get_data()" in str(info.value) and "request.body" in str(info.value)
+
+
+def test_str_payload_is_checked_as_utf8() -> None:
+    assert verify(VECTOR_BODY.decode(), VECTOR_HEADERS, VECTOR_SECRET, now=VECTOR_TS) == {"test": 2432232314}
+    secret = generate_secret()
+    body = '{"name": "Zoë ☃ 🎉"}'
+    headers = signed(secret, body.encode())
+    assert verify(body, headers, secret) == verify(body.encode(), headers, secret) == {"name": "Zoë ☃ 🎉"}
+    with pytest.raises(InvalidSignature):
+        verify(body.encode("latin-1", "replace"), headers, secret)
+    with pytest.raises(RawBodyRequired, match="lone surrogates") as info:
+        verify('{"a": "\udcff"}', headers, secret)
+    assert isinstance(info.value, VerificationError)
 
 
 def test_bytes_like_payloads() -> None:
@@ -349,3 +409,117 @@ def test_seen_ids_refuses_an_async_client(redis_url: str) -> None:
     client = redis.asyncio.Redis.from_url(redis_url)
     with pytest.raises(TypeError, match="synchronous"):
         SeenIds(client).first_time("msg_async")
+
+
+# -- differential: accepted exactly when the reference standardwebhooks library accepts --------------------
+def reference_accepts(body: bytes | str, headers: dict[str, str], secrets: list[str | bytes]) -> tuple[bool, Any]:
+    """Whether ``standardwebhooks.Webhook(s).verify`` accepts under any of ``secrets``, and what it returns."""
+    for secret in secrets:
+        try:
+            return True, Webhook(secret).verify(body, headers)
+        except Exception:  # it refuses with WebhookVerificationError, and trips with others on odd input
+            continue
+    return False, None
+
+
+def encode_secret(key: bytes, form: str) -> str | bytes:
+    text = base64.b64encode(key).decode()
+    return {
+        "whsec_padded": "whsec_" + text,
+        "whsec_unpadded": "whsec_" + text.rstrip("="),
+        "padded": text,
+        "unpadded": text.rstrip("="),
+        "raw_bytes": key,
+    }[form]
+
+
+TAMPERINGS = [
+    "none",
+    "body",
+    "id",
+    "timestamp",
+    "signature_bit",
+    "signature_dropped",
+    "too_old",
+    "too_new",
+    "wrong_version",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.one_of(
+        st.dictionaries(st.text(max_size=10), json_values, max_size=5),
+        st.lists(st.dictionaries(st.text(max_size=5), json_values, max_size=3), min_size=1, max_size=3),
+    ),
+    ascii_only=st.booleans(),
+    as_str=st.booleans(),
+    msg_id=st.text(alphabet="abcdefghijklmnopqrstuvwxyzABC0123456789_-", min_size=1, max_size=30),
+    signing_keys=st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=3, unique=True),
+    other_keys=st.lists(st.binary(min_size=1, max_size=40), max_size=2),
+    use_signing=st.lists(st.booleans(), min_size=3, max_size=3),
+    forms=st.lists(
+        st.sampled_from(["whsec_padded", "whsec_unpadded", "padded", "unpadded", "raw_bytes"]), min_size=5, max_size=5
+    ),
+    decoys=st.integers(min_value=0, max_value=2),
+    skew=st.integers(min_value=-240, max_value=240),
+    tamper=st.sampled_from(TAMPERINGS),
+    where=st.integers(min_value=0),
+)
+def test_accepts_exactly_what_standardwebhooks_accepts(
+    data: Any,
+    ascii_only: bool,
+    as_str: bool,
+    msg_id: str,
+    signing_keys: list[bytes],
+    other_keys: list[bytes],
+    use_signing: list[bool],
+    forms: list[str],
+    decoys: int,
+    skew: int,
+    tamper: str,
+    where: int,
+) -> None:
+    text = json.dumps(data, ensure_ascii=ascii_only)
+    ts = int(time.time()) + skew
+    # the reference library signs: several signatures in one header, plus decoys under keys nobody holds
+    at = datetime.fromtimestamp(ts, tz=UTC)
+    signatures = [Webhook(key).sign(msg_id, at, text) for key in signing_keys]
+    signatures += [Webhook(bytes([n + 1]) * 24).sign(msg_id, at, text) for n in range(decoys)]
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": " ".join(signatures)}
+
+    if tamper == "body":
+        text = text[:-1] + (" " if text[-1] != " " else "") + text[-1]  # same JSON, other bytes
+    elif tamper == "id":
+        headers["webhook-id"] = msg_id + "x"
+    elif tamper == "timestamp":
+        headers["webhook-timestamp"] = str(ts + 1)
+    elif tamper == "signature_bit":
+        i = where % len(signatures)
+        digest = bytearray(base64.b64decode(signatures[i][3:]))
+        digest[where % len(digest)] ^= 1 << (where % 8)
+        signatures[i] = "v1," + base64.b64encode(bytes(digest)).decode()
+        headers["webhook-signature"] = " ".join(signatures)
+    elif tamper == "signature_dropped":
+        headers["webhook-signature"] = " ".join(signatures[len(signing_keys) :]) or "v1,AAAA"
+    elif tamper in ("too_old", "too_new"):  # well outside the 300 s either way, correctly signed
+        moved = ts + (-1000 if tamper == "too_old" else 1000)
+        headers["webhook-timestamp"] = str(moved)
+        at = datetime.fromtimestamp(moved, tz=UTC)
+        headers["webhook-signature"] = " ".join(Webhook(key).sign(msg_id, at, text) for key in signing_keys)
+    elif tamper == "wrong_version":
+        headers["webhook-signature"] = " ".join("v2," + s[3:] for s in signatures)
+
+    # the receiver holds some of the signing keys (or none), and maybe keys that signed nothing
+    held = [key for key, use in zip(signing_keys, use_signing, strict=False) if use] + other_keys
+    secrets = [encode_secret(key, forms[i % len(forms)]) for i, key in enumerate(held)] or [b"nobody's key"]
+    body: bytes | str = text if as_str else text.encode()
+
+    accepted, expected = reference_accepts(body, headers, secrets)
+    event("accepted" if accepted else f"refused ({tamper})")
+    if accepted:
+        assert verify(body, headers, secrets) == expected == data
+        assert verify(body, headers, secrets[0] if len(secrets) == 1 else secrets) == data
+    else:
+        with pytest.raises(VerificationError):
+            verify(body, headers, secrets)

@@ -77,21 +77,26 @@ def test_two_workers_2000_deliveries_no_loss_no_duplicates(
     assert {d.state.value for d in dsp.deliveries(ids[-1])} == {"delivered"}
 
 
-def test_dead_letters_show_as_failed_tasks(
+def test_a_failing_receiver_is_one_log_line_per_attempt_never_a_traceback(
     dsp: Dispatcher,
     settings: Settings,
     receiver_factory: Callable[..., Receiver],
     worker_factory: Callable[..., Worker],
     wait_until: Callable[..., Any],
 ) -> None:
-    """Flower sees each dead-lettered delivery as a failed ``dispatcher.dead_letter`` task."""
+    """A retried attempt is one INFO line, a dead letter one WARNING line: reason, host, never URL or secret."""
     worker = worker_factory(settings)
     rec = receiver_factory(reply=lambda n, r: (500, {}, b"no"))
-    ep = dsp.update_endpoint(dsp.subscribe(rec.url, ["*"]).id, retry_schedule=[])
+    ep = dsp.update_endpoint(dsp.subscribe(rec.url + "/t0ken-in-path", ["*"]).id, retry_schedule=[0.2])
     eid = dsp.enqueue("a.b", {})
     wait_until(lambda: [d.state.value for d in dsp.deliveries(eid)] == ["dead"])
     (d,) = dsp.deliveries(eid)
-    wait_until(lambda: "DeadLettered" in worker.log(), what="a failed dead_letter task")
+    wait_until(lambda: "dead-lettered" in worker.log(), what="the dead letter's log line")
     log = worker.log()
-    assert f"delivery {d.id} of event {eid} to endpoint {ep.id} is dead: HTTP 500" in log
-    assert ep.secret not in log
+    retried = [line for line in log.splitlines() if f"delivery {d.id} " in line and "next attempt" in line]
+    dead = [line for line in log.splitlines() if f"delivery {d.id} " in line and "dead-lettered" in line]
+    assert len(retried) == 1 and "INFO" in retried[0] and "attempt 1 failed: HTTP 500" in retried[0]
+    assert len(dead) == 1 and "WARNING" in dead[0] and "attempt 2 dead-lettered: HTTP 500" in dead[0]
+    assert f"endpoint {ep.id} (127.0.0.1)" in dead[0]
+    assert "Traceback" not in log and "raised unexpected" not in log
+    assert ep.secret not in log and "t0ken-in-path" not in log

@@ -118,34 +118,97 @@ async function refreshCounters() {
   note.hidden = false;
 }
 
+// A value as one shell word: left bare when it is plainly safe, else single-quoted.
+function shellWord(value) {
+  return /^[A-Za-z0-9_.,:\/+=@%-]+$/.test(value) ? value : "'" + value.replace(/'/g, "'\\''") + "'";
+}
+
+// The form's problems found before sending anything (the API checks the rest and says what is wrong).
+function formProblem(kind, url) {
+  if (kind === "poll") return "";
+  if (!url) return "Enter the URL the events are POSTed to (http:// or https://), or choose the kind Poll for a consumer without a URL.";
+  if (!/^https?:\/\//i.test(url)) return "The URL must start with http:// or https://";
+  return "";
+}
+
+function showCreated(ep) {
+  const poll = ep.kind === "poll";
+  const robot = ep.kind !== "webhook" && !poll;
+  document.getElementById("webhook-help").hidden = robot || poll;
+  document.getElementById("secret-help").hidden = robot;
+  document.getElementById("poll-help").hidden = !poll;
+  document.getElementById("robot-help").hidden = !robot;
+  document.getElementById("robot-kind").textContent = ep.kind;
+  document.getElementById("robot-rate").textContent = ep.rate_limit_per_s ? +ep.rate_limit_per_s.toFixed(2) : "-";
+  document.getElementById("secret-intro").innerHTML = poll
+    ? "Its signing secret, <strong>shown only this once</strong> — the consumer verifies each event with it:"
+    : "Its signing secret, <strong>shown only this once</strong> — copy it to the receiver now:";
+  document.getElementById("created-id").textContent = ep.id;
+  document.getElementById("secret").textContent = ep.secret;
+  document.getElementById("snippet-secret").textContent = ep.secret;
+  for (const id of ["pull-token", "listen-line", "poll-curl"]) document.getElementById(id).textContent = "";
+  document.getElementById("created").hidden = false;
+}
+
+// A poll endpoint's pull token, derived by the server from the secret just shown (or why it could not be).
+async function pullToken(ep) {
+  try {
+    return { token: (await api("POST", "/web/pull-token", { endpoint_id: ep.id, secret: ep.secret })).pull_token };
+  } catch (err) {
+    if (sessionLost(err)) throw err;
+    return { problem: "(could not derive it here: " + err.message + ")" };
+  }
+}
+
+function showPollHelp(ep, derived) {
+  const origin = window.location.origin;
+  document.getElementById("listen-line").textContent =
+    `dispatcher listen ${shellWord(ep.id)} --url ${shellWord(origin)} --secret ${shellWord(ep.secret)} --from-start`;
+  document.getElementById("pull-token").textContent = derived.token || derived.problem;
+  if (!derived.token) return;
+  const poll = `${origin}/v1/endpoints/${encodeURIComponent(ep.id)}/poll?cursor=start&wait=25`;
+  document.getElementById("poll-curl").textContent =
+    `curl -H ${shellWord("Authorization: Bearer " + derived.token)} ${shellWord(poll)}`;
+}
+
 function setupSubscribe(form) {
   const error = document.getElementById("subscribe-error");
+  const kindSelect = document.getElementById("kind");
+  const urlInput = document.getElementById("url");
+  const onKind = () => {  // a poll endpoint has no URL and no robot options
+    const poll = kindSelect.value === "poll";
+    urlInput.disabled = poll;
+    urlInput.placeholder = poll ? "none: consumers pull the events" : "https://example.com/hooks";
+    document.getElementById("robot-options").hidden = poll;
+    document.getElementById("poll-note").hidden = !poll;
+  };
+  kindSelect.addEventListener("change", onKind);
+  onKind();
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     show(error, "");
-    const url = document.getElementById("url").value.trim();
+    const kind = kindSelect.value;
+    const url = urlInput.value.trim();
+    const problem = formProblem(kind, url);
+    if (problem) { show(error, problem); urlInput.focus(); return; }
     const types = document.getElementById("event-types").value.split(",").map((t) => t.trim()).filter(Boolean);
-    const body = { url, event_types: types.length ? types : ["*"] };
-    // optional: an explicit kind (else recognised from the URL), a chat robot's template and secret
-    for (const [id, field] of [["kind", "kind"], ["template", "template"], ["robot-secret", "robot_secret"]]) {
+    const body = { event_types: types.length ? types : ["*"] };
+    if (kind !== "poll") body.url = url;
+    if (kind) body.kind = kind;
+    // a chat robot's template and secret (optional; never sent for a poll endpoint)
+    for (const [id, field] of [["template", "template"], ["robot-secret", "robot_secret"]]) {
       const value = document.getElementById(id).value.trim();
-      if (value) body[field] = value;
+      if (value && kind !== "poll") body[field] = value;
     }
     const button = document.getElementById("subscribe");
     button.disabled = true;
     try {
       const ep = await api("POST", "/v1/endpoints", body);
-      const robot = ep.kind !== "webhook" && ep.kind !== "poll";
-      document.getElementById("webhook-help").hidden = robot;
-      document.getElementById("robot-help").hidden = !robot;
-      document.getElementById("robot-kind").textContent = ep.kind;
-      document.getElementById("robot-rate").textContent = ep.rate_limit_per_s ? +ep.rate_limit_per_s.toFixed(2) : "-";
+      const derived = ep.kind === "poll" ? await pullToken(ep) : null;
+      showCreated(ep);
+      if (derived) showPollHelp(ep, derived);
       document.getElementById("robot-secret").value = "";
-      document.getElementById("created-id").textContent = ep.id;
-      document.getElementById("secret").textContent = ep.secret;
-      document.getElementById("snippet-secret").textContent = ep.secret;
-      document.getElementById("created").hidden = false;
-      document.getElementById("url").value = "";
+      urlInput.value = "";
       await refreshEndpoints();
     } catch (err) {
       if (!sessionLost(err)) show(error, err.message);
@@ -153,9 +216,17 @@ function setupSubscribe(form) {
       button.disabled = false;
     }
   });
-  document.getElementById("copy-secret").addEventListener("click", async () => {
-    const text = document.getElementById("secret").textContent;
-    try { await navigator.clipboard.writeText(text); } catch (e) { /* clipboard may be unavailable */ }
+  document.getElementById("created").addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button[data-copy]");
+    if (!button) return;
+    const text = document.getElementById(button.dataset.copy).textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+      button.textContent = "Copied";
+    } catch (e) {
+      button.textContent = "Select and copy";  // the clipboard needs https or localhost
+    }
+    setTimeout(() => { button.textContent = "Copy"; }, 2000);
   });
 }
 

@@ -6,12 +6,16 @@
 - ``dispatcher.integrations.django.webhook_required(secret)``: a view decorator (CSRF-exempt); the view
   gets ``(request, event, ...)``.
 
-Each answers a failed verification itself: 400 for a missing or malformed header or a body that is not
-JSON, 401 for a bad signature or a timestamp outside the tolerance, with a JSON body
-``{"error": "<ErrorClass>", "detail": "..."}`` (FastAPI/Starlette: ``{"detail": "..."}``).
+Each answers a failed verification itself with the error's ``http_status``: 400 for a missing or
+malformed header or a body that is not JSON, 401 for a bad signature or a timestamp outside the
+tolerance, 500 for a secret that is not ``whsec_`` + base64 (``InvalidSecret``: the receiver's
+configuration is at fault, so the sender retries until it is fixed), with a JSON body
+``{"error": "<ErrorClass>", "detail": "..."}`` (FastAPI/Starlette: ``{"detail": "<ErrorClass>: ..."}``).
+No message repeats a secret.
 
-``secret`` is one ``whsec_`` secret, several (rotation: any may match) or a zero-argument callable
-returning either, called on every request (e.g. to read the current secrets from configuration).
+``secret`` is one secret, several (rotation: any may match) or a zero-argument callable returning
+either, called on every request (e.g. to read the current secrets from configuration). A secret is
+what ``verify`` takes: ``whsec_`` optional, base64 padded or not, or the raw key as ``bytes``.
 
 With ``seen=SeenIds(redis_client)`` the webhook-id is claimed once the request verified; a repeat is
 answered ``200 {"status": "already processed"}`` without calling the view, so the sender stops retrying.
@@ -32,7 +36,7 @@ from dispatcher.errors import VerificationError
 if TYPE_CHECKING:
     from dispatcher.receiver.verify import SeenIds
 
-Secrets: TypeAlias = str | Sequence[str]
+Secrets: TypeAlias = str | bytes | Sequence[str | bytes]
 SecretSource: TypeAlias = Secrets | Callable[[], Secrets]
 
 ALREADY_PROCESSED_BODY: dict[str, str] = {"status": "already processed"}

@@ -11,9 +11,9 @@ def hooks(request: HttpRequest, event: dict) -> HttpResponse:
 
 The view is called as ``view(request, event, *args, **kwargs)`` and is CSRF-exempt (the signature
 authenticates the sender; there is no session or form). A failed verification is answered with
-``JsonResponse({"error", "detail"})`` and 400 or 401; with ``seen=`` a repeat is answered 200 without
-calling the view, and the claim is released if the view raises or answers anything but 2xx. Async views
-are supported too.
+``JsonResponse({"error", "detail"})`` and the error's ``http_status`` (400, 401; 500 for a bad secret);
+with ``seen=`` a repeat is answered 200 without calling the view, and the claim is released if the view
+raises or answers anything but 2xx. Async views are supported too.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ async def hooks(event: dict = Depends(verifier)) -> None:
 
 Starlette (no dependency injection): ``event = await verifier.verify_request(request)``.
 
-A failed verification raises ``HTTPException`` 400 or 401 with the reason as ``detail``; with ``seen=`` a
+A failed verification raises ``HTTPException`` with the error's ``http_status`` (400, 401; 500 for a bad
+secret) and ``"<ErrorClass>: <reason>"`` as ``detail``; with ``seen=`` a
 repeat raises ``HTTPException(200, "already processed")``, so the sender stops retrying and the endpoint
 is not called. As a dependency, the claim is released if the endpoint raises (a response it *returns*
 with an error status is not seen here: raise ``HTTPException`` instead). Only Starlette is imported, so
@@ -60,7 +61,7 @@ class WebhookVerifier:
         return verify(body, request.headers, resolve_secret(self.secret), tolerance_s=self.tolerance_s, seen=self.seen)
 
     async def verify_request(self, request: Request) -> Any:
-        """The verified event of ``request``; raises ``HTTPException`` 400/401 (or 200 for a repeat)."""
+        """The verified event of ``request``; raises ``HTTPException`` 400/401/500 (or 200 for a repeat)."""
         body = await request.body()
         try:
             if self.seen is None:

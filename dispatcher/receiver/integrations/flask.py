@@ -10,10 +10,11 @@ def hooks(event: dict) -> tuple[str, int]:
     return "", 204
 ```
 
-The event is passed as the view's first positional argument (URL variables follow as keywords). A
-failed verification is answered with JSON ``{"error", "detail"}`` and 400 or 401; with ``seen=`` a repeat
-is answered 200 without calling the view, and the claim is released if the view raises or answers
-anything but 2xx. Async views (``flask[async]``) are supported too.
+The event is passed as the view's first positional argument (URL variables follow as keywords). A failed
+verification is answered with JSON ``{"error", "detail"}`` and the error's ``http_status`` (400, 401; 500
+for a bad secret); with ``seen=`` a repeat is answered 200 without calling the view, and the claim is
+released if the view raises or answers anything but 2xx. Async views (``flask[async]``) are supported
+too.
 """
 
 from __future__ import annotations

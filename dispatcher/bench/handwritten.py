@@ -1,6 +1,7 @@
 """Baseline (b): the hand-written way — one Celery task per delivery doing ``requests.post``.
 
-``celery -A benchmarks.handwritten worker`` with BENCH_BROKER_URL / BENCH_QUEUE set by the benchmark.
+``celery -A dispatcher.bench.handwritten worker`` with BENCH_BROKER_URL / BENCH_QUEUE / BENCH_PREFIX set by
+the benchmark. It needs ``requests`` (the ``bench`` extra); the benchmark checks before starting it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A fast benchmark receiver: checks every signature, counts deliveries and duplicates.
 
-Run in its own process: ``python -m benchmarks.receiver --port 8800 --secret whsec_...``.
+Run in its own process: ``python -m dispatcher.bench.receiver --secret whsec_...``; it listens on a free
+loopback port (or ``--port``) and prints that port as its first line on stdout.
 Paths under ``/hang/`` hold the request open (an endpoint that never answers).
 ``GET /stats`` returns the counts as JSON; ``POST /reset`` clears them.
 """
@@ -12,6 +13,8 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import socket
+import sys
 import time
 from collections import Counter
 
@@ -96,12 +99,16 @@ def make_app(secret: str, record_arrivals: bool = True) -> web.Application:
     return app
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0, help="default: a free one")
     parser.add_argument("--secret", required=True)
-    args = parser.parse_args()
-    web.run_app(make_app(args.secret), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    args = parser.parse_args(argv)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", args.port))
+    sys.stdout.write(f"{sock.getsockname()[1]}\n")
+    sys.stdout.flush()
+    web.run_app(make_app(args.secret), sock=sock, print=None, access_log=None)
 
 
 if __name__ == "__main__":
