@@ -63,7 +63,7 @@ def step(
 
 def load() -> list[Step]:
     """Every registered step in run order (importing the modules that register them)."""
-    from dispatcher.bench import baselines, scenarios  # noqa: F401  (registration happens on import)
+    from dispatcher.bench import baselines, flower, scenarios  # noqa: F401  (registration happens on import)
 
     steps = list(STEPS.values())
     return [s for s in steps if s.baseline] + [s for s in steps if not s.baseline]

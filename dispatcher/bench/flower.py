@@ -1,0 +1,132 @@
+"""Scenario 7: the cost of watching deliveries in Flower, in the same run.
+
+The fan-out scenario's shape (events × endpoints) three ways, each on freshly started workers:
+**without** (``DISPATCHER_FLOWER_EVERY=0``: the loop sends no task events, no Flower runs), **with**
+Flower attached and one task per attempt (the default), and **aggregated** with Flower attached
+(``DISPATCHER_FLOWER_EVERY=N``: one task per endpoint per N attempts). Each is reported as a ratio to
+*without*, with Flower's own resident memory and how many deliveries its counters saw.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from dispatcher.bench.chart import Part
+from dispatcher.bench.harness import Bench, rss_mb
+from dispatcher.bench.registry import Figures, step
+from dispatcher.bench.scenarios import throughput
+
+AGGREGATE_EVERY = 100
+FLOWER_MAX_TASKS = 10_000
+
+
+def restart_workers(bench: Bench, **env: str) -> None:
+    """Replace the workers with new ones started with ``env``; back when a new one beats."""
+    d = bench.dispatcher()
+    try:
+        if bench.worker_proc is not None:
+            old = bench.worker_proc
+            bench.retire(old)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                old.wait(30)
+        before = {w["name"] for w in d.store.heartbeats.live()}
+        bench.worker_proc = bench.celery_worker("dispatcher.worker.app", "bench", bench.env(**env))
+        bench.wait(lambda: {w["name"] for w in d.store.heartbeats.live()} - before, 60, "the new workers")
+        time.sleep(1.0)  # the pool's children have started
+    finally:
+        d.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_flower(bench: Bench) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = bench.env(FLOWER_UNAUTHENTICATED_API="true")
+    proc = bench.spawn(
+        [sys.executable, "-m", "celery", "-A", "dispatcher.worker.app", "flower", "--address=127.0.0.1",
+         f"--port={port}", f"--max_tasks={FLOWER_MAX_TASKS}"],
+        env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(url + "/healthcheck", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    bench.wait(ready, 60, "Flower")
+    return proc, url
+
+
+def flower_succeeded(url: str) -> int:
+    """Deliveries Flower counted as succeeded (its /metrics; aggregated tasks count once each)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(
+        int(s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "flower_events_total" and s.labels.get("type") == "task-succeeded"
+    )
+
+
+def variant(bench: Bench, label: str, every: int, attached: bool, events: int, endpoints: int) -> dict[str, Any]:
+    restart_workers(bench, DISPATCHER_FLOWER_EVERY=str(every))
+    flower, url = start_flower(bench) if attached else (None, "")
+    try:
+        res = throughput(bench, f"flower {label}", events, endpoints)
+        if flower is not None:
+            time.sleep(1.0)  # Flower has read the last events
+            res["flower_tasks_succeeded"] = flower_succeeded(url)
+            res["flower_rss_mb"] = round(rss_mb(flower.pid))
+    finally:
+        if flower is not None:
+            bench.retire(flower)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                flower.wait(15)
+    return res
+
+
+def _chart(r: Figures) -> Part:
+    return Part(
+        throughput=[
+            (f"7 without Flower: {r['without']['deliveries']:,} deliveries", r["without"]["per_s"]),
+            ("7 Flower attached, a task per attempt", r["with"]["per_s"]),
+            (f"7 Flower attached, FLOWER_EVERY={AGGREGATE_EVERY}", r["aggregated"]["per_s"]),
+        ]
+    )
+
+
+@step("flower", chart=_chart)
+def flower(bench: Bench) -> dict[str, Any]:
+    s = bench.sizes
+    events, endpoints = max(1, s.fanout_events // 2), s.fanout_endpoints
+    out: dict[str, Any] = {}
+    for label, every, attached in (("without", 0, False), ("with", 1, True), ("aggregated", AGGREGATE_EVERY, True)):
+        out[label] = variant(bench, label, every, attached, events, endpoints)
+    base = out["without"]["per_s"] or 1
+    for label in ("with", "aggregated"):
+        out[label]["vs_without"] = round(out[label]["per_s"] / base, 2)
+    restart_workers(bench)  # the next steps run on default workers
+    w, a = out["with"], out["aggregated"]
+    bench.line(
+        f"7 Flower {events:,} events x {endpoints} endpoints: without {base:,}/s; attached, a task per attempt "
+        f"{w['per_s']:,}/s = {w['vs_without']}x (Flower saw {w['flower_tasks_succeeded']:,} succeeded, "
+        f"its RSS {w['flower_rss_mb']} MB); FLOWER_EVERY={AGGREGATE_EVERY} {a['per_s']:,}/s = {a['vs_without']}x; "
+        f"missing {sum(v['missing'] for v in out.values())}"
+    )
+    return out
