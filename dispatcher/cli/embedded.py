@@ -58,9 +58,6 @@ def server_binary() -> str:
     raise EmbeddedRedisUnavailable(f"no embedded Redis server found: {INSTALL_HINT}")
 
 
-redis_server_binary = server_binary  # the name of earlier releases
-
-
 def server_version(url: str) -> str:
     """``"Valkey 9.1.2"`` or ``"Redis 7.0.15"``: what answers at ``url`` (Valkey reports a Redis version too)."""
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
