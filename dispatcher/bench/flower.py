@@ -88,7 +88,7 @@ def variant(bench: Bench, label: str, every: int, attached: bool, events: int, e
     restart_workers(bench, DISPATCHER_FLOWER_EVERY=str(every))
     flower, url = start_flower(bench) if attached else (None, "")
     try:
-        res = throughput(bench, f"flower {label}", events, endpoints)
+        res = throughput(bench, f"flower-{label}", events, endpoints)
         if flower is not None:
             time.sleep(1.0)  # Flower has read the last events
             res["flower_tasks_succeeded"] = flower_succeeded(url)

@@ -322,7 +322,8 @@ def test_web_form_offers_the_kinds_and_lists_a_robot(dsp: Dispatcher, api_factor
     dsp.subscribe("https://discord.com/api/webhooks/1/x", ["*"])
     page = api_factory(auth=False, api_keys=(), api_insecure_no_auth=True, api_allowed_hosts=("testserver",)).get("/")
     assert page.status_code == 200
-    assert '<select id="kind" name="kind">' in page.text and '<option value="">Auto-detect</option>' in page.text
+    assert '<select id="kind" name="kind">' in page.text
+    assert '<option value="">Auto-detect from the URL</option>' in page.text
     for kind in ROBOT_KINDS:
         assert f'<option value="{kind}">' in page.text
     assert 'id="robot-secret"' in page.text and 'id="template"' in page.text

@@ -7,6 +7,7 @@ aside with a reason a person can read and counted in ``stats:poison``.
 
 from __future__ import annotations
 
+import json
 import string
 import time
 from collections.abc import Callable
@@ -242,7 +243,9 @@ def test_property_no_saved_url_or_garbage_record_stops_a_healthy_endpoint(
     healthy: Receiver,
     pump: Callable[..., Any],
 ) -> None:
-    resp = api.post("/v1/endpoints", json={"url": url, "event_types": ["never.sent"]})
+    # ASCII JSON (``\\ud800`` escapes): a lone surrogate reaches the API as JSON text allows it
+    body = json.dumps({"url": url, "event_types": ["never.sent"]}, ensure_ascii=True)
+    resp = api.post("/v1/endpoints", content=body, headers={"content-type": "application/json"})
     assert resp.status_code in (201, 400, 422), resp.text  # saved as the sender reads it, or refused: never a 500
     if resp.status_code == 201:
         saved = dsp.get_endpoint(resp.json()["id"]).url
