@@ -1,4 +1,4 @@
-"""Scenario 7: the cost of watching deliveries in Flower, in the same run.
+"""Scenario 7: the cost of watching deliveries in Flower, in the same run (two alternating rounds, best of each).
 
 The fan-out scenario's shape (events × endpoints) three ways, each on freshly started workers:
 **without** (``DISPATCHER_FLOWER_EVERY=0``: the loop sends no task events, no Flower runs), **with**
@@ -111,13 +111,24 @@ def _chart(r: Figures) -> Part:
     )
 
 
+VARIANTS = (("without", 0, False), ("with", 1, True), ("aggregated", AGGREGATE_EVERY, True))
+ROUNDS = 2  # the variants alternate, so a drift of the machine hits them all; each reports its best round
+
+
 @step("flower", chart=_chart)
 def flower(bench: Bench) -> dict[str, Any]:
     s = bench.sizes
     events, endpoints = max(1, s.fanout_events // 2), s.fanout_endpoints
+    runs: dict[str, list[dict[str, Any]]] = {label: [] for label, _, _ in VARIANTS}
+    for _ in range(ROUNDS):
+        for label, every, attached in VARIANTS:
+            runs[label].append(variant(bench, label, every, attached, events, endpoints))
     out: dict[str, Any] = {}
-    for label, every, attached in (("without", 0, False), ("with", 1, True), ("aggregated", AGGREGATE_EVERY, True)):
-        out[label] = variant(bench, label, every, attached, events, endpoints)
+    for label, results in runs.items():
+        best = max(results, key=lambda r: r["per_s"])  # the round least disturbed by the machine
+        out[label] = {**best, "rounds_per_s": [r["per_s"] for r in results],
+                      "missing": sum(r["missing"] for r in results),
+                      "duplicates": sum(r["duplicates"] for r in results)}  # fmt: skip
     base = out["without"]["per_s"] or 1
     for label in ("with", "aggregated"):
         out[label]["vs_without"] = round(out[label]["per_s"] / base, 2)
@@ -125,7 +136,7 @@ def flower(bench: Bench) -> dict[str, Any]:
     w, a = out["with"], out["aggregated"]
     bench.line(
         f"7 Flower {events:,} events x {endpoints} endpoints: without {base:,}/s; attached, a task per attempt "
-        f"{w['per_s']:,}/s = {w['vs_without']}x (Flower saw {w['flower_tasks_succeeded']:,} succeeded, "
+        f"{w['per_s']:,}/s = {w['vs_without']}x (Flower counted {w['flower_tasks_succeeded']:,} succeeded, "
         f"its RSS {w['flower_rss_mb']} MB); FLOWER_EVERY={AGGREGATE_EVERY} {a['per_s']:,}/s = {a['vs_without']}x; "
         f"missing {sum(v['missing'] for v in out.values())}"
     )
