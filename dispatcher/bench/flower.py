@@ -17,8 +17,10 @@ import time
 import urllib.request
 from typing import Any
 
+import redis
+
 from dispatcher.bench.chart import Part
-from dispatcher.bench.harness import Bench, rss_mb
+from dispatcher.bench.harness import Bench, cpu_s, rss_mb
 from dispatcher.bench.registry import Figures, step
 from dispatcher.bench.scenarios import throughput
 
@@ -87,13 +89,20 @@ def flower_succeeded(url: str) -> int:
 def variant(bench: Bench, label: str, every: int, attached: bool, events: int, endpoints: int) -> dict[str, Any]:
     restart_workers(bench, DISPATCHER_FLOWER_EVERY=str(every))
     flower, url = start_flower(bench) if attached else (None, "")
+    client = redis.Redis.from_url(bench.redis_url)
     try:
+        assert bench.worker_proc is not None
+        cpu0, cmds0 = cpu_s(bench.worker_proc.pid), int(client.info("stats")["total_commands_processed"])
         res = throughput(bench, f"flower-{label}", events, endpoints)
+        cpu1, cmds1 = cpu_s(bench.worker_proc.pid), int(client.info("stats")["total_commands_processed"])
+        res["worker_cpu_us_per_delivery"] = round((cpu1 - cpu0) / res["deliveries"] * 1e6, 1)
+        res["redis_commands_per_delivery"] = round((cmds1 - cmds0) / res["deliveries"], 2)
         if flower is not None:
             time.sleep(1.0)  # Flower has read the last events
             res["flower_tasks_succeeded"] = flower_succeeded(url)
             res["flower_rss_mb"] = round(rss_mb(flower.pid))
     finally:
+        client.close()
         if flower is not None:
             bench.retire(flower)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -138,6 +147,9 @@ def flower(bench: Bench) -> dict[str, Any]:
         f"7 Flower {events:,} events x {endpoints} endpoints: without {base:,}/s; attached, a task per attempt "
         f"{w['per_s']:,}/s = {w['vs_without']}x (Flower counted {w['flower_tasks_succeeded']:,} succeeded, "
         f"its RSS {w['flower_rss_mb']} MB); FLOWER_EVERY={AGGREGATE_EVERY} {a['per_s']:,}/s = {a['vs_without']}x; "
-        f"missing {sum(v['missing'] for v in out.values())}"
+        f"missing {sum(v['missing'] for v in out.values())}; worker CPU per delivery "
+        + ", ".join(f"{k} {v['worker_cpu_us_per_delivery']} us" for k, v in out.items())
+        + "; Redis commands per delivery "
+        + ", ".join(f"{k} {v['redis_commands_per_delivery']}" for k, v in out.items())
     )
     return out

@@ -273,3 +273,19 @@ def rss_mb(pid: int) -> float:
 
 def fmt_rss(values: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.0f}" for k, v in values.items())
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its direct children so far (Linux; 0 elsewhere)."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(c) for c in children.read_text().split()]
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
