@@ -187,6 +187,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Flower tasks: 1 = one per delivery attempt; N = one per endpoint per N attempts; 0 = none",
     )
+    flower_max_tasks_per_s: float = Field(
+        default=500.0,
+        ge=0,
+        description="per worker process, Flower tasks a second of one attempt each; beyond, one per endpoint "
+        "per second counting its attempts (0: no cap)",
+    )
 
     # HTTP API and web page (``dispatcher.api``)
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(

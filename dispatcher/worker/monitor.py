@@ -14,8 +14,10 @@ itself, one task per delivery attempt, from hooks on the recorder (``recording.R
   time of the next attempt), dead-lettered = FAILURE (the reason; no traceback: nothing crashed).
 
 Events of one recorder flush go out as one ``task.multi`` message (Celery's batched form), so the cost
-is one publish per flush, not per delivery. ``flower_every`` > 1 aggregates: one task per endpoint per N
-attempts, counting each outcome in its kwargs (state: the worst of them). A publish that fails drops
+is one publish per flush, not per delivery. A worker process sends at most ``flower_max_tasks_per_s``
+per-attempt tasks a second; beyond, attempts are tallied per endpoint and sent as one task per endpoint
+per second (kwargs count each outcome; state: the worst of them), so Flower's load stays bounded at any
+rate. ``flower_every`` > 1 always aggregates: one task per endpoint per N attempts. A publish that fails drops
 that flush's events (logged once until one succeeds again): monitoring never holds up delivery.
 """
 
@@ -49,6 +51,7 @@ FLOWER_STATE = {
     DeliveryState.DEAD: "task-failed",
 }
 _WORST = (DeliveryState.DEAD, DeliveryState.RETRYING, DeliveryState.DELIVERED)
+OVERFLOW_WINDOW_S = 1.0  # over ``flower_max_tasks_per_s``: one task per endpoint per this long
 
 
 def reason(item: Recorded) -> str:
@@ -97,15 +100,19 @@ class _Tally:
     runtime_s: float = 0.0
     last_reason: str = ""
     attempts: int = 0
+    opened: float = field(default_factory=time.monotonic)
 
 
 class TaskFeed:
     """Celery task events for Flower, one flush of the recorder at a time."""
 
-    def __init__(self, app: Celery, hostname: str, every: int = 1) -> None:
+    def __init__(self, app: Celery, hostname: str, every: int = 1, max_per_s: float = 0.0) -> None:
         self.app = app
         self.hostname = hostname
         self.every = max(1, every)
+        self.max_per_s = max_per_s  # per-attempt tasks a second at most (0: no cap); beyond, tallies
+        self._tokens = max_per_s
+        self._refilled = time.monotonic()
         self.pid = os.getpid()
         self.buffer: list[dict[str, Any]] = []
         self.tallies: dict[str, _Tally] = {}
@@ -160,7 +167,7 @@ class TaskFeed:
         end = outcome.at
         start = end - runtime_s if outcome.sent else end
         why = reason(item) if state is not DeliveryState.DELIVERED else f"HTTP {outcome.status}"
-        if self.every > 1:
+        if self.every > 1 or not self._take_token():
             self._tally(jobs[0].endpoint_id, name, args, item, start, end, runtime_s, why)
             return
         attempt = jobs[0].n + 1
@@ -172,6 +179,18 @@ class TaskFeed:
             kwargs = {"events": len(jobs), "types": types, "attempt": attempt}
         next_at = end + item.decision.delay_s if item.decision.delay_s is not None else None
         self._task(task_id, name, args, repr(kwargs), state, start, end, runtime_s, why, next_at)
+
+    def _take_token(self) -> bool:
+        """Whether one more per-attempt task fits under ``max_per_s`` (a token bucket of one second)."""
+        if not self.max_per_s:
+            return True
+        now = time.monotonic()
+        self._tokens = min(self.max_per_s, self._tokens + (now - self._refilled) * self.max_per_s)
+        self._refilled = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
 
     def _tally(
         self, ep_id: str, name: str, args: str, item: Recorded, start: float, end: float, runtime_s: float, why: str
@@ -187,7 +206,7 @@ class TaskFeed:
         tally.runtime_s += runtime_s
         if item.decision.state is not DeliveryState.DELIVERED:
             tally.last_reason = why
-        if tally.attempts >= self.every:
+        if self.every > 1 and tally.attempts >= self.every:
             self._emit_tally(ep_id, end)
 
     def _emit_tally(self, ep_id: str, end: float) -> None:
@@ -217,6 +236,10 @@ class TaskFeed:
     # -- sending ----------------------------------------------------------------------------------
     def publish(self, _now_ms: int = 0) -> None:
         """Send what the last flush produced as one ``task.multi`` message (the recorder's after-flush hook)."""
+        if self.every == 1 and self.tallies:  # over the cap: one task per endpoint per second
+            now, wall = time.monotonic(), time.time()
+            for ep_id in [e for e, t in self.tallies.items() if now - t.opened >= OVERFLOW_WINDOW_S]:
+                self._emit_tally(ep_id, wall)
         if not self.buffer:
             return
         batch, self.buffer = self.buffer, []

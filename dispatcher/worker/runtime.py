@@ -94,7 +94,7 @@ class Runtime:
         if app is None or not self.settings.flower_every or not app.conf.worker_send_task_events:
             return None
         if self._feed is None or self._feed.hostname != hostname:
-            self._feed = TaskFeed(app, hostname, self.settings.flower_every)
+            self._feed = TaskFeed(app, hostname, self.settings.flower_every, self.settings.flower_max_tasks_per_s)
         return self._feed
 
     def kick(self, stage: Stage, wanted: int = 1) -> int:

@@ -47,10 +47,11 @@ def test_quick_benchmark_from_the_entry_point(redis_url: str, tmp_path: Path) ->
     backlog = results["backlog"]
     assert backlog["deliveries_during"] == min(5000, sizes.one_to_one)
     assert all(v > 0 for v in backlog["rss_mb_after"].values())
-    flower = results["flower"]  # 7: the same shape without Flower, attached per attempt, aggregated
-    assert all(flower[v]["missing"] == 0 and flower[v]["duplicates"] == 0 for v in ("without", "with", "aggregated"))
-    assert flower["with"]["flower_tasks_succeeded"] == flower["with"]["deliveries"]  # Flower saw every attempt
-    assert 0 < flower["aggregated"]["flower_tasks_succeeded"] < flower["aggregated"]["deliveries"]
+    flower = results["flower"]  # 7: the same shape without Flower, attached (defaults), attached uncapped
+    assert all(flower[v]["missing"] == 0 and flower[v]["duplicates"] == 0 for v in ("without", "with", "uncapped"))
+    assert flower["uncapped"]["flower_tasks_succeeded"] == flower["uncapped"]["deliveries"]  # every attempt a task
+    assert 0 < flower["with"]["flower_tasks_succeeded"] <= flower["with"]["deliveries"]
+    assert all(flower[v]["worker_cpu_us_per_delivery"] > 0 for v in ("without", "with", "uncapped"))
 
     # stdout: one line per step; stderr: plain progress lines, no carriage returns
     assert [row.split(" ")[0] for row in proc.stdout.splitlines()] == [

@@ -184,3 +184,29 @@ def test_flower_pages_show_deliveries_and_a_failing_endpoint(
     text = page.inner_text("body")
     assert "Succeeded" in text and "Failed" in text
     page.screenshot(path=str(screenshots / "flower-dashboard.png"))
+
+
+def test_over_the_cap_attempts_are_counted_per_endpoint_never_lost(
+    dsp: Dispatcher,
+    settings_for: Callable[..., Settings],
+    receiver_factory: Callable[..., Receiver],
+    worker_factory: Callable[..., Worker],
+    flower_factory: Callable[..., Flower],
+    wait_until: Callable[..., Any],
+) -> None:
+    """``flower_max_tasks_per_s`` = 5: past the first attempts, one task per endpoint per second counts the rest."""
+    settings = settings_for(flower_max_tasks_per_s=5)
+    flower = flower_factory(settings)
+    worker_factory(settings)
+    rec = receiver_factory()
+    ep = dsp.subscribe(rec.url, ["*"])
+    dsp.enqueue_many([("order.paid", {"i": i}) for i in range(200)])
+    rec.wait_for(200)
+
+    def counted() -> tuple[int, int]:
+        tasks = flower_tasks(flower).values()
+        assert all(t["state"] == "SUCCESS" and ast.literal_eval(t["args"])[0] == ep.id for t in tasks)
+        return len(tasks), sum(ast.literal_eval(t["kwargs"]).get("delivered", 1) for t in tasks)
+
+    wait_until(lambda: counted()[1] == 200, timeout_s=30, what="200 deliveries counted in Flower")
+    assert counted()[0] < 100  # far fewer tasks than attempts
