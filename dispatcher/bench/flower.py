@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Any
 
 import redis
 
