@@ -190,8 +190,8 @@ class Settings(BaseSettings):
     flower_max_tasks_per_s: float = Field(
         default=500.0,
         ge=0,
-        description="per worker process, Flower tasks a second of one attempt each; beyond, one per endpoint "
-        "per second counting its attempts (0: no cap)",
+        description="per worker process: up to this many attempts a second each is a Flower task; faster, one "
+        "task per endpoint per second counts them (0: no cap)",
     )
 
     # HTTP API and web page (``dispatcher.api``)

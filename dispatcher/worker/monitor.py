@@ -14,9 +14,9 @@ itself, one task per delivery attempt, from hooks on the recorder (``recording.R
   time of the next attempt), dead-lettered = FAILURE (the reason; no traceback: nothing crashed).
 
 Events of one recorder flush go out as one ``task.multi`` message (Celery's batched form), so the cost
-is one publish per flush, not per delivery. A worker process sends at most ``flower_max_tasks_per_s``
-per-attempt tasks a second; beyond, attempts are tallied per endpoint and sent as one task per endpoint
-per second (kwargs count each outcome; state: the worst of them), so Flower's load stays bounded at any
+is one publish per flush, not per delivery. While a worker process delivers faster than
+``flower_max_tasks_per_s``, its attempts are tallied per endpoint and sent as one task per endpoint per
+second (kwargs count each outcome; state: the worst of them), so Flower's load stays bounded at any
 rate. ``flower_every`` > 1 always aggregates: one task per endpoint per N attempts. A publish that fails drops
 that flush's events (logged once until one succeeds again): monitoring never holds up delivery.
 """
@@ -110,9 +110,10 @@ class TaskFeed:
         self.app = app
         self.hostname = hostname
         self.every = max(1, every)
-        self.max_per_s = max_per_s  # per-attempt tasks a second at most (0: no cap); beyond, tallies
-        self._tokens = max_per_s
-        self._refilled = time.monotonic()
+        self.max_per_s = max_per_s  # attempts a second up to which each is a task (0: no cap); beyond, tallies
+        self._window_start = time.monotonic()
+        self._window_count = 0
+        self._aggregating = False
         self.pid = os.getpid()
         self.buffer: list[dict[str, Any]] = []
         self.tallies: dict[str, _Tally] = {}
@@ -167,7 +168,7 @@ class TaskFeed:
         end = outcome.at
         start = end - runtime_s if outcome.sent else end
         why = reason(item) if state is not DeliveryState.DELIVERED else f"HTTP {outcome.status}"
-        if self.every > 1 or not self._take_token():
+        if self.every > 1 or self._over_rate():
             self._tally(jobs[0].endpoint_id, name, args, item, start, end, runtime_s, why)
             return
         attempt = jobs[0].n + 1
@@ -180,17 +181,19 @@ class TaskFeed:
         next_at = end + item.decision.delay_s if item.decision.delay_s is not None else None
         self._task(task_id, name, args, repr(kwargs), state, start, end, runtime_s, why, next_at)
 
-    def _take_token(self) -> bool:
-        """Whether one more per-attempt task fits under ``max_per_s`` (a token bucket of one second)."""
+    def _over_rate(self) -> bool:
+        """Whether this process delivered faster than ``max_per_s`` over its last window (a second or more):
+        then every attempt of the next window is tallied, so Flower's load drops to a task per endpoint per
+        second exactly when one per attempt would be too much."""
         if not self.max_per_s:
-            return True
+            return False
         now = time.monotonic()
-        self._tokens = min(self.max_per_s, self._tokens + (now - self._refilled) * self.max_per_s)
-        self._refilled = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
+        elapsed = now - self._window_start
+        if elapsed >= OVERFLOW_WINDOW_S:
+            self._aggregating = self._window_count > self.max_per_s * elapsed
+            self._window_start, self._window_count = now, 0
+        self._window_count += 1
+        return self._aggregating
 
     def _tally(
         self, ep_id: str, name: str, args: str, item: Recorded, start: float, end: float, runtime_s: float, why: str
