@@ -2,8 +2,8 @@
 
 A step is a function ``(Bench) -> figures`` registered with ``@step(...)``; its figures go into the JSON
 under its name, ``--only`` selects steps by name, and its ``chart`` function says what the chart shows of
-it. Adding a scenario is one decorated function in ``scenarios.py`` (or a module imported by
-``load()``)::
+it. Adding a scenario is one decorated function in ``scenarios.py`` (or a module that ``run.py`` imports,
+as it does ``flower.py``); the registry imports none of them, so imports run one way (steps -> registry)::
 
     @step("flower", chart=lambda r: Part(throughput=[("7 with Flower attached", r["per_s"])]))
     def flower(bench: Bench) -> dict[str, Any]:
@@ -60,10 +60,3 @@ def step(
 
     return register
 
-
-def load() -> list[Step]:
-    """Every registered step in run order (importing the modules that register them)."""
-    from dispatcher.bench import baselines, flower, scenarios  # noqa: F401  (registration happens on import)
-
-    steps = list(STEPS.values())
-    return [s for s in steps if s.baseline] + [s for s in steps if not s.baseline]

@@ -10,12 +10,19 @@ from typing import Any
 
 import redis
 
+from dispatcher.bench import baselines, flower, scenarios  # noqa: F401  (importing them registers their steps)
 from dispatcher.bench.chart import ChartData
 from dispatcher.bench.harness import Bench, BenchError
-from dispatcher.bench.registry import Step, load
+from dispatcher.bench.registry import STEPS, Step
 from dispatcher.worker.runtime import new_event_loop
 
 INSTALL_HINT = {"requests": "pip install 'webhook-dispatcher[bench]'"}
+
+
+def load() -> list[Step]:
+    """Every registered step in run order: the baselines first, then the scenarios as registered."""
+    steps = list(STEPS.values())
+    return [s for s in steps if s.baseline] + [s for s in steps if not s.baseline]
 
 
 def select(only: list[str] | None) -> list[Step]:

@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from dispatcher.bench.harness import Bench, BenchError
-from dispatcher.bench.registry import STEPS, Step, load, step
-from dispatcher.bench.run import check_requirements, select
+from dispatcher.bench.registry import STEPS, Step, step
+from dispatcher.bench.run import check_requirements, load, select
 from dispatcher.cli.main import cli
 
 
