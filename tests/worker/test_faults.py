@@ -283,8 +283,9 @@ def test_work_never_waits_on_a_dead_worker(
     worker_factory: Callable[..., Worker],
     wait_until: Callable[..., Any],
 ) -> None:
-    """A steady stream of events while a worker is killed -9 every 6 s and Redis crashes for a second in
-    the middle: deliveries resume within 5 s of every fault (kick slots of dead tasks expire in seconds)."""
+    """A steady stream of events while a worker is killed -9 four times (each once 100 more deliveries arrived
+    after the previous fault) and Redis crashes for a second in the middle: deliveries resume within 5 s of
+    every fault (kick slots of dead tasks expire in seconds)."""
     settings = settings_for(redis_url=own_redis.url, key_prefix="live:", timeout_s=2.0, lease_margin_s=2.0)
     dsp = Dispatcher(settings)
     rec = receiver_factory()
@@ -303,10 +304,14 @@ def test_work_never_waits_on_a_dead_worker(
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     outage_s = 0.0
+    def resumed(after: int) -> None:
+        wait_until(lambda: rec.count() >= after + 100, 60, what="100 more deliveries after the last fault")
+
     try:
         wait_until(lambda: rec.count() > 20, 30, what="deliveries flowing")
+        seen = rec.count()
         for cycle in range(4):
-            time.sleep(6)
+            resumed(seen)
             victim = workers.pop(0)
             os.killpg(victim.process.pid, signal.SIGKILL)  # no warm shutdown: its tasks die holding their slots
             victim.process.wait(10)
@@ -314,12 +319,13 @@ def test_work_never_waits_on_a_dead_worker(
                 began = time.monotonic()
                 own_redis.process.kill()  # type: ignore[union-attr]
                 own_redis.process.wait(10)  # type: ignore[union-attr]
-                time.sleep(1.0)
+                time.sleep(1.0)  # the outage itself: Redis stays down this long
                 own_redis.process = None
                 own_redis.start()
                 outage_s = time.monotonic() - began
             workers.append(worker_factory(settings, concurrency=1))
-        time.sleep(6)
+            seen = rec.count()
+        resumed(seen)
     finally:
         stop.set()
         producer.join(10)
