@@ -43,6 +43,13 @@ def flower_tasks(flower: Flower) -> dict[str, dict[str, Any]]:
     return dict(json.loads(flower.get("/api/tasks")))
 
 
+def delivered_in(flower: Flower, endpoint_id: str) -> tuple[int, int]:
+    """(tasks, deliveries) Flower holds, all SUCCESS for ``endpoint_id``: a tally's kwargs count its attempts."""
+    tasks = flower_tasks(flower).values()
+    assert all(t["state"] == "SUCCESS" and ast.literal_eval(t["args"])[0] == endpoint_id for t in tasks)
+    return len(tasks), sum(ast.literal_eval(t["kwargs"]).get("delivered", 1) for t in tasks)
+
+
 def flower_events(flower: Flower) -> Counter[str]:
     """Flower's ``flower_events_total``, summed by event type."""
     counts: Counter[str] = Counter()
@@ -135,17 +142,9 @@ def test_flower_every_n_aggregates_one_task_per_endpoint(
     dsp.enqueue_many([("order.paid", {"i": i}) for i in range(30)])
     rec.wait_for(30)
 
-    def totals() -> Counter[str]:
-        out: Counter[str] = Counter()
-        for task in flower_tasks(flower).values():
-            kwargs = ast.literal_eval(task["kwargs"])
-            out["tasks"] += 1
-            out["delivered"] += kwargs["delivered"]
-            assert task["state"] == "SUCCESS" and ast.literal_eval(task["args"])[0] == ep.id
-        return out
-
-    wait_until(lambda: totals()["delivered"] == 30, timeout_s=30, what="30 deliveries in Flower")
-    assert totals()["tasks"] <= 6  # 3 full tasks of 10, plus partial ones closed when a task ended
+    wait_until(lambda: delivered_in(flower, ep.id)[1] == 30, timeout_s=30, what="30 deliveries in Flower")
+    assert delivered_in(flower, ep.id)[0] <= 6  # 3 full tasks of 10, plus partial ones closed when a task ended
+    assert all("delivered" in ast.literal_eval(t["kwargs"]) for t in flower_tasks(flower).values())  # all tallies
 
 
 def test_flower_pages_show_deliveries_and_a_failing_endpoint(
@@ -208,10 +207,5 @@ def test_over_the_cap_attempts_are_counted_per_endpoint_never_lost(
     dsp.enqueue_many([("order.paid", {"i": i}) for i in range(100, 400)])
     rec.wait_for(400)
 
-    def counted() -> tuple[int, int]:
-        tasks = flower_tasks(flower).values()
-        assert all(t["state"] == "SUCCESS" and ast.literal_eval(t["args"])[0] == ep.id for t in tasks)
-        return len(tasks), sum(ast.literal_eval(t["kwargs"]).get("delivered", 1) for t in tasks)
-
-    wait_until(lambda: counted()[1] == 400, timeout_s=30, what="400 deliveries counted in Flower")
-    assert counted()[0] < 150  # the first 100 a task each, the next 300 in a few
+    wait_until(lambda: delivered_in(flower, ep.id)[1] == 400, timeout_s=30, what="400 deliveries counted in Flower")
+    assert delivered_in(flower, ep.id)[0] < 150  # the first 100 a task each, the next 300 in a few
