@@ -59,4 +59,3 @@ def step(
         return fn
 
     return register
-

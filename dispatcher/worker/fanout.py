@@ -38,7 +38,7 @@ def fanout_once(rt: Runtime, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> t
     rt.refresh_endpoints(claim.version)
     match = cache.index.match
     items = []
-    slow: dict[str, list[tuple[FanoutItem, str]]] = {}  # endpoint id -> its new deliveries, if it is slow
+    hanging: dict[str, list[tuple[FanoutItem, str]]] = {}  # endpoint id -> its new deliveries, if it hangs
     for event in claim.events:
         item = FanoutItem(event)
         if not event.type:  # a malformed queue entry: taken off the queue, nothing created
@@ -56,20 +56,20 @@ def fanout_once(rt: Runtime, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> t
                     continue
             did = delivery_id(event.id, ep.id)
             item.deliveries.append((ep.id, did))
-            if rt.limits.slow(ep.id):
-                slow.setdefault(ep.id, []).append((item, did))
+            if rt.limits.hanging(ep.id):
+                hanging.setdefault(ep.id, []).append((item, did))
         items.append(item)
-    pace_slow_endpoints(rt, slow)
+    pace_hanging_endpoints(rt, hanging)
     done = queue.commit_fanout(items)
     for event_id in done.unusable:
         rt.poison.event(event_id, "its event record or a pull log it goes to is not of the expected type")
     return len(items), done.created
 
 
-def pace_slow_endpoints(rt: Runtime, slow: dict[str, list[tuple[FanoutItem, str]]]) -> None:
-    """Deliveries to an endpoint known to be slow are born due at the pace it can take (after what it
-    was already handed), so a hanging endpoint's new work never floods the delivery queue."""
-    for ep_id, born in slow.items():
+def pace_hanging_endpoints(rt: Runtime, hanging: dict[str, list[tuple[FanoutItem, str]]]) -> None:
+    """Deliveries to an endpoint known to hang (slow, its latest request unanswered) are born due at the
+    pace it can take (after what it was already handed), so its new work never floods the delivery queue."""
+    for ep_id, born in hanging.items():
         target = rt.cache.targets.get(ep_id)
         size = 1 if target is None or target.robot is not None else max(1, target.endpoint.max_batch)
         delays = rt.limits.backlog_delays(ep_id, -(-len(born) // size), 0, MAX_SLOW_DEFER_MS)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 
+from dispatcher.store.pacing import SlowEndpoint
 from dispatcher.worker.jobs import Outcome
 
 SLOW_S = 1.0  # an endpoint answering (or holding requests) this long or longer is in the slow lane
@@ -31,14 +32,15 @@ class EndpointLimits:
         self._limits: dict[str, float] = {}
         self._latency_s: dict[str, float] = {}  # moving average of answer times
         self._in_flight: dict[str, list[float]] = {}  # endpoint -> when each unanswered request left (monotonic)
-        self._shared: dict[str, tuple[float, int]] = {}  # endpoint -> (latency s, limit) other processes saw
+        self._shared: dict[str, SlowEndpoint] = {}  # endpoint -> what other processes saw of it
+        self._silent: set[str] = set()  # endpoints whose latest request here got no answer at all
         self._shared_at: dict[str, float] = {}  # when this process last shared an endpoint's state
         self._horizon: dict[str, float] = {}  # slow endpoint -> when its backlog handed back so far is due
 
     def get(self, endpoint_id: str) -> int:
         local = int(self._limits.get(endpoint_id, self.initial))
         shared = self._shared.get(endpoint_id)
-        return local if shared is None else max(1, min(local, shared[1]))
+        return local if shared is None else max(1, min(local, shared.limit))
 
     def latency_s(self, endpoint_id: str) -> float:
         """The endpoint's answer time as best known: the average of its answers, what other processes saw,
@@ -46,7 +48,7 @@ class EndpointLimits:
         known = self._latency_s.get(endpoint_id, 0.0)
         shared = self._shared.get(endpoint_id)
         if shared is not None:
-            known = max(known, shared[0])
+            known = max(known, shared.latency_s)
         waiting = self._in_flight.get(endpoint_id)
         if waiting:
             known = max(known, time.monotonic() - min(waiting))
@@ -54,6 +56,15 @@ class EndpointLimits:
 
     def slow(self, endpoint_id: str) -> bool:
         return self.latency_s(endpoint_id) >= SLOW_S
+
+    def hanging(self, endpoint_id: str) -> bool:
+        """Slow, and its latest request (here or in another process) got no answer at all. Only such an
+        endpoint's new deliveries are born paced: one that answers, however slowly, is paced by its
+        in-flight limit, and a busy moment (answers near ``SLOW_S`` while everything is loaded) must not
+        push a healthy endpoint's work a minute ahead."""
+        shared = self._shared.get(endpoint_id)
+        silent = endpoint_id in self._silent or (shared is not None and shared.silent)
+        return silent and self.slow(endpoint_id)
 
     def queue_allowance(self, endpoint_id: str) -> int:
         """How many claimed chunks may wait here for the endpoint: up to 8 rounds of its limit when it
@@ -96,30 +107,34 @@ class EndpointLimits:
         # no answer at all (a timeout, a connection failure): it is at least as slow as that, now
         self._latency_s[endpoint_id] = max(average, seconds) if outcome.status is None else average
         if outcome.status is None:
+            self._silent.add(endpoint_id)
             self._limits[endpoint_id] = max(1.0, current / 2)
-        elif current < self.maximum:
-            self._limits[endpoint_id] = min(float(self.maximum), current + 1)
+        else:
+            self._silent.discard(endpoint_id)
+            if current < self.maximum:
+                self._limits[endpoint_id] = min(float(self.maximum), current + 1)
         if outcome.status is not None and seconds < SLOW_S:
             self._shared.pop(endpoint_id, None)  # it answers: what others saw is over
             self._horizon.pop(endpoint_id, None)
 
     # -- sharing with the other worker processes --------------------------------------------------
-    def to_share(self) -> tuple[dict[str, tuple[float, int]], list[str]]:
+    def to_share(self) -> tuple[dict[str, SlowEndpoint], list[str]]:
         """(slow endpoints to tell the others about, endpoints no longer slow), at most every ``SHARE_EVERY_S``."""
         now = time.monotonic()
-        slow: dict[str, tuple[float, int]] = {}
+        slow: dict[str, SlowEndpoint] = {}
         recovered: list[str] = []
         for endpoint_id, latency in self._latency_s.items():
             if now - self._shared_at.get(endpoint_id, -SHARE_EVERY_S) < SHARE_EVERY_S:
                 continue
             if latency >= SLOW_S:
-                slow[endpoint_id] = (latency, int(self._limits.get(endpoint_id, self.initial)))
+                limit = int(self._limits.get(endpoint_id, self.initial))
+                slow[endpoint_id] = SlowEndpoint(latency, limit, endpoint_id in self._silent)
                 self._shared_at[endpoint_id] = now
             elif endpoint_id in self._shared_at:
                 recovered.append(endpoint_id)
                 del self._shared_at[endpoint_id]
         return slow, recovered
 
-    def learn(self, shared: dict[str, tuple[float, int]]) -> None:
-        """What the other processes saw (latency s, limit per slow endpoint) replaces what was learnt before."""
+    def learn(self, shared: dict[str, SlowEndpoint]) -> None:
+        """What the other processes saw of the slow endpoints replaces what was learnt before."""
         self._shared = shared

@@ -43,11 +43,14 @@ def test_fanout_appends_to_logs_instead_of_posting(
     assert log_ids(poll.id)[-1] == test_id
 
 
-def test_deliveries_to_an_endpoint_known_to_be_slow_are_born_due_at_its_pace(
+def test_deliveries_to_an_endpoint_known_to_hang_are_born_due_at_its_pace(
     dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Receiver], raw_redis: redis.Redis
 ) -> None:
     healthy = dsp.subscribe(receiver_factory().url, ["*"])
+    busy = dsp.subscribe(receiver_factory().url, ["*"], max_batch=1)
     slow = dsp.subscribe(receiver_factory().url, ["*"], max_batch=1)
+    for _ in range(5):  # answers, if slowly (a loaded moment): its in-flight limit paces it, not a birth delay
+        runtime.limits.record(busy.id, Outcome(status=200, latency_ms=1500.0, sent=True))
     for _ in range(5):  # this process saw it time out after 2 s, five times: one request at a time, 2 s each
         runtime.limits.record(slow.id, Outcome(error="timeout", latency_ms=2000.0, sent=True))
     ids = dsp.enqueue_many([("a.b", {"i": i}) for i in range(6)])
@@ -59,6 +62,7 @@ def test_deliveries_to_an_endpoint_known_to_be_slow_are_born_due_at_its_pace(
         return sorted(float(raw_redis.zscore(due, delivery_id(e, endpoint_id)) or 0) for e in ids)
 
     assert all(ms <= fanned_out_ms for ms in due_ms(healthy.id))  # due at once: a healthy endpoint waits for nothing
+    assert runtime.limits.slow(busy.id) and all(ms <= fanned_out_ms for ms in due_ms(busy.id))  # nor one answering
     paced = due_ms(slow.id)
     gaps = [b - a for a, b in itertools.pairwise(paced)]
     assert paced[0] <= fanned_out_ms  # its first one goes now...

@@ -304,6 +304,7 @@ def test_work_never_waits_on_a_dead_worker(
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     outage_s = 0.0
+
     def resumed(after: int) -> None:
         wait_until(lambda: rec.count() >= after + 100, 60, what="100 more deliveries after the last fault")
 

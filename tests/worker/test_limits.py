@@ -164,9 +164,23 @@ def test_what_other_processes_saw_lowers_the_limit_and_raises_the_latency() -> N
     for _ in range(3):
         theirs.record(EP, timed_out(latency_ms=2000.0))
     slow, recovered = theirs.to_share()
-    assert slow == {EP: (pytest.approx(2.0), 1)} and recovered == []
+    assert slow == {EP: (pytest.approx(2.0), 1, True)} and recovered == []
     assert theirs.to_share() == ({}, [])  # not again within SHARE_EVERY_S
     ours.learn(slow)
-    assert ours.get(EP) == 1 and ours.slow(EP)  # known hanging before a single request of its own
+    assert ours.get(EP) == 1 and ours.slow(EP) and ours.hanging(EP)  # known before a single request of its own
     ours.record(EP, answered(latency_ms=20.0))
     assert not ours.slow(EP)  # an answer of its own ends it
+
+
+def test_hanging_is_slow_with_the_latest_request_unanswered() -> None:
+    limits = EndpointLimits(32)
+    limits.record(EP, answered(latency_ms=1500.0))
+    assert limits.slow(EP) and not limits.hanging(EP)  # slow answers are paced by the limit, not born late
+    limits.record(EP, timed_out(latency_ms=2000.0))
+    assert limits.hanging(EP)
+    mine, _ = limits.to_share()
+    assert mine[EP].silent
+    limits.record(EP, answered(latency_ms=1500.0))
+    assert limits.slow(EP) and not limits.hanging(EP)  # it answered again
+    limits.record(EP, refused())
+    assert limits.hanging(EP)  # a refused connection is no answer either
