@@ -92,6 +92,13 @@ class StoreUnavailable(StoreError):
     """Raised when Redis cannot be reached; the operation did not happen."""
 
 
+class NotReplicated(StoreError):
+    """Raised when ``enqueue_durability`` is ``replicated`` and too few replicas confirmed the write in time.
+
+    The event is on the primary and may still be delivered, but it was not acknowledged: enqueue it again
+    with the same idempotency key to be sure it exists exactly once."""
+
+
 class BrokerUnavailable(DispatcherError):
     """Raised when the Celery broker cannot be reached to publish a kick."""
 

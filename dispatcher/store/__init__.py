@@ -14,6 +14,7 @@ import redis
 
 from dispatcher.defaults import STATS_MINUTES_SHOWN
 from dispatcher.settings import Settings
+from dispatcher.store.connection import connect_sync
 from dispatcher.store.endpoints import EndpointStore
 from dispatcher.store.health import FailingStreaks
 from dispatcher.store.heartbeats import Heartbeats
@@ -31,9 +32,7 @@ from dispatcher.store.stats import collect_stats
 
 def connect(settings: Settings) -> redis.Redis:
     """A client of the dispatcher's Redis (``Settings.store_url``: the setting, else a running dev stack's)."""
-    return redis.Redis.from_url(
-        settings.store_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
-    )
+    return connect_sync(settings.store_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
 
 
 class Store:

@@ -22,8 +22,9 @@ from typing import Any
 import redis
 
 from dispatcher.defaults import SLOT_QUEUED_TTL_MS, SLOT_RUNNING_TTL_MS, STATS_MINUTE_TTL_S
+from dispatcher.errors import NotReplicated
 from dispatcher.events import NewEvent
-from dispatcher.settings import Settings
+from dispatcher.settings import Durability, Settings
 from dispatcher.store.keys import Keys
 from dispatcher.store.scripts import Scripts
 
@@ -143,9 +144,27 @@ class Queue:
             if ev.idempotency_key:
                 keys.append(k.idempotency(ev.idempotency_key))
             args += (ev.id, ev.type, ev.body, ev.only, 1 if ev.idempotency_key else 0)
-        out = self._scripts.run("enqueue", keys, args)
+        if s.enqueue_durability is Durability.REPLICATED:
+            out = self._enqueue_replicated(keys, args)
+        else:
+            out = self._scripts.run("enqueue", keys, args)
         n = len(events)
         return Enqueued([v.decode() for v in out[1 : 1 + n]], [bool(v) for v in out[1 + n :]], bool(out[0]))
+
+    def _enqueue_replicated(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The enqueue script and ``WAIT`` on one connection (``WAIT`` counts that connection's writes)."""
+        s = self._s
+        pipe = self._r.pipeline(transaction=False)
+        self._scripts.run("enqueue", keys, args, client=pipe)
+        pipe.execute_command("WAIT", s.enqueue_replicas, s.enqueue_replica_timeout_ms)
+        out, confirmed = pipe.execute()
+        if int(confirmed) < s.enqueue_replicas:
+            raise NotReplicated(
+                f"the event is on the Redis primary but {confirmed} of {s.enqueue_replicas} replica(s) confirmed it "
+                f"within {s.enqueue_replica_timeout_ms} ms (DISPATCHER_ENQUEUE_DURABILITY=replicated): not "
+                "acknowledged; enqueue it again with the same idempotency key"
+            )
+        return out
 
     # -- fan-out ---------------------------------------------------------------------------------------
     def claim_events(self, limit: int, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> EventClaim:
