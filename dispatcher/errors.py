@@ -43,6 +43,10 @@ class EndpointNotFound(NotFound):
     """Raised when no endpoint has the given id."""
 
 
+class TenantNotFound(NotFound):
+    """Raised when a tenant id names no tenant (an endpoint or event of it, or the tenant itself)."""
+
+
 class DeliveryNotFound(NotFound):
     """Raised when no delivery has the given id (or it has expired)."""
 

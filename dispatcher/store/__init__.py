@@ -28,6 +28,7 @@ from dispatcher.store.records import Records
 from dispatcher.store.scripts import Scripts
 from dispatcher.store.sessions import Sessions
 from dispatcher.store.stats import collect_stats
+from dispatcher.store.tenants import TenantStore
 
 
 def connect(settings: Settings) -> redis.Redis:
@@ -52,6 +53,7 @@ class Store:
         self.poison = PoisonCounts(self.redis, self.keys)
         self.sessions = Sessions(self.redis, self.keys)
         self.pacing = Pacing(self.redis, self.keys)
+        self.tenants = TenantStore(self.redis, self.keys)
 
     def stats(self, minutes: int = STATS_MINUTES_SHOWN) -> dict[str, Any]:
         """Every operational number, read now (``store.stats.collect_stats``)."""
