@@ -11,6 +11,7 @@ import redis
 from dispatcher.defaults import STATS_MINUTES_SHOWN
 from dispatcher.errormap import translating
 from dispatcher.errors import InvalidState
+from dispatcher.event_types import EventTypes
 from dispatcher.events import CHUNK, NewEvent, build_event, build_many
 from dispatcher.kicks import Kicker
 from dispatcher.models import Delivery, DeliveryState, Endpoint
@@ -33,6 +34,7 @@ class Dispatcher:
         self.keys = self.store.keys
         self.endpoints = self.store.endpoints
         self.records = self.store.records
+        self.event_types = EventTypes(self.store.event_types, self.settings)
         self._kicker: Kicker | None = None
 
     # -- kicks -------------------------------------------------------------------------------
@@ -107,7 +109,8 @@ class Dispatcher:
 
         With an ``idempotency_key`` (or an ``event_id``) already seen within the retention window,
         returns the first event's id and sends nothing again. ``endpoint_ids`` addresses the event to
-        those endpoints only, whatever their type filters.
+        those endpoints only, whatever their type filters. Data of a registered type must match its
+        schema (``DataMismatch``; see ``event_types``).
         """
         ev = build_event(
             event_type,
@@ -116,6 +119,7 @@ class Dispatcher:
             idempotency_key=idempotency_key,
             endpoint_ids=endpoint_ids,
             max_bytes=self.settings.max_payload_bytes,
+            check=self.event_types.check,
         )
         return self._write([ev])[0]
 
@@ -130,7 +134,7 @@ class Dispatcher:
 
     def enqueue_many(self, items: Iterable[Any]) -> list[str]:
         """Store many events (``(type, data)`` pairs or dicts); all are validated before any is written."""
-        events = build_many(items, self.settings.max_payload_bytes)
+        events = build_many(items, self.settings.max_payload_bytes, self.event_types.check)
         ids: list[str] = []
         for start in range(0, len(events), CHUNK):
             ids.extend(self._write(events[start : start + CHUNK]))
