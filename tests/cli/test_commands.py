@@ -42,6 +42,7 @@ COMMANDS = [
     "listen",
     "bench",
     "flower",
+    "event-types",
 ]
 
 
