@@ -4,9 +4,10 @@
 2020-12 unless its ``$schema`` names another draft) and that the example matches it before anything
 is saved; ``enqueue`` calls ``check``, which refuses data that does not match its type's schema.
 
-``check`` is on the producer's hot path, so each process compiles every schema once and keeps the
-validators until the catalog changes: a change made through this object is seen at once, one made by
-another process within ``Settings.event_types_refresh_s`` (one GET of the version counter per period).
+``check`` is on the producer's hot path, so each process compiles every schema once (with a quick
+check for the common keywords, ``dispatcher.fastschema``) and keeps them until the catalog changes: a
+change made through this object is seen at once, one made by another process within
+``Settings.event_types_refresh_s`` (one GET of the version counter per period).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dispatcher.errors import (
     InvalidSchema,
     UnregisteredEventType,
 )
+from dispatcher.fastschema import Predicate, quick_check
 from dispatcher.matching import validate_event_type
 from dispatcher.settings import Settings
 from dispatcher.store.event_types import EventTypeStore
@@ -71,9 +73,11 @@ class EventType:
 
 @dataclass(frozen=True, slots=True)
 class _Compiled:
-    """One type's validator, or why its stored schema cannot be used (a record written by hand)."""
+    """One type's validator (and quick check, for the schemas it covers), or why its stored schema cannot be
+    used (a record written by hand)."""
 
     validator: Validator | None
+    quick: Predicate | None = None  # True: certainly valid; False: ask the validator
     broken: str = ""
 
 
@@ -290,6 +294,9 @@ class EventTypes:
                     "register it first (`dispatcher event-types register`)"
                 )
             return
+        quick = compiled.quick
+        if quick is not None and quick(data):
+            return
         validator = compiled.validator
         if validator is None:
             raise InvalidSchema(
@@ -311,10 +318,11 @@ class EventTypes:
             for key, value in raw.items():
                 name = key.decode()
                 try:
-                    compiled[name] = _Compiled(compile_schema(orjson.loads(value)["schema"]))
+                    schema = orjson.loads(value)["schema"]
+                    compiled[name] = _Compiled(compile_schema(schema), quick_check(schema))
                 except (InvalidInput, ValueError, KeyError, TypeError) as exc:
                     log.warning("event type %r has an unusable record (%s)", name, exc)
-                    compiled[name] = _Compiled(None, _short(str(exc), 120))
+                    compiled[name] = _Compiled(None, None, _short(str(exc), 120))
             self._compiled = compiled
             self._version = version
         self._fresh_until = now + self._settings.event_types_refresh_s
