@@ -17,15 +17,18 @@ from dispatcher.errors import (
     AlreadyProcessed,
     ConfigError,
     CursorExpired,
+    DataMismatch,
     DeliveryError,
     DeliveryNotFound,
     DispatcherError,
     EndpointNotFound,
     EventNotFound,
+    EventTypeNotFound,
     InvalidCursor,
     InvalidEventType,
     InvalidInput,
     InvalidPayload,
+    InvalidSchema,
     InvalidSecret,
     InvalidSignature,
     InvalidState,
@@ -43,9 +46,11 @@ from dispatcher.errors import (
     StoreUnavailable,
     TimestampTooNew,
     TimestampTooOld,
+    UnregisteredEventType,
     UnsafeTarget,
     VerificationError,
 )
+from dispatcher.event_types import EventType
 from dispatcher.models import Attempt, Delivery, DeliveryState, Endpoint
 from dispatcher.receiver.verify import SeenIds, verify
 from dispatcher.settings import Settings
@@ -113,6 +118,28 @@ def enqueue_many(items: Iterable[Any]) -> list[str]:
     return default().enqueue_many(items)
 
 
+class _DefaultEventTypes:
+    """``dispatcher.event_types``: the event-type catalog of the process-wide Dispatcher (``EventTypes``).
+
+    Bound over the submodule of the same name, which stays importable (``from dispatcher.event_types import
+    EventTypes``)."""
+
+    def register(self, name: str, *, description: str = "", schema: object, example: Any = None) -> EventType:
+        return default().event_types.register(name, description=description, schema=schema, example=example)
+
+    def unregister(self, name: str) -> None:
+        default().event_types.unregister(name)
+
+    def get(self, name: str) -> EventType:
+        return default().event_types.get(name)
+
+    def list(self) -> list[EventType]:
+        return default().event_types.list()
+
+
+event_types = _DefaultEventTypes()
+
+
 def deliveries(event_id: str) -> list[Delivery]:
     return default().deliveries(event_id)
 
@@ -130,6 +157,7 @@ __all__ = [
     "Attempt",
     "ConfigError",
     "CursorExpired",
+    "DataMismatch",
     "Delivery",
     "DeliveryError",
     "DeliveryNotFound",
@@ -139,10 +167,13 @@ __all__ = [
     "Endpoint",
     "EndpointNotFound",
     "EventNotFound",
+    "EventType",
+    "EventTypeNotFound",
     "InvalidCursor",
     "InvalidEventType",
     "InvalidInput",
     "InvalidPayload",
+    "InvalidSchema",
     "InvalidSecret",
     "InvalidSignature",
     "InvalidState",
@@ -162,6 +193,7 @@ __all__ = [
     "StoreUnavailable",
     "TimestampTooNew",
     "TimestampTooOld",
+    "UnregisteredEventType",
     "UnsafeTarget",
     "VerificationError",
     "__version__",
@@ -173,6 +205,7 @@ __all__ = [
     "endpoint_deliveries",
     "enqueue",
     "enqueue_many",
+    "event_types",
     "get_endpoint",
     "list_endpoints",
     "replay",

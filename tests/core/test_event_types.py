@@ -237,3 +237,23 @@ def test_an_unusable_stored_schema_refuses_its_events_and_is_left_out_of_listing
         dsp.enqueue("order.broken", {})
     assert [t.name for t in dsp.event_types.list()] == ["order.paid"]
     assert dsp.enqueue("order.paid", EXAMPLE)
+
+
+def test_the_module_level_catalog_is_the_default_dispatchers(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dispatcher
+
+    monkeypatch.setattr(dispatcher, "_default", None)  # restored after the test
+    own = dispatcher.configure(settings)
+    try:
+        registered = dispatcher.event_types.register("order.paid", description="paid", schema=ORDER, example=EXAMPLE)
+        assert isinstance(registered, dispatcher.EventType)
+        assert [t.name for t in dispatcher.event_types.list()] == ["order.paid"]
+        assert dispatcher.event_types.get("order.paid").description == "paid"
+        with pytest.raises(dispatcher.DataMismatch):
+            dispatcher.enqueue("order.paid", {})
+        dispatcher.event_types.unregister("order.paid")
+        assert own.event_types.list() == []
+    finally:
+        own.close()
