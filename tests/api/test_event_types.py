@@ -1,15 +1,19 @@
 """``/v1/event-types`` and the catalog's effect on ``POST /v1/events``, against a real Redis: the one error
-shape, and nothing written by a refused request."""
+shape, and nothing written by a refused request; the web page's form offers the registered types (a real
+headless Chromium against ``dispatcher api`` in its own process)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from fastapi.testclient import TestClient
 
 from dispatcher import Dispatcher
 from dispatcher.store.keys import Keys
+
+if TYPE_CHECKING:
+    from tests.conftest import ApiServer
 
 SCHEMA = {
     "type": "object",
@@ -96,3 +100,44 @@ def test_require_registered_refuses_unregistered_types(
     assert raw_redis.zcard(store_keys.fanout) == 0
     assert strict.put("/v1/event-types/user.created", json={"schema": {}}).status_code == 200
     assert strict.post("/v1/events", json={"type": "user.created"}).status_code == 202
+
+
+# -- the web page's form -------------------------------------------------------------------------------
+def test_the_page_offers_registered_types_escaped(anon: TestClient, api_key: str, dsp: Dispatcher) -> None:
+    dsp.event_types.register(
+        "order.paid", description='<script>alert("d")</script>', schema={}, example={"note": "<b>x</b>"}
+    )
+    assert anon.post("/web/login", json={"api_key": api_key}, headers={"X-Dispatcher-CSRF": "1"}).status_code == 204
+    page = anon.get("/").text
+    assert "Registered event types (1)" in page and 'data-add-type="order.paid"' in page
+    assert "&lt;script&gt;" in page and '<script>alert("d")' not in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+    dsp.event_types.unregister("order.paid")
+    assert "Registered event types" not in anon.get("/").text
+
+
+def test_the_form_adds_registered_types_to_a_new_endpoint(
+    api_server: ApiServer, api_key: str, browser_page: object, dsp: Dispatcher
+) -> None:
+    from playwright.sync_api import Page, expect
+
+    page = browser_page
+    assert isinstance(page, Page)
+    dsp.event_types.register("order.paid", description="An order was paid", schema=SCHEMA, example=BODY["example"])
+    dsp.event_types.register("user.created", description="A user signed up", schema={"type": "object"})
+    page.goto(api_server.url + "/")
+    page.get_by_label("API key").fill(api_key)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_text("Registered event types (2)").click()
+    types = page.locator("#registered-types")
+    expect(types).to_contain_text("An order was paid")
+    expect(types).to_contain_text('"order_id": "o-1"')  # the example, pretty-printed
+    types.locator('[data-add-type="order.paid"]').click()
+    expect(page.get_by_label("Event types")).to_have_value("order.paid")  # "*" is replaced
+    types.locator('[data-add-type="user.created"]').click()
+    types.locator('[data-add-type="order.paid"]').click()  # not added twice
+    expect(page.get_by_label("Event types")).to_have_value("order.paid, user.created")
+    page.get_by_label("Webhook URL").fill("http://127.0.0.1:9/hooks")
+    page.get_by_role("button", name="Add endpoint").click()
+    expect(page.locator("#created")).to_be_visible()
+    assert [ep.event_types for ep in dsp.list_endpoints()] == [["order.paid", "user.created"]]
