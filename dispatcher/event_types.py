@@ -166,11 +166,12 @@ def _path(error: ValidationError) -> str:
     return "/" + "/".join(parts) if parts else "the data itself"
 
 
-def mismatch(name: str, validator: Validator, data: Any) -> DataMismatch:
-    """The error for data that failed ``validator``: where and which keyword, never the data's values."""
+def failure(validator: Validator, data: Any) -> str:
+    """Where ``data`` fails ``validator`` and which keyword, e.g. ``at /amount, keyword 'minimum' fails (0)``:
+    a path and what the schema says, never a value of the data (it may be secret)."""
     error = best_match(validator.iter_errors(data))
     if error is None:  # pragma: no cover - only called after is_valid() said no
-        return DataMismatch(f"data does not match the schema of event type {name!r}")
+        return "somewhere"
     keyword = str(error.validator)
     detail = ""
     expected = error.validator_value  # from the schema, not from the data
@@ -179,9 +180,7 @@ def mismatch(name: str, validator: Validator, data: Any) -> DataMismatch:
         detail = f": missing {', '.join(repr(p) for p in missing)}"
     elif keyword in _SHOWN_KEYWORDS:
         detail = f" ({_short(repr(expected), 80)})"
-    return DataMismatch(
-        f"data does not match the schema of event type {name!r}: at {_path(error)}, keyword {keyword!r} fails{detail}"
-    )
+    return f"at {_path(error)}, keyword {keyword!r} fails{detail}"
 
 
 def _text(value: object) -> str:
@@ -219,6 +218,8 @@ class EventTypes:
         if name in BUILTIN_EVENT_TYPES:
             raise InvalidInput(f"{name!r} is sent by the dispatcher itself and cannot be registered")
         description = _text(description)
+        if not isinstance(schema, dict):
+            raise InvalidSchema("schema must be a JSON object (a JSON Schema)")
         try:
             encoded_schema = orjson.dumps(schema)
         except TypeError as exc:
@@ -242,9 +243,8 @@ class EventTypes:
             except Exception as exc:  # a schema jsonschema accepts but cannot evaluate
                 raise InvalidSchema(f"schema cannot be evaluated: {_short(str(exc))}") from None
             if not valid:
-                error = mismatch(name, validator, example)
-                raise InvalidSchema(f"example does not match the schema: {str(error).split(': ', 1)[1]}")
-        entry = EventType(name, description, schema, example, round(time.time(), 3))  # type: ignore[arg-type]
+                raise InvalidSchema(f"example does not match the schema: {failure(validator, example)}")
+        entry = EventType(name, description, schema, example, round(time.time(), 3))
         record = {"description": description, "schema": schema, "example": example, "updated_at": entry.updated_at}
         self._store.put(name, orjson.dumps(record))
         self._fresh_until = 0.0
@@ -307,7 +307,9 @@ class EventTypes:
         except Exception as exc:  # a schema jsonschema accepted but cannot evaluate on this data
             raise InvalidSchema(f"the schema of {event_type!r} cannot be evaluated: {_short(str(exc))}") from None
         if not valid:
-            raise mismatch(event_type, validator, data)
+            raise DataMismatch(
+                f"data does not match the schema of event type {event_type!r}: {failure(validator, data)}"
+            )
 
     @translating
     def _refresh(self, now: float) -> None:
