@@ -68,7 +68,7 @@ data = st.recursive(
 )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(schema=schemas, value=data)
 def test_a_quick_yes_is_always_a_jsonschema_yes(schema: Any, value: Any) -> None:
     try:
