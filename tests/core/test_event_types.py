@@ -72,6 +72,7 @@ BAD_REGISTRATIONS: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"name": "order.*"}, InvalidEventType, "malformed event type"),
     ({"name": ""}, InvalidEventType, "non-empty"),
     ({"name": "webhook.test"}, InvalidInput, "sent by the dispatcher itself"),
+    ({"name": "endpoint.disabled"}, InvalidInput, "sent by the dispatcher itself"),
     ({"schema": "not a schema"}, InvalidSchema, "must be a JSON object"),
     ({"schema": {"type": "strin"}}, InvalidSchema, "not valid JSON Schema at /type"),
     ({"schema": {"minimum": "zero"}}, InvalidSchema, "not valid JSON Schema at /minimum"),
@@ -189,6 +190,7 @@ def test_require_registered_refuses_unregistered_types_but_not_the_dispatchers_o
         assert dsp.enqueue("order.paid", EXAMPLE)
         endpoint = dsp.subscribe("http://127.0.0.1:9/hook", ["order.*"])
         assert dsp.send_test(endpoint.id)  # webhook.test is the dispatcher's own type
+        assert dsp.enqueue("endpoint.disabled", {"endpoint_id": endpoint.id})  # sent by workers (worker.health)
     finally:
         dsp.close()
     permissive = Dispatcher(settings_for())
