@@ -23,4 +23,4 @@ STATS_MINUTES_SHOWN = 10  # per-minute counters returned by the stats
 # -- the event-type catalog (dispatcher.event_types) --------------------------------------------------
 EVENT_TYPE_SCHEMA_MAX_BYTES = 64 * 1024  # a registered JSON Schema, encoded
 EVENT_TYPE_DESCRIPTION_MAX_CHARS = 1000
-BUILTIN_EVENT_TYPES = frozenset({"webhook.test", "endpoint.disabled"})  # sent by the dispatcher itself
+BUILTIN_EVENT_TYPES = frozenset({"webhook.test", "endpoint.disabled"})  # sent by send_test and worker.health

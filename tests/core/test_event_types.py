@@ -259,3 +259,10 @@ def test_the_module_level_catalog_is_the_default_dispatchers(
         assert own.event_types.list() == []
     finally:
         own.close()
+
+
+def test_the_builtin_types_are_the_ones_the_dispatcher_sends() -> None:
+    from dispatcher.defaults import BUILTIN_EVENT_TYPES
+    from dispatcher.worker.health import DISABLED_EVENT
+
+    assert {DISABLED_EVENT, "webhook.test"} == BUILTIN_EVENT_TYPES
