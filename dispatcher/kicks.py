@@ -15,6 +15,7 @@ from celery import Celery
 
 from dispatcher.errormap import translated
 from dispatcher.settings import Settings
+from dispatcher.store.connection import celery_broker
 from dispatcher.store.queue import Queue, Stage
 
 log = logging.getLogger(__name__)
@@ -25,9 +26,10 @@ TASK_DELIVER = "dispatcher.deliver"
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from ours; every broker key lives under our key prefix."""
+    broker_url, transport = celery_broker(settings.celery_broker_url)  # a Sentinel URL in kombu's spelling
     return {
-        "broker_url": settings.celery_broker_url,
-        "broker_transport_options": {"global_keyprefix": settings.key_prefix, "visibility_timeout": 3600},
+        "broker_url": broker_url,
+        "broker_transport_options": {"global_keyprefix": settings.key_prefix, "visibility_timeout": 3600, **transport},
         "broker_connection_retry_on_startup": True,
         "task_default_queue": "dispatch",
         "task_ignore_result": True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
@@ -115,6 +116,13 @@ def choose_redis(redis_url: str | None, devstack_file: str | None = None) -> Red
     raise ConfigError(f"{NO_REDIS} (a running one is found through {path})")
 
 
+class Durability(StrEnum):
+    """When ``enqueue()`` returns."""
+
+    PRIMARY = "primary"  # once the primary holds the event (lost if it dies before a replica copied it)
+    REPLICATED = "replicated"  # once ``enqueue_replicas`` replicas hold it too (Redis ``WAIT``)
+
+
 class Settings(BaseSettings):
     """Dispatcher configuration. Build one at process start and pass it down."""
 
@@ -145,6 +153,15 @@ class Settings(BaseSettings):
         ge=0,
         description="how long a producer trusts its compiled event-type schemas before checking the catalog for "
         "changes made by another process (one GET)",
+    )
+    enqueue_durability: Durability = Field(
+        default=Durability.PRIMARY,
+        description="`primary`: `enqueue()` returns once the Redis primary holds the event; `replicated`: once "
+        "`ENQUEUE_REPLICAS` replicas hold it too, else it raises `NotReplicated`",
+    )
+    enqueue_replicas: int = Field(default=1, ge=1, description="replicas that must hold an event (`replicated`)")
+    enqueue_replica_timeout_ms: int = Field(
+        default=2000, ge=1, description="how long `enqueue()` waits for them before raising `NotReplicated`"
     )
 
     # delivery
