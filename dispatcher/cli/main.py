@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from dispatcher.cli.bench import bench
 from dispatcher.cli.config import cli_settings
+from dispatcher.cli.event_types import event_types
 from dispatcher.cli.flower import flower
 from dispatcher.cli.pull import listen, subscribe_poll
 from dispatcher.cli.tenants import tenant
@@ -462,6 +463,7 @@ cli.add_command(subscribe_poll)
 cli.add_command(listen)
 cli.add_command(flower)
 cli.add_command(bench)
+cli.add_command(event_types)
 cli.add_command(tenant)
 
 

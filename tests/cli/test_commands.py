@@ -43,6 +43,7 @@ COMMANDS = [
     "listen",
     "bench",
     "flower",
+    "event-types",
 ]
 
 
