@@ -99,6 +99,11 @@ class Dispatcher:
         return self.store.tenants.list()
 
     @translating
+    def issue_tenant_token(self, tenant_id: str) -> str:
+        """A new API token that reaches only this tenant's resources (shown once; deleting the tenant revokes it)."""
+        return self.store.tenants.issue_token(tenant_id)
+
+    @translating
     def delete_tenant(self, tenant_id: str) -> int:
         """Delete a tenant, its endpoints and their pending work (dead at once, "endpoint deleted"); events
         of it still waiting for fan-out find no endpoint. Returns how many deliveries were purged."""

@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dispatcher.api.auth import Auth, require_auth
+from dispatcher.api.auth import Auth, operator_only, require_auth
 from dispatcher.api.errors import ERROR_RESPONSES, error_response, install_error_handlers
 from dispatcher.api.guard import AllowedHosts, GuardedH11Protocol, RedactCredentials
 from dispatcher.api.prometheus import DispatcherCollector
@@ -144,7 +144,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
     )
     app.state.settings = settings
     app.state.dispatcher = dsp
-    app.state.auth = Auth(settings, dsp.store.sessions)
+    app.state.auth = Auth(settings, dsp.store.sessions, dsp.store.tenants)
     registry = CollectorRegistry()
     registry.register(DispatcherCollector(dsp))
     app.state.registry = registry
@@ -171,7 +171,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
 
     @app.get(
         "/metrics",
-        dependencies=[Depends(require_auth)],
+        dependencies=[Depends(require_auth), Depends(operator_only)],
         tags=["monitoring"],
         response_class=Response,  # no media type of its own: the 200 is text/plain, errors stay JSON
         responses={
@@ -179,7 +179,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
                 "description": "Prometheus text exposition format (version 0.0.4)",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             },
-            **{code: ERROR_RESPONSES[code] for code in (401, 429)},
+            **{code: ERROR_RESPONSES[code] for code in (401, 403, 429)},
         },
     )
     def get_metrics() -> Response:

@@ -27,15 +27,19 @@ from dispatcher.api.errors import ApiError
 from dispatcher.api.guard import FailedAuth
 from dispatcher.settings import Settings
 from dispatcher.store.sessions import Sessions
+from dispatcher.store.tenants import TENANT_TOKEN_PREFIX, TenantStore
 
 SESSION_COOKIE = "dispatcher_session"
 CSRF_HEADER = "x-dispatcher-csrf"
 SESSION_TTL_S = 12 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-Principal = Literal["bearer", "session", "open"]
+Principal = Literal["bearer", "session", "open", "tenant"]
 
-bearer_scheme = HTTPBearer(auto_error=False, description="one of DISPATCHER_API_KEYS")
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="one of DISPATCHER_API_KEYS, or a tenant token (wht_...: that tenant's resources only)",
+)
 cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="the web page's login session")
 
 
@@ -46,10 +50,11 @@ def _digest(value: str) -> bytes:
 class Auth:
     """The configured keys, the web page's sessions and the checks made on every request."""
 
-    def __init__(self, settings: Settings, sessions: Sessions) -> None:
+    def __init__(self, settings: Settings, sessions: Sessions, tenants: TenantStore) -> None:
         self._keys = tuple(settings.api_keys)
         self._digests = tuple(_digest(k) for k in self._keys)
         self._sessions = sessions
+        self._tenants = tenants
         self.open = not self._keys and settings.api_insecure_no_auth
         self.failures = FailedAuth(settings.api_auth_failures_per_minute)
 
@@ -80,8 +85,10 @@ class Auth:
         return unauthorized(message)
 
     def authenticate(self, request: Request) -> Principal:
-        """Who is calling, or raise a 401/403/429 ``ApiError``."""
+        """Who is calling, or raise a 401/403/429 ``ApiError``. A tenant token sets ``request.state.tenant``
+        (``tenant_scope``): the routes then reach that tenant's resources only."""
         self.failures.check(client_address(request))
+        request.state.tenant = None
         header = request.headers.get("authorization")
         unsafe = request.method not in SAFE_METHODS
         if header is None and unsafe:
@@ -90,7 +97,14 @@ class Auth:
             scheme, _, credentials = header.partition(" ")
             if scheme.lower() != "bearer" or not credentials.strip():
                 raise unauthorized("the Authorization header must be 'Bearer <api key>'")
-            if self.open or self.check_key(credentials.strip()):
+            credential = credentials.strip()
+            if credential.startswith(TENANT_TOKEN_PREFIX):
+                tenant = self._tenants.token_tenant(credential)
+                if tenant is None:
+                    raise self.refuse(request, "invalid tenant token (revoked, or its tenant was deleted)")
+                request.state.tenant = tenant
+                return "tenant"
+            if self.open or self.check_key(credential):
                 return "open" if self.open else "bearer"
             raise self.refuse(request, "invalid API key")
         if self.open:
@@ -135,6 +149,17 @@ def refuse_cross_site(request: Request) -> None:
         host = request.headers.get("host", "")
         if origin == "null" or origin.split("://", 1)[-1] != host:
             raise ApiError(403, "csrf", "cross-origin requests are refused")
+
+
+def tenant_scope(request: Request) -> str | None:
+    """The tenant a tenant token limits this request to; None for an operator (API key, session, no-auth)."""
+    return getattr(request.state, "tenant", None)
+
+
+def operator_only(request: Request) -> None:
+    """FastAPI dependency of the routes a tenant token may not use (they span every tenant)."""
+    if tenant_scope(request) is not None:
+        raise ApiError(403, "forbidden", "a tenant token reaches its own tenant's resources only, not this route")
 
 
 def get_auth(request: Request) -> Auth:

@@ -56,11 +56,12 @@ from dispatcher.api.errors import ERROR_RESPONSES, ApiError, dispatcher_error_st
 from dispatcher.api.guard import StreamSlots
 from dispatcher.api.schemas import ErrorBody
 from dispatcher.errormap import translate
-from dispatcher.errors import CursorExpired, DispatcherError, InvalidCursor, NotPollable
+from dispatcher.errors import CursorExpired, DispatcherError, EndpointNotFound, InvalidCursor, NotPollable
 from dispatcher.models import Endpoint
 from dispatcher.settings import Settings
 from dispatcher.signing import PULL_TOKEN_PREFIX, endpoint_token
 from dispatcher.store.pull_log import Page, PullLog, format_cursor, parse_cursor, position
+from dispatcher.store.tenants import TENANT_TOKEN_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,14 @@ async def authorize(
 ) -> Endpoint:
     """The endpoint whose log the caller may read, or a 401/403/404/409/429 error."""
     auth.failures.check(client_address(client))
-    if credential is not None and not auth.open and not auth.check_key(credential):
+    if credential is not None and credential.startswith(TENANT_TOKEN_PREFIX):
+        tenant = await pull.token_tenant(credential)
+        if tenant is None:
+            raise auth.refuse(client, "invalid tenant token (revoked, or its tenant was deleted)")
+        endpoint = await pull.endpoint(endpoint_id)
+        if endpoint.tenant != tenant:  # another tenant's: as if it did not exist
+            raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
+    elif credential is not None and not auth.open and not auth.check_key(credential):
         if not credential.startswith(PULL_TOKEN_PREFIX):
             raise auth.refuse(client, "invalid API key")
         found = await pull.find_endpoint(endpoint_id)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from pydantic import Discriminator, Tag
 
-from dispatcher.api.auth import require_auth
+from dispatcher.api.auth import operator_only, require_auth, tenant_scope
 from dispatcher.api.errors import ERROR_RESPONSES, ApiError
 from dispatcher.api.schemas import (
     MAX_EVENTS_PER_REQUEST,
@@ -35,6 +35,7 @@ from dispatcher.api.schemas import (
     StatsOut,
 )
 from dispatcher.client import Dispatcher
+from dispatcher.errors import DeliveryNotFound, EndpointNotFound, EventNotFound, TenantNotFound
 from dispatcher.models import Delivery, DeliveryState, Endpoint
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_auth)], responses=ERROR_RESPONSES)
@@ -47,6 +48,25 @@ def get_dispatcher(request: Request) -> Dispatcher:
 
 
 Dsp = Annotated[Dispatcher, Depends(get_dispatcher)]
+Scope = Annotated[str | None, Depends(tenant_scope)]  # a tenant token's tenant; None for an operator
+OPERATOR_ONLY = [Depends(operator_only)]
+
+
+def owned_endpoint(dsp: Dispatcher, endpoint_id: str, scope: str | None) -> Endpoint:
+    """The endpoint, if the caller may see it: another tenant's answers 404, as if it did not exist."""
+    endpoint = dsp.get_endpoint(endpoint_id)
+    if scope is not None and endpoint.tenant != scope:
+        raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
+    return endpoint
+
+
+def scoped_tenant(tenant: str | None, scope: str | None) -> str | None:
+    """The tenant a request writes for: a tenant token's own, never another one (404, no existence leak)."""
+    if scope is None:
+        return tenant
+    if tenant is not None and tenant != scope:
+        raise TenantNotFound(f"no tenant {tenant!r}")
+    return scope
 
 
 def with_secret(endpoint: Endpoint) -> dict[str, Any]:
@@ -60,61 +80,69 @@ def with_secret(endpoint: Endpoint) -> dict[str, Any]:
 
 # -- endpoints ------------------------------------------------------------------------------------
 @router.post("/endpoints", status_code=status.HTTP_201_CREATED, response_model=EndpointOut, tags=["endpoints"])
-def create_endpoint(body: EndpointCreate, dsp: Dsp) -> dict[str, Any]:
+def create_endpoint(body: EndpointCreate, dsp: Dsp, scope: Scope) -> dict[str, Any]:
     """Register an endpoint. The answer holds its full signing secret: the only time it is shown."""
     fields = body.model_dump(exclude_unset=True)
+    if scope is not None:
+        fields["tenant"] = scoped_tenant(fields.get("tenant"), scope)
     url, event_types, secret = fields.pop("url", None), fields.pop("event_types", ["*"]), fields.pop("secret", None)
     return with_secret(dsp.subscribe(url, event_types, secret, **fields))
 
 
 @router.get("/endpoints", response_model=EndpointList, tags=["endpoints"])
-def list_endpoints(dsp: Dsp) -> dict[str, Any]:
-    return {"endpoints": [ep.masked() for ep in dsp.list_endpoints()]}
+def list_endpoints(dsp: Dsp, scope: Scope) -> dict[str, Any]:
+    return {"endpoints": [ep.masked() for ep in dsp.list_endpoints(tenant=scope)]}
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=EndpointOut, tags=["endpoints"])
-def get_endpoint(endpoint_id: str, dsp: Dsp) -> dict[str, Any]:
-    return dsp.get_endpoint(endpoint_id).masked()
+def get_endpoint(endpoint_id: str, dsp: Dsp, scope: Scope) -> dict[str, Any]:
+    return owned_endpoint(dsp, endpoint_id, scope).masked()
 
 
 @router.patch("/endpoints/{endpoint_id}", response_model=EndpointOut, tags=["endpoints"])
-def update_endpoint(endpoint_id: str, body: EndpointUpdate, dsp: Dsp) -> dict[str, Any]:
+def update_endpoint(endpoint_id: str, body: EndpointUpdate, dsp: Dsp, scope: Scope) -> dict[str, Any]:
     """Change the given fields; ``enabled: true`` also clears the disabled reason."""
+    owned_endpoint(dsp, endpoint_id, scope)
     return dsp.update_endpoint(endpoint_id, **body.model_dump(exclude_unset=True)).masked()
 
 
 @router.delete("/endpoints/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["endpoints"])
-def delete_endpoint(endpoint_id: str, dsp: Dsp) -> Response:
+def delete_endpoint(endpoint_id: str, dsp: Dsp, scope: Scope) -> Response:
+    owned_endpoint(dsp, endpoint_id, scope)
     dsp.unsubscribe(endpoint_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/endpoints/{endpoint_id}/rotate-secret", response_model=EndpointOut, tags=["endpoints"])
 def rotate_endpoint_secret(
-    endpoint_id: str, dsp: Dsp, body: Annotated[RotateSecret | None, Body()] = None
+    endpoint_id: str, dsp: Dsp, scope: Scope, body: Annotated[RotateSecret | None, Body()] = None
 ) -> dict[str, Any]:
     """New signing secret, shown once; the old one keeps signing alongside it for ``grace_s`` (1 day)."""
+    owned_endpoint(dsp, endpoint_id, scope)
     req = body or RotateSecret()
     return with_secret(dsp.rotate_secret(endpoint_id, req.grace_s, req.secret))
 
 
 @router.post("/endpoints/{endpoint_id}/enable", response_model=EndpointOut, tags=["endpoints"])
-def enable_endpoint(endpoint_id: str, dsp: Dsp) -> dict[str, Any]:
+def enable_endpoint(endpoint_id: str, dsp: Dsp, scope: Scope) -> dict[str, Any]:
+    owned_endpoint(dsp, endpoint_id, scope)
     return dsp.enable_endpoint(endpoint_id).masked()
 
 
 @router.post("/endpoints/{endpoint_id}/disable", response_model=EndpointOut, tags=["endpoints"])
 def disable_endpoint(
-    endpoint_id: str, dsp: Dsp, body: Annotated[DisableEndpoint | None, Body()] = None
+    endpoint_id: str, dsp: Dsp, scope: Scope, body: Annotated[DisableEndpoint | None, Body()] = None
 ) -> dict[str, Any]:
+    owned_endpoint(dsp, endpoint_id, scope)
     return dsp.disable_endpoint(endpoint_id, body.reason if body else None).masked()
 
 
 @router.post(
     "/endpoints/{endpoint_id}/test", status_code=status.HTTP_202_ACCEPTED, response_model=SentTest, tags=["endpoints"]
 )
-def send_test_event(endpoint_id: str, dsp: Dsp) -> dict[str, str]:
+def send_test_event(endpoint_id: str, dsp: Dsp, scope: Scope) -> dict[str, str]:
     """Send a ``webhook.test`` event to this endpoint only, whatever its type filters."""
+    owned_endpoint(dsp, endpoint_id, scope)
     return {"event_id": dsp.send_test(endpoint_id)}
 
 
@@ -138,26 +166,35 @@ EventsBody = Annotated[
     response_model_exclude_none=True,
     tags=["events"],
 )
-def enqueue_event(body: EventsBody, dsp: Dsp) -> dict[str, Any]:
+def enqueue_event(body: EventsBody, dsp: Dsp, scope: Scope) -> dict[str, Any]:
     """Store events durably for delivery to every matching endpoint. An array is all or nothing."""
     if isinstance(body, EventIn):
+        tenant = scoped_tenant(body.tenant, scope)
         event_id = dsp.enqueue(
-            body.type, body.data, event_id=body.id, idempotency_key=body.idempotency_key, tenant=body.tenant
+            body.type, body.data, event_id=body.id, idempotency_key=body.idempotency_key, tenant=tenant
         )
         return {"ids": [event_id], "id": event_id}
     if not 1 <= len(body) <= MAX_EVENTS_PER_REQUEST:
         raise ApiError(422, "validation_error", f"send 1 to {MAX_EVENTS_PER_REQUEST} events per request")
     items = [
-        {"type": e.type, "data": e.data, "id": e.id, "idempotency_key": e.idempotency_key, "tenant": e.tenant}
+        {
+            "type": e.type,
+            "data": e.data,
+            "id": e.id,
+            "idempotency_key": e.idempotency_key,
+            "tenant": scoped_tenant(e.tenant, scope),
+        }
         for e in body
     ]
     return {"ids": dsp.enqueue_many(items)}
 
 
 @router.get("/events/{event_id}", response_model=EventOut, tags=["events"])
-def get_event(event_id: str, dsp: Dsp) -> dict[str, Any]:
+def get_event(event_id: str, dsp: Dsp, scope: Scope) -> dict[str, Any]:
     """The event as sent, and its deliveries (none until fanned out) with every attempt."""
     event = dsp.event(event_id)
+    if scope is not None and event["tenant"] != scope:
+        raise EventNotFound(f"no event {event_id!r}")
     return {**event, "deliveries": dsp.deliveries(event_id)}
 
 
@@ -173,7 +210,13 @@ def get_event_type(name: str, dsp: Dsp) -> dict[str, Any]:
     return dsp.event_types.get(name).as_dict()
 
 
-@router.put("/event-types/{name}", response_model=EventTypeOut, response_model_by_alias=True, tags=["event types"])
+@router.put(
+    "/event-types/{name}",
+    response_model=EventTypeOut,
+    response_model_by_alias=True,
+    tags=["event types"],
+    dependencies=OPERATOR_ONLY,
+)
 def register_event_type(name: str, body: EventTypeIn, dsp: Dsp) -> dict[str, Any]:
     """Register (or replace) an event type: events of this type whose data does not match the schema are
     refused from then on (400). The schema must be valid JSON Schema and the example match it."""
@@ -181,7 +224,9 @@ def register_event_type(name: str, body: EventTypeIn, dsp: Dsp) -> dict[str, Any
     return registered.as_dict()
 
 
-@router.delete("/event-types/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["event types"])
+@router.delete(
+    "/event-types/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["event types"], dependencies=OPERATOR_ONLY
+)
 def delete_event_type(name: str, dsp: Dsp) -> Response:
     """Unregister an event type: its events are no longer checked (or refused, with the require setting)."""
     dsp.event_types.unregister(name)
@@ -193,17 +238,29 @@ def delete_event_type(name: str, dsp: Dsp) -> Response:
 def list_endpoint_deliveries(
     endpoint_id: str,
     dsp: Dsp,
+    scope: Scope,
     state: DeliveryState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, list[Delivery]]:
     """The endpoint's deliveries, newest first; ``state=dead`` reads its dead-letter queue."""
-    dsp.get_endpoint(endpoint_id)
+    owned_endpoint(dsp, endpoint_id, scope)
     return {"deliveries": dsp.endpoint_deliveries(endpoint_id, state, limit)}
 
 
 @router.get("/deliveries/{delivery_id}", response_model=Delivery, tags=["deliveries"])
-def get_delivery(delivery_id: str, dsp: Dsp) -> Delivery:
-    return dsp.get_delivery(delivery_id)
+def get_delivery(delivery_id: str, dsp: Dsp, scope: Scope) -> Delivery:
+    return owned_delivery(dsp, delivery_id, scope)
+
+
+def owned_delivery(dsp: Dispatcher, delivery_id: str, scope: str | None) -> Delivery:
+    """The delivery, if the caller may see it (a tenant token: one of its own endpoints' only)."""
+    delivery = dsp.get_delivery(delivery_id)
+    if scope is not None:
+        try:
+            owned_endpoint(dsp, delivery.endpoint_id, scope)
+        except EndpointNotFound:
+            raise DeliveryNotFound(f"no delivery {delivery_id!r}") from None
+    return delivery
 
 
 @router.post(
@@ -212,8 +269,9 @@ def get_delivery(delivery_id: str, dsp: Dsp) -> Delivery:
     response_model=Replayed,
     tags=["deliveries"],
 )
-def replay_delivery(delivery_id: str, dsp: Dsp) -> dict[str, int]:
+def replay_delivery(delivery_id: str, dsp: Dsp, scope: Scope) -> dict[str, int]:
     """Queue a dead delivery again for a fresh round of attempts (409 unless it is dead)."""
+    owned_delivery(dsp, delivery_id, scope)
     return {"replayed": dsp.replay(delivery_id)}
 
 
@@ -226,16 +284,17 @@ def replay_delivery(delivery_id: str, dsp: Dsp) -> dict[str, int]:
 def replay_endpoint(
     endpoint_id: str,
     dsp: Dsp,
+    scope: Scope,
     state: Literal["dead"] = "dead",
     since: Annotated[float | None, Query(ge=0, description="unix time: only dead-lettered at or after")] = None,
 ) -> dict[str, int]:
     """Replay every dead delivery of the endpoint (optionally only those dead since ``since``)."""
-    dsp.get_endpoint(endpoint_id)
+    owned_endpoint(dsp, endpoint_id, scope)
     return {"replayed": dsp.replay(endpoint_id=endpoint_id, since=since)}
 
 
 # -- stats ----------------------------------------------------------------------------------------
-@router.get("/stats", response_model=StatsOut, tags=["monitoring"])
+@router.get("/stats", response_model=StatsOut, tags=["monitoring"], dependencies=OPERATOR_ONLY)
 def get_stats(dsp: Dsp) -> dict[str, Any]:
     """Counters, queue depths, dead letters, workers and per-minute outcomes (see /metrics)."""
     return dsp.stats()

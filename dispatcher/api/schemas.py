@@ -177,6 +177,11 @@ class TenantList(BaseModel):
     tenants: list[TenantOut]
 
 
+class TenantToken(BaseModel):
+    tenant: str
+    token: str = Field(description="wht_...: shown this once; send it as 'Authorization: Bearer <token>'")
+
+
 class TenantDeleted(BaseModel):
     purged: int = Field(description="pending deliveries of its endpoints, now dead ('endpoint deleted')")
 
@@ -200,6 +205,7 @@ class EventOut(BaseModel):
     timestamp: str
     data: Any
     fanned_out: bool
+    tenant: str
     deliveries: list[Delivery]
 
 

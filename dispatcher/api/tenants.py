@@ -1,4 +1,8 @@
-"""The ``/v1/tenants`` routes: tenants, and each one's endpoints, thin over ``Dispatcher``."""
+"""The ``/v1/tenants`` routes: tenants, each one's endpoints and its tokens, thin over ``Dispatcher``.
+
+Creating, listing and deleting tenants and issuing tokens is the operator's (a tenant token gets 403); a
+tenant token reads its own tenant only (any other answers 404, as if it did not exist).
+"""
 
 from __future__ import annotations
 
@@ -8,34 +12,53 @@ from fastapi import APIRouter, Depends, status
 
 from dispatcher.api.auth import require_auth
 from dispatcher.api.errors import ERROR_RESPONSES
-from dispatcher.api.routes import Dsp
-from dispatcher.api.schemas import EndpointList, TenantCreate, TenantDeleted, TenantList, TenantOut
+from dispatcher.api.routes import OPERATOR_ONLY, Dsp, Scope
+from dispatcher.api.schemas import EndpointList, TenantCreate, TenantDeleted, TenantList, TenantOut, TenantToken
+from dispatcher.errors import TenantNotFound
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_auth)], responses=ERROR_RESPONSES, tags=["tenants"])
 
 
-@router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantOut)
+def own(tenant_id: str, scope: str | None) -> str:
+    if scope is not None and tenant_id != scope:
+        raise TenantNotFound(f"no tenant {tenant_id!r}")
+    return tenant_id
+
+
+@router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantOut, dependencies=OPERATOR_ONLY)
 def create_tenant(body: TenantCreate, dsp: Dsp) -> dict[str, Any]:
     """A tenant: its endpoints receive only the events posted with its id (``"tenant"``)."""
     return dsp.create_tenant(body.id, body.name).model_dump()
 
 
-@router.get("/tenants", response_model=TenantList)
+@router.get("/tenants", response_model=TenantList, dependencies=OPERATOR_ONLY)
 def list_tenants(dsp: Dsp) -> dict[str, Any]:
     return {"tenants": [t.model_dump() for t in dsp.list_tenants()]}
 
 
 @router.get("/tenants/{tenant_id}", response_model=TenantOut)
-def get_tenant(tenant_id: str, dsp: Dsp) -> dict[str, Any]:
-    return dsp.get_tenant(tenant_id).model_dump()
+def get_tenant(tenant_id: str, dsp: Dsp, scope: Scope) -> dict[str, Any]:
+    return dsp.get_tenant(own(tenant_id, scope)).model_dump()
 
 
-@router.delete("/tenants/{tenant_id}", response_model=TenantDeleted)
+@router.delete("/tenants/{tenant_id}", response_model=TenantDeleted, dependencies=OPERATOR_ONLY)
 def delete_tenant(tenant_id: str, dsp: Dsp) -> dict[str, int]:
-    """Delete the tenant, its endpoints and their pending deliveries."""
+    """Delete the tenant, its endpoints and their pending deliveries; its tokens stop working."""
     return {"purged": dsp.delete_tenant(tenant_id)}
 
 
 @router.get("/tenants/{tenant_id}/endpoints", response_model=EndpointList)
-def list_tenant_endpoints(tenant_id: str, dsp: Dsp) -> dict[str, Any]:
-    return {"endpoints": [ep.masked() for ep in dsp.list_endpoints(tenant=tenant_id)]}
+def list_tenant_endpoints(tenant_id: str, dsp: Dsp, scope: Scope) -> dict[str, Any]:
+    return {"endpoints": [ep.masked() for ep in dsp.list_endpoints(tenant=own(tenant_id, scope))]}
+
+
+@router.post(
+    "/tenants/{tenant_id}/tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TenantToken,
+    dependencies=OPERATOR_ONLY,
+)
+def create_tenant_token(tenant_id: str, dsp: Dsp) -> dict[str, str]:
+    """A token for the tenant's own backend: it reaches that tenant's endpoints, events, deliveries, replay
+    and pull logs only. Shown once (only its digest is stored); deleting the tenant revokes it."""
+    return {"tenant": tenant_id, "token": dsp.issue_tenant_token(tenant_id)}

@@ -29,6 +29,7 @@ from dispatcher.api.auth import (
     SESSION_TTL_S,
     client_address,
     get_auth,
+    operator_only,
     refuse_cross_site,
     require_auth,
     require_csrf_header,
@@ -185,7 +186,7 @@ def index(request: Request) -> HTMLResponse:
     )
 
 
-@router.get("/web/endpoints", response_class=HTMLResponse, dependencies=[Depends(require_auth)])
+@router.get("/web/endpoints", response_class=HTMLResponse, dependencies=[Depends(require_auth), Depends(operator_only)])
 def endpoints_fragment(request: Request) -> HTMLResponse:
     """The endpoint list alone, for the page's periodic refresh."""
     dsp = _dispatcher(request)
@@ -197,7 +198,7 @@ def endpoints_fragment(request: Request) -> HTMLResponse:
     )
 
 
-@router.post("/web/pull-token", dependencies=[Depends(require_auth)])
+@router.post("/web/pull-token", dependencies=[Depends(require_auth), Depends(operator_only)])
 def pull_token(body: PullTokenIn) -> PullTokenOut:
     """The pull token a secret derives for an endpoint: a pure computation, nothing is read or stored.
 

@@ -42,6 +42,18 @@ def list_() -> None:
         dsp.close()
 
 
+@tenant.command("token")
+@click.argument("tenant_id")
+def token(tenant_id: str) -> None:
+    """Issue an API token that reaches only TENANT_ID's resources (printed once)."""
+    dsp = Dispatcher(cli_settings())
+    try:
+        click.echo(dsp.issue_tenant_token(tenant_id))
+    finally:
+        dsp.close()
+    click.echo("Store the token now: it is not shown again. Deleting the tenant revokes it.", err=True)
+
+
 @tenant.command("delete")
 @click.argument("tenant_id")
 def delete(tenant_id: str) -> None:

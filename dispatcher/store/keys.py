@@ -16,6 +16,8 @@ class Keys:
         self.endpoints = f"{prefix}endpoints"
         # hash: tenant id -> tenant JSON (the default tenant has no entry: it always exists)
         self.tenants = f"{prefix}tenants"
+        # hash: sha256 hex of a tenant token -> its tenant id (the token itself is never stored)
+        self.tenant_tokens = f"{prefix}tenants:tokens"
         # hash: endpoint id -> JSON {raw, reason, at} of an endpoint record the workers could not read
         self.endpoints_quarantine = f"{prefix}endpoints:quarantine"
         # hash: kind of stored record ("endpoint", "delivery", "event", "stream") -> how many were unusable

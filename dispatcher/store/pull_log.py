@@ -38,6 +38,7 @@ from dispatcher.signing import secret_key, signature_header
 from dispatcher.store.connection import connect_async
 from dispatcher.store.keys import Keys
 from dispatcher.store.scripts import Scripts
+from dispatcher.store.tenants import token_digest
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +289,12 @@ class PullLog:
         r, _ = self._ensure()
         raw = await r.hget(self.keys.endpoints, endpoint_id)
         return None if raw is None else Endpoint.model_validate_json(raw)
+
+    async def token_tenant(self, token: str) -> str | None:
+        """The tenant a tenant token belongs to (``store.tenants``), or None."""
+        r, _ = self._ensure()
+        found = await r.hget(self.keys.tenant_tokens, token_digest(token))
+        return None if found is None else (found.decode() if isinstance(found, bytes) else str(found))
 
     async def endpoint(self, endpoint_id: str) -> Endpoint:
         found = await self.find_endpoint(endpoint_id)

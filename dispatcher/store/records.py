@@ -9,7 +9,7 @@ import orjson
 import redis
 
 from dispatcher.errors import DeliveryNotFound, EventNotFound, InvalidState
-from dispatcher.models import Attempt, Delivery, DeliveryState
+from dispatcher.models import DEFAULT_TENANT, Attempt, Delivery, DeliveryState
 from dispatcher.store.keys import Keys
 from dispatcher.store.scripts import Scripts
 
@@ -72,7 +72,8 @@ class Records:
                 raise ValueError("not an object")
         except (KeyError, ValueError):
             raise InvalidState(f"event {event_id!r} has an unreadable record") from None
-        return {**body, "fanned_out": b"deliveries" in raw}
+        tenant = _s(raw[b"tenant"]) if b"tenant" in raw else DEFAULT_TENANT
+        return {**body, "fanned_out": b"deliveries" in raw, "tenant": tenant}
 
     def delivery_ids(self, event_id: str) -> list[str]:
         value = self._r.hget(self._k.event(event_id), "deliveries")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 from typing import cast
 
@@ -13,6 +15,11 @@ from dispatcher.models import DEFAULT_TENANT, Tenant
 from dispatcher.store.keys import Keys
 
 MAX_TENANT_NAME_CHARS = 200
+TENANT_TOKEN_PREFIX = "wht_"  # a tenant-scoped API token: reaches that tenant's resources only
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class TenantStore:
@@ -48,8 +55,27 @@ class TenantStore:
         return [Tenant(id=DEFAULT_TENANT), *found]
 
     def remove(self, tenant_id: str) -> None:
-        """Forget the tenant: from now on nothing can be enqueued for it or subscribed under it."""
+        """Forget the tenant and revoke its tokens: from now on nothing can be enqueued for it, subscribed
+        under it or read with its tokens."""
         if tenant_id == DEFAULT_TENANT:
             raise InvalidState(f"the tenant {DEFAULT_TENANT!r} cannot be deleted")
         if not self._r.hdel(self._k.tenants, tenant_id):
             raise TenantNotFound(f"no tenant {tenant_id!r}")
+        theirs = [d for d, t in cast(dict[bytes, bytes], self._r.hgetall(self._k.tenant_tokens)).items()
+                  if t.decode() == tenant_id]  # fmt: skip
+        if theirs:
+            self._r.hdel(self._k.tenant_tokens, *theirs)
+
+    # -- tokens -----------------------------------------------------------------------------------
+    def issue_token(self, tenant_id: str) -> str:
+        """A new token that reaches only this tenant's endpoints, deliveries, events and pull logs; shown
+        once (only its digest is stored)."""
+        self.get(tenant_id)  # TenantNotFound
+        token = TENANT_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self._r.hset(self._k.tenant_tokens, token_digest(token), tenant_id)
+        return token
+
+    def token_tenant(self, token: str) -> str | None:
+        """The tenant a token belongs to, or None."""
+        found = self._r.hget(self._k.tenant_tokens, token_digest(token))
+        return cast(bytes, found).decode() if found is not None else None

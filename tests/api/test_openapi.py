@@ -54,6 +54,7 @@ OPERATION_IDS = {
     "get_tenant",
     "delete_tenant",
     "list_tenant_endpoints",
+    "create_tenant_token",
     "create_endpoint",
     "list_endpoints",
     "get_endpoint",
@@ -305,6 +306,10 @@ def test_generated_client_drives_every_operation_of_a_live_api(
     theirs = call("create_endpoint", 201, body=m.EndpointCreate(url=failing.url, tenant="acme"))
     assert theirs.tenant == "acme"
     assert [e.id for e in call("list_tenant_endpoints", 200, "acme").endpoints] == [theirs.id]
+    token = call("create_tenant_token", 201, "acme")
+    assert isinstance(token, m.TenantToken) and token.token.startswith("wht_")
+    scoped = generated.AuthenticatedClient(base_url=api_server.url, token=token.token)
+    assert [e.id for e in call("list_endpoints", 200, on=scoped).endpoints] == [theirs.id]
     assert call("delete_tenant", 200, "acme").purged == 0
     assert call("get_tenant", 404, "acme").error.code == "not_found"
     assert called == OPERATION_IDS

@@ -163,6 +163,7 @@ def test_tenants_from_the_command_line(
     assert endpoint["tenant"] == "acme"
     assert [e["id"] for e in json.loads(ok(run("endpoints", "--json", "--tenant", "acme")))] == [endpoint["id"]]
     assert ok(run("enqueue", "order.paid", "{}", "--tenant", "acme")).strip().startswith("msg_")
+    assert ok(run("tenant", "token", "acme")).strip().startswith("wht_")
     assert_clean_error(run("enqueue", "order.paid", "{}", "--tenant", "nope"), 1, "no tenant 'nope'")
     assert_clean_error(run("subscribe", receiver.url, "--tenant", "nope"), 1, "no tenant 'nope'")
     assert json.loads(ok(run("tenant", "delete", "acme"))) == {"deleted": "acme", "purged": 0}
