@@ -117,7 +117,9 @@ def test_times_out_empty_after_wait(api: TestClient, dsp: Dispatcher) -> None:
     body = api.get(poll_url(poll.id), params={"wait": 0.3}).json()
     elapsed = time.monotonic() - started
     assert body == {"events": [], "cursor": f"{poll.id}:0-0", "has_more": False}
-    assert 0.3 <= elapsed < 2.0
+    # held at least the wait, and answered on its own long before the 30 s a wait may ask (a loaded
+    # machine may add seconds, never tens of them)
+    assert 0.3 <= elapsed < 15.0
 
 
 def test_each_event_verifies_like_a_webhook_also_across_a_rotation(
