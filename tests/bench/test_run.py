@@ -15,7 +15,7 @@ from dispatcher.cli.main import cli
 
 def test_baselines_run_first_then_the_scenarios_in_readme_order() -> None:
     assert [s.name for s in load()] == [
-        "ceiling", "handwritten", "fanout", "one_to_one", "enqueue", "latency", "isolation", "backlog", "flower",
+        "ceiling", "handwritten", "fanout", "one_to_one", "enqueue", "latency", "isolation", "backlog", "flower", "tenants",
     ]  # fmt: skip
     assert [s.name for s in select(["backlog", "ceiling"])] == ["ceiling", "backlog"]
 
@@ -64,5 +64,5 @@ def test_list_names_every_step() -> None:
     assert result.exit_code == 0
     assert result.output.split() == [
         "ceiling", "(baseline)", "handwritten", "(baseline)", "fanout", "one_to_one", "enqueue", "latency",
-        "isolation", "backlog", "flower",
+        "isolation", "backlog", "flower", "tenants",
     ]  # fmt: skip
