@@ -1,5 +1,9 @@
 """Kicks: small Celery messages that wake workers when Redis holds due work, and the Celery configuration.
 
+The broker is the store's Redis unless ``broker_url`` names another: RabbitMQ (``amqp://``) carries the
+kicks then, and everything else stays in Redis. Losing a kick loses nothing: the scheduler sends another
+once its slot lapses.
+
 The work itself (events to fan out, deliveries to attempt) lives in Redis sorted sets, so a kick
 carries nothing but a slot number. Each stage has ``kick_parallelism`` slots; a slot is a Redis key
 with a TTL held by the task running it, so the number of kicks queued or running per stage stays
@@ -10,11 +14,13 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 
 from dispatcher.errormap import translated
-from dispatcher.settings import Settings
+from dispatcher.errors import BrokerUnavailable, ConfigError
+from dispatcher.settings import Settings, is_amqp, redact_url
 from dispatcher.store.queue import Queue, Stage
 
 log = logging.getLogger(__name__)
@@ -23,13 +29,33 @@ TASK_FANOUT = "dispatcher.fanout"
 TASK_DELIVER = "dispatcher.deliver"
 
 
+KICK_CONFIRM_TIMEOUT_S = 5.0  # RabbitMQ: how long a kick's publish waits for the broker's confirmation
+
+
+def _broker_names(settings: Settings) -> dict[str, Any]:
+    """Where Celery's messages live on the broker, apart for each key prefix: on Redis the keys are prefixed
+    (kombu's ``global_keyprefix``); on RabbitMQ, which has no key prefix, the queue and exchanges are named
+    after it, so dispatchers of several prefixes can share one vhost."""
+    prefix = settings.key_prefix
+    if is_amqp(settings.celery_broker_url):
+        return {
+            "broker_transport_options": {"confirm_publish": True},  # a kick sent is a kick RabbitMQ holds
+            "task_default_queue": f"{prefix}dispatch",
+            "event_exchange": f"{prefix}celeryev",
+            "control_exchange": f"{prefix}celery",
+        }
+    return {
+        "broker_transport_options": {"global_keyprefix": prefix, "visibility_timeout": 3600},
+        "task_default_queue": "dispatch",
+    }
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings derived from ours; every broker key lives under our key prefix."""
+    """Celery settings derived from ours; every broker key or name is under our key prefix."""
     return {
         "broker_url": settings.celery_broker_url,
-        "broker_transport_options": {"global_keyprefix": settings.key_prefix, "visibility_timeout": 3600},
         "broker_connection_retry_on_startup": True,
-        "task_default_queue": "dispatch",
+        **_broker_names(settings),
         "task_ignore_result": True,
         "result_backend": None,
         "task_acks_late": True,
@@ -42,6 +68,36 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": False,
         "worker_send_task_events": True,
     }
+
+
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def check_broker(app: Celery, settings: Settings) -> None:
+    """Raise ``ConfigError`` unless the broker accepts a connection within ``broker_startup_timeout_s``: a
+    process that publishes or consumes kicks fails at start, naming the setting (the URL's password masked),
+    rather than retrying in silence."""
+    patience_s = settings.broker_startup_timeout_s
+    connection = app.connection_for_write()
+    try:
+        connection.ensure_connection(max_retries=None, interval_start=0.2, interval_step=0.5, interval_max=2.0,
+                                     timeout=patience_s)  # fmt: skip
+    except Exception as exc:
+        url = settings.celery_broker_url
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        password = _password(url)
+        if password:
+            why = why.replace(password, "***")
+        raise ConfigError(
+            f"cannot reach the broker {redact_url(url)} (from {settings.broker_setting}) within {patience_s:g}s: "
+            f"{why}; check that it runs and that {settings.broker_setting} points at it"
+        ) from None
+    finally:
+        connection.release()
 
 
 def make_celery(settings: Settings, main: str = "dispatcher") -> Celery:
@@ -69,7 +125,7 @@ class Kicker:
     def publish(self, stage: Stage, slot: int) -> None:
         """Send one kick for ``slot`` (the caller already holds the slot)."""
         with translated():
-            self._app.send_task(TASKS[stage], kwargs={"slot": slot})
+            self._app.send_task(TASKS[stage], kwargs={"slot": slot}, confirm_timeout=KICK_CONFIRM_TIMEOUT_S)
 
     def kick(self, stage: Stage, wanted: int = 1) -> int:
         """Take up to ``wanted`` free slots of ``stage`` and publish a kick for each; returns how many."""
@@ -77,8 +133,12 @@ class Kicker:
         if wanted <= 0:
             return 0
         taken = self._queue.take_slots(stage, wanted)
-        for slot in taken:
-            self.publish(stage, slot)
+        for i, slot in enumerate(taken):
+            try:
+                self.publish(stage, slot)
+            except BrokerUnavailable:  # the broker is away: its slots go back at once, not when they lapse
+                self._queue.release_slots(stage, taken[i:])
+                raise
         return len(taken)
 
     def tick(self) -> dict[str, int]:

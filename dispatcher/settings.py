@@ -70,6 +70,37 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
+REDIS_SCHEMES = frozenset({"redis", "rediss"})
+
+
+def broker_scheme(url: str) -> str:
+    """The scheme of a broker URL, lower-cased (``amqp``, ``redis``, ...; empty when it has none)."""
+    return url.partition("://")[0].lower() if "://" in url else ""
+
+
+def is_amqp(url: str) -> bool:
+    """Whether ``url`` names a RabbitMQ (AMQP 0-9-1) broker."""
+    return broker_scheme(url) in AMQP_SCHEMES
+
+
+def check_broker_url(url: str) -> None:
+    """Raise ``ConfigError`` (naming DISPATCHER_BROKER_URL, never echoing the URL: it may hold a password)
+    unless ``url`` is a broker URL the dispatcher supports."""
+    scheme = broker_scheme(url)
+    if scheme not in AMQP_SCHEMES | REDIS_SCHEMES:
+        plain = bool(scheme) and len(scheme) <= 20 and all(c.isalnum() or c in "+-." for c in scheme)
+        shown = f"the scheme {scheme}://" if plain else "a URL without a scheme"
+        raise ConfigError(
+            f"DISPATCHER_BROKER_URL: unsupported broker ({shown}): use amqp:// or amqps:// (RabbitMQ) or "
+            "redis:// or rediss://, or leave it unset to use the store's Redis"
+        )
+    try:
+        urlsplit(url).port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError("DISPATCHER_BROKER_URL is not a valid URL (check its host and port)") from None
+
+
 FROM_SETTING = "DISPATCHER_REDIS_URL"
 FROM_DEVSTACK = "dev stack"
 NO_REDIS = "no Redis configured: set DISPATCHER_REDIS_URL=redis://host:6379/0, or start `dispatcher dev`"
@@ -130,8 +161,17 @@ class Settings(BaseSettings):
         description="where `dispatcher dev` announces its Redis while it runs (none: "
         "`$XDG_RUNTIME_DIR/webhook-dispatcher/devstack.json`, else under `~/.cache`)",
     )
-    broker_url: str | None = Field(default=None, description="Celery's broker, when not the store's Redis")
-    key_prefix: str = Field(default="whd:", description="prefix of every Redis key, Celery's included")
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery's broker when not the store's Redis: `amqp://` (RabbitMQ) or `redis://` "
+        "(see [RabbitMQ as the broker](#rabbitmq-as-the-broker))",
+    )
+    broker_startup_timeout_s: float = Field(
+        default=20.0, gt=0, description="how long a worker or scheduler waits for the broker at start before it fails"
+    )
+    key_prefix: str = Field(
+        default="whd:", description="prefix of every Redis key, Celery's included, and of Celery's RabbitMQ names"
+    )
 
     # producer side
     max_payload_bytes: int = Field(default=256 * 1024, ge=1, description="encoded event size limit")
@@ -240,6 +280,13 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_broker_url(value)
+        return value
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _schedule(cls, value: object) -> tuple[float, ...]:
@@ -285,7 +332,13 @@ class Settings(BaseSettings):
 
     @property
     def celery_broker_url(self) -> str:
+        """Celery's broker: ``broker_url``, else the store's Redis."""
         return self.broker_url or self.store_url
+
+    @property
+    def broker_setting(self) -> str:
+        """The variable that chose the broker, for messages about it."""
+        return "DISPATCHER_BROKER_URL" if self.broker_url else "DISPATCHER_REDIS_URL"
 
     @property
     def lease_s(self) -> float:

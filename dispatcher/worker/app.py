@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 from celery import Celery, bootsteps, signals
 
 from dispatcher.errormap import translated
-from dispatcher.errors import StoreError
-from dispatcher.kicks import Kicker, make_celery
+from dispatcher.errors import ConfigError, StoreError
+from dispatcher.kicks import Kicker, check_broker, make_celery
 from dispatcher.settings import Settings
 from dispatcher.store import Store
 from dispatcher.store.heartbeats import Heartbeats
@@ -21,7 +21,10 @@ from dispatcher.worker.scheduler import run_scheduler
 
 log = logging.getLogger(__name__)
 
-settings = Settings()
+try:
+    settings = Settings()
+except ConfigError as exc:  # e.g. an unsupported broker: one line, not a traceback (and never the URL)
+    raise SystemExit(f"dispatcher worker: {exc}") from None
 app: Celery = make_celery(settings, "workers")
 app.conf.update(include=["dispatcher.worker.tasks"])
 
@@ -70,7 +73,12 @@ app.steps["worker"].add(EmbeddedScheduler)
 
 @signals.worker_init.connect
 def _convert_earlier_layout(**_: Any) -> None:
-    """In the main process, before the pool starts: pending work of an earlier version, converted once."""
+    """In the main process, before the pool starts: the broker must answer (else the worker stops here with
+    one clear line, having written nothing); then pending work of an earlier version, converted once."""
+    try:
+        check_broker(app, settings)
+    except ConfigError as exc:
+        raise SystemExit(f"dispatcher worker: {exc}") from None
     store = Store(settings)
     try:
         with contextlib.suppress(StoreError), translated():

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from dispatcher.errormap import translated
-from dispatcher.errors import BrokerUnavailable, StoreError
-from dispatcher.kicks import Kicker, make_celery
+from dispatcher.errors import BrokerUnavailable, ConfigError, StoreError
+from dispatcher.kicks import Kicker, check_broker, make_celery
 from dispatcher.settings import Settings
 from dispatcher.store import Store
 
@@ -52,11 +52,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--interval", type=float, default=None, help="seconds between ticks")
     parser.add_argument("-l", "--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
-    settings = Settings()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+        app = make_celery(settings, "dispatcher-scheduler")
+        check_broker(app, settings)  # a broker that does not answer: one clear line, nothing written
+    except ConfigError as exc:
+        raise SystemExit(f"dispatcher scheduler: {exc}") from None
     every = args.interval if args.interval is not None else settings.scheduler_interval_s
     store = Store(settings)
-    app = make_celery(settings, "dispatcher-scheduler")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
