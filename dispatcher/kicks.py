@@ -12,6 +12,7 @@ bounded however many producers, schedulers and workers publish them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +20,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 
 from dispatcher.errormap import translated
-from dispatcher.errors import BrokerUnavailable, ConfigError
+from dispatcher.errors import BrokerUnavailable, ConfigError, StoreError
 from dispatcher.settings import Settings, is_amqp, redact_url
 from dispatcher.store.queue import Queue, Stage
 
@@ -56,6 +57,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.celery_broker_url,
         "broker_connection_retry_on_startup": True,
         **_broker_names(settings),
+        # a kick that cannot be sent is not worth waiting for (the scheduler sends another): one retry, on a
+        # new connection, covers a broker that restarted since the last one; a broker away costs no time
+        "task_publish_retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
         "task_ignore_result": True,
         "result_backend": None,
         "task_acks_late": True,
@@ -63,6 +67,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,
+        # the broker lost: a running task finishes its deliveries (cancelled, it would leave requests sent but
+        # not recorded, to be sent again when their leases run out); its kick comes again, which is harmless
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         # kicks send no task events (Flower's tasks are the deliveries: dispatcher.worker.monitor); the
         # worker's own events stay on, for its heartbeats and the delivery loop's events
         "task_send_sent_event": False,
@@ -123,9 +130,16 @@ class Kicker:
         return cls(settings, queue, make_celery(settings, "dispatcher-producer"))
 
     def publish(self, stage: Stage, slot: int) -> None:
-        """Send one kick for ``slot`` (the caller already holds the slot)."""
-        with translated():
-            self._app.send_task(TASKS[stage], kwargs={"slot": slot}, confirm_timeout=KICK_CONFIRM_TIMEOUT_S)
+        """Send one kick for ``slot`` (the caller already holds the slot). When the broker cannot take it,
+        the slot is freed before ``BrokerUnavailable`` is raised, so the scheduler's next pass kicks again
+        rather than after the slot lapses."""
+        try:
+            with translated():
+                self._app.send_task(TASKS[stage], kwargs={"slot": slot}, confirm_timeout=KICK_CONFIRM_TIMEOUT_S)
+        except BrokerUnavailable:
+            with contextlib.suppress(StoreError), translated():
+                self._queue.release_slots(stage, [slot])
+            raise
 
     def kick(self, stage: Stage, wanted: int = 1) -> int:
         """Take up to ``wanted`` free slots of ``stage`` and publish a kick for each; returns how many."""
@@ -136,8 +150,8 @@ class Kicker:
         for i, slot in enumerate(taken):
             try:
                 self.publish(stage, slot)
-            except BrokerUnavailable:  # the broker is away: its slots go back at once, not when they lapse
-                self._queue.release_slots(stage, taken[i:])
+            except BrokerUnavailable:  # the broker is away: the slots not used go back too
+                self._queue.release_slots(stage, taken[i + 1 :])
                 raise
         return len(taken)
 

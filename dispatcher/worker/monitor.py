@@ -246,17 +246,16 @@ class TaskFeed:
         if not self.buffer:
             return
         batch, self.buffer = self.buffer, []
+        reused = self._producer is not None
         try:
-            producer = self._producer or self._connect()
-            producer.publish(
-                batch,
-                routing_key="task.multi",
-                exchange=self.app.conf.event_exchange,
-                serializer=self.app.conf.event_serializer,
-                headers={"hostname": self.hostname},
-                delivery_mode=1,
-                retry=False,
-            )
+            try:
+                self._send(batch)
+            except Exception:
+                if not reused:
+                    raise
+                # a connection that worked before and broke (the broker restarted): one more try on a new one
+                self._reset()
+                self._send(batch)
         except Exception as exc:  # monitoring must never hold up delivery
             self._reset()
             if not self._failing:
@@ -266,6 +265,18 @@ class TaskFeed:
             self._failing = True
             return
         self._failing = False
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        producer = self._producer or self._connect()
+        producer.publish(
+            batch,
+            routing_key="task.multi",
+            exchange=self.app.conf.event_exchange,
+            serializer=self.app.conf.event_serializer,
+            headers={"hostname": self.hostname},
+            delivery_mode=1,
+            retry=False,
+        )
 
     def close(self) -> None:
         """Send the aggregated tasks still open (``flower_every`` > 1) and what is buffered."""

@@ -31,6 +31,7 @@ from kombu import Connection
 from dispatcher import Dispatcher
 from dispatcher.errors import ConfigError
 from dispatcher.settings import Settings
+from dispatcher.store.queue import Stage
 
 if TYPE_CHECKING:
     from tests.conftest import Flower, Receiver, Worker
@@ -320,11 +321,16 @@ def test_a_broker_outage_loses_no_event_and_delivers_none_twice(
     dsp.subscribe(rec.url, ["*"])
     before = dsp.enqueue_many([("a.before", {"i": i}) for i in range(200)])
     rec.wait_for(len(before), timeout_s=60)
+    queue = dsp.store.queue
+    # idle: no task runs (one would fan out and deliver by itself), so only a kick can move new events
+    wait_until(lambda: not queue.held_slots(Stage.FANOUT) and not queue.held_slots(Stage.DELIVER), 30, 0.05, "idle")
 
     proxy.cut()  # every connection dropped, new ones refused: the broker is away
-    during = dsp.enqueue_many([("a.during", {"i": i}) for i in range(150)])
-    during += [dsp.enqueue("a.during.one", {"i": i}) for i in range(5)]  # each one's kick fails
+    during = dsp.enqueue_many([("a.during", {"i": i}) for i in range(150)])  # accepted: the events are in Redis
+    during += [dsp.enqueue("a.during.one", {"i": i}) for i in range(5)]
     wait_until(lambda: "Connection to broker lost" in worker.log(), 20, 0.1, "the worker to see the outage")
+    wait_until(lambda: "scheduler: cannot reach Redis or the broker" in worker.log(), 20, 0.1, "a kick to fail")
+    assert rec.count() == len(before)  # nothing moved: no kick got through
     accepted = proxy.connections
 
     proxy.reopen()
@@ -333,4 +339,5 @@ def test_a_broker_outage_loses_no_event_and_delivers_none_twice(
     wait_until(lambda: {d.state.value for d in dsp.deliveries(during[-1])} == {"delivered"})
     assert proxy.connections > accepted  # the worker came back through the proxy
     log = worker.log()
+    assert "scheduler: Redis reachable again" in log  # and the broker: its kicks went out
     assert "guest:guest@" not in log
