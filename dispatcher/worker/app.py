@@ -14,7 +14,7 @@ from celery import Celery, bootsteps, signals
 from dispatcher.errormap import translated
 from dispatcher.errors import ConfigError, StoreError
 from dispatcher.kicks import Kicker, check_broker, make_celery
-from dispatcher.settings import Settings
+from dispatcher.settings import Settings, redact_url
 from dispatcher.store import Store
 from dispatcher.store.heartbeats import Heartbeats
 from dispatcher.worker.scheduler import run_scheduler
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 try:
     settings = Settings()
 except ConfigError as exc:  # e.g. an unsupported broker: one line, not a traceback (and never the URL)
-    raise SystemExit(f"dispatcher worker: {exc}") from None
+    raise SystemExit(f"dispatcher: {exc}") from None
 app: Celery = make_celery(settings, "workers")
 app.conf.update(include=["dispatcher.worker.tasks"])
 
@@ -53,6 +53,8 @@ class EmbeddedScheduler(bootsteps.StartStopStep):
 
     def start(self, parent: Any) -> None:
         log.info("worker on Redis %s", settings.redis_choice().describe())
+        if settings.broker_url:
+            log.info("kicks through the broker %s (from DISPATCHER_BROKER_URL)", redact_url(settings.broker_url))
         store = Store(settings)
         threading.Thread(
             target=_heartbeat, args=(store.heartbeats, parent.hostname, parent.concurrency, self._stop), daemon=True

@@ -19,7 +19,7 @@ from types import FrameType
 from dispatcher.errormap import translated
 from dispatcher.errors import BrokerUnavailable, ConfigError, StoreError
 from dispatcher.kicks import Kicker, check_broker, make_celery
-from dispatcher.settings import Settings
+from dispatcher.settings import Settings, redact_url
 from dispatcher.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings.redis_choice().describe(),
             settings.key_prefix,
         )
+        if settings.broker_url:
+            log.info("kicks through the broker %s (from DISPATCHER_BROKER_URL)", redact_url(settings.broker_url))
         run_scheduler(Kicker(settings, store.queue, app), every, stop)
         log.info("scheduler stopped")
     finally:

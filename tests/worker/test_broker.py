@@ -34,7 +34,7 @@ from dispatcher.settings import Settings
 from dispatcher.store.queue import Stage
 
 if TYPE_CHECKING:
-    from tests.conftest import Flower, Receiver, Worker
+    from tests.conftest import Flower, Receiver, SchedulerProcess, Worker
 
 RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
 PASSWORD = "guest"  # the machine's RabbitMQ account is guest/guest
@@ -268,7 +268,9 @@ def test_events_go_end_to_end_through_rabbitmq_once_each(
     assert not raw_redis.exists(f"{broker_names}dispatch")
     log = worker.log()
     assert "Task dispatcher.deliver" in log
-    assert "amqp://guest:**@127.0.0.1:5672//" in log and "guest:guest@" not in log
+    assert "amqp://guest:**@127.0.0.1:5672//" in log  # Celery's banner
+    assert "kicks through the broker amqp://guest:***@127.0.0.1:5672// (from DISPATCHER_BROKER_URL)" in log
+    assert "guest:guest@" not in log
 
 
 def test_flower_shows_the_deliveries_over_rabbitmq(
@@ -340,4 +342,30 @@ def test_a_broker_outage_loses_no_event_and_delivers_none_twice(
     assert proxy.connections > accepted  # the worker came back through the proxy
     log = worker.log()
     assert "scheduler: Redis reachable again" in log  # and the broker: its kicks went out
+    assert "guest:guest@" not in log
+
+
+def test_the_standalone_scheduler_kicks_retries_through_rabbitmq(
+    rabbit: str,
+    broker_names: str,
+    settings_for: Callable[..., Settings],
+    receiver_factory: Callable[..., Receiver],
+    worker_factory: Callable[..., Worker],
+    scheduler_factory: Callable[..., SchedulerProcess],
+    dispatcher_for: Callable[[Settings], Dispatcher],
+    wait_until: Callable[..., Any],
+) -> None:
+    """Retries come due in Redis; only the standalone scheduler (the worker's own is off) kicks for them."""
+    settings = settings_for(broker_url=rabbit, embedded_scheduler=False)
+    scheduler = scheduler_factory(settings)
+    worker_factory(settings)
+    rec = receiver_factory(reply=lambda n, r: (500, {}, b"") if n <= 2 else (200, {}, b""))
+    dsp = dispatcher_for(settings)
+    dsp.subscribe(rec.url, ["*"])
+    eid = dsp.enqueue("a.b", {})
+    assert {r.headers["webhook-id"] for r in rec.wait_for(3)} == {eid}
+    wait_until(lambda: [d.state.value for d in dsp.deliveries(eid)] == ["delivered"])
+    assert rec.count() == 3
+    log = scheduler.log()
+    assert "kicks through the broker amqp://guest:***@127.0.0.1:5672// (from DISPATCHER_BROKER_URL)" in log
     assert "guest:guest@" not in log
