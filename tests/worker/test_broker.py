@@ -30,6 +30,7 @@ from kombu import Connection
 
 from dispatcher import Dispatcher
 from dispatcher.errors import ConfigError
+from dispatcher.kicks import celery_config
 from dispatcher.settings import Settings
 from dispatcher.store.queue import Stage
 
@@ -191,6 +192,19 @@ def test_an_unsupported_or_malformed_broker_url_is_refused_without_showing_it(ur
 def test_supported_broker_urls_are_accepted(redis_url: str) -> None:
     for url in ("amqp://guest:guest@127.0.0.1:5672//", "amqps://u:p@mq.example/vh", "rediss://h:6380/1"):
         assert Settings(redis_url=redis_url, broker_url=url).celery_broker_url == url
+
+
+def test_on_rabbitmq_the_queue_and_exchanges_carry_the_prefix_and_kicks_are_confirmed(redis_url: str) -> None:
+    amqp = celery_config(Settings(redis_url=redis_url, broker_url=amqp_url(), key_prefix="app1:"))
+    assert (amqp["task_default_queue"], amqp["event_exchange"], amqp["control_exchange"]) == (
+        "app1:dispatch",
+        "app1:celeryev",
+        "app1:celery",
+    )
+    assert amqp["broker_transport_options"] == {"confirm_publish": True}
+    on_redis = celery_config(Settings(redis_url=redis_url, key_prefix="app1:"))  # Redis: prefixed keys instead
+    assert on_redis["task_default_queue"] == "dispatch" and "event_exchange" not in on_redis
+    assert on_redis["broker_transport_options"]["global_keyprefix"] == "app1:"
 
 
 def _run(
