@@ -34,6 +34,7 @@ from dispatcher.errors import (
     MissingHeader,
     NotFound,
     NotPollable,
+    NotReplicated,
     PayloadNotSerializable,
     PayloadTooLarge,
     PermanentDeliveryError,
@@ -41,12 +42,13 @@ from dispatcher.errors import (
     RawBodyRequired,
     RetryableDeliveryError,
     StoreUnavailable,
+    TenantNotFound,
     TimestampTooNew,
     TimestampTooOld,
     UnsafeTarget,
     VerificationError,
 )
-from dispatcher.models import Attempt, Delivery, DeliveryState, Endpoint
+from dispatcher.models import Attempt, Delivery, DeliveryState, Endpoint, Tenant
 from dispatcher.receiver.verify import SeenIds, verify
 from dispatcher.settings import Settings
 from dispatcher.version import __version__
@@ -105,12 +107,31 @@ def disable_endpoint(endpoint_id: str, reason: str | None = None) -> Endpoint:
     return default().disable_endpoint(endpoint_id, reason)
 
 
-def enqueue(event_type: str, data: Any, *, event_id: str | None = None, idempotency_key: str | None = None) -> str:
-    return default().enqueue(event_type, data, event_id=event_id, idempotency_key=idempotency_key)
+def enqueue(
+    event_type: str,
+    data: Any,
+    *,
+    event_id: str | None = None,
+    idempotency_key: str | None = None,
+    tenant: str | None = None,
+) -> str:
+    return default().enqueue(event_type, data, event_id=event_id, idempotency_key=idempotency_key, tenant=tenant)
 
 
-def enqueue_many(items: Iterable[Any]) -> list[str]:
-    return default().enqueue_many(items)
+def enqueue_many(items: Iterable[Any], tenant: str | None = None) -> list[str]:
+    return default().enqueue_many(items, tenant)
+
+
+def create_tenant(tenant_id: str, name: str = "") -> Tenant:
+    return default().create_tenant(tenant_id, name)
+
+
+def delete_tenant(tenant_id: str) -> int:
+    return default().delete_tenant(tenant_id)
+
+
+def list_tenants() -> list[Tenant]:
+    return default().list_tenants()
 
 
 def deliveries(event_id: str) -> list[Delivery]:
@@ -151,6 +172,7 @@ __all__ = [
     "MissingHeader",
     "NotFound",
     "NotPollable",
+    "NotReplicated",
     "PayloadNotSerializable",
     "PayloadTooLarge",
     "PermanentDeliveryError",
@@ -160,13 +182,17 @@ __all__ = [
     "SeenIds",
     "Settings",
     "StoreUnavailable",
+    "Tenant",
+    "TenantNotFound",
     "TimestampTooNew",
     "TimestampTooOld",
     "UnsafeTarget",
     "VerificationError",
     "__version__",
     "configure",
+    "create_tenant",
     "default",
+    "delete_tenant",
     "deliveries",
     "disable_endpoint",
     "enable_endpoint",
@@ -175,6 +201,7 @@ __all__ = [
     "enqueue_many",
     "get_endpoint",
     "list_endpoints",
+    "list_tenants",
     "replay",
     "subscribe",
     "subscribe_poll",

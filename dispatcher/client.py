@@ -13,7 +13,7 @@ from dispatcher.errormap import translating
 from dispatcher.errors import InvalidState
 from dispatcher.events import CHUNK, NewEvent, build_event, build_many
 from dispatcher.kicks import Kicker
-from dispatcher.models import Delivery, DeliveryState, Endpoint
+from dispatcher.models import DEFAULT_TENANT, Delivery, DeliveryState, Endpoint, Tenant
 from dispatcher.settings import Settings
 from dispatcher.store import Store
 from dispatcher.store.queue import Stage
@@ -73,8 +73,35 @@ class Dispatcher:
         return self.endpoints.get(endpoint_id)
 
     @translating
-    def list_endpoints(self) -> list[Endpoint]:
-        return self.endpoints.list()
+    def list_endpoints(self, tenant: str | None = None) -> list[Endpoint]:
+        """Every endpoint, or (``tenant``) that tenant's only."""
+        found = self.endpoints.list()
+        if tenant is None:
+            return found
+        self.store.tenants.get(tenant)  # TenantNotFound
+        return [ep for ep in found if ep.tenant == tenant]
+
+    # -- tenants -----------------------------------------------------------------------------
+    @translating
+    def create_tenant(self, tenant_id: str, name: str = "") -> Tenant:
+        """A tenant: its endpoints (``subscribe(..., tenant=id)``) receive only the events enqueued for it
+        (``enqueue(..., tenant=id)``). Endpoints and events naming no tenant belong to ``"default"``."""
+        return self.store.tenants.create(tenant_id, name)
+
+    @translating
+    def get_tenant(self, tenant_id: str) -> Tenant:
+        return self.store.tenants.get(tenant_id)
+
+    @translating
+    def list_tenants(self) -> list[Tenant]:
+        return self.store.tenants.list()
+
+    @translating
+    def delete_tenant(self, tenant_id: str) -> int:
+        """Delete a tenant, its endpoints and their pending work (dead at once, "endpoint deleted"); events
+        of it still waiting for fan-out find no endpoint. Returns how many deliveries were purged."""
+        self.store.tenants.remove(tenant_id)  # first: nothing new is enqueued or subscribed for it
+        return sum(self.unsubscribe(ep.id) for ep in self.endpoints.list() if ep.tenant == tenant_id)
 
     @translating
     def update_endpoint(self, endpoint_id: str, **changes: Any) -> Endpoint:
@@ -102,12 +129,14 @@ class Dispatcher:
         event_id: str | None = None,
         idempotency_key: str | None = None,
         endpoint_ids: list[str] | None = None,
+        tenant: str | None = None,
     ) -> str:
         """Store one event durably and schedule its fan-out; returns the event id.
 
         With an ``idempotency_key`` (or an ``event_id``) already seen within the retention window,
         returns the first event's id and sends nothing again. ``endpoint_ids`` addresses the event to
-        those endpoints only, whatever their type filters.
+        those endpoints only, whatever their type filters. ``tenant``: only that tenant's endpoints receive
+        it (none: the default tenant's); a tenant that does not exist raises ``TenantNotFound``.
         """
         ev = build_event(
             event_type,
@@ -115,6 +144,7 @@ class Dispatcher:
             event_id=event_id,
             idempotency_key=idempotency_key,
             endpoint_ids=endpoint_ids,
+            tenant=tenant,
             max_bytes=self.settings.max_payload_bytes,
         )
         return self._write([ev])[0]
@@ -126,15 +156,23 @@ class Dispatcher:
         if not endpoint.enabled:
             raise InvalidState(f"endpoint {endpoint_id} is disabled ({endpoint.disabled_reason}): enable it first")
         payload = data if data is not None else {"message": "test event from webhook-dispatcher"}
-        return self.enqueue("webhook.test", payload, endpoint_ids=[endpoint_id])
+        return self.enqueue("webhook.test", payload, endpoint_ids=[endpoint_id], tenant=endpoint.tenant)
 
-    def enqueue_many(self, items: Iterable[Any]) -> list[str]:
-        """Store many events (``(type, data)`` pairs or dicts); all are validated before any is written."""
-        events = build_many(items, self.settings.max_payload_bytes)
+    def enqueue_many(self, items: Iterable[Any], tenant: str | None = None) -> list[str]:
+        """Store many events (``(type, data)`` pairs or dicts, which may name a ``tenant``; else ``tenant``);
+        all are validated before any is written."""
+        events = build_many(items, self.settings.max_payload_bytes, tenant)
+        if len(events) > CHUNK:  # several writes: every tenant is checked before the first
+            self._check_tenants({ev.tenant for ev in events} - {DEFAULT_TENANT})
         ids: list[str] = []
         for start in range(0, len(events), CHUNK):
             ids.extend(self._write(events[start : start + CHUNK]))
         return ids
+
+    @translating
+    def _check_tenants(self, tenants: set[str]) -> None:
+        for tenant in tenants:
+            self.store.tenants.get(tenant)  # TenantNotFound
 
     @translating
     def _write(self, events: list[NewEvent]) -> list[str]:

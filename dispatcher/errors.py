@@ -43,6 +43,10 @@ class EndpointNotFound(NotFound):
     """Raised when no endpoint has the given id."""
 
 
+class TenantNotFound(NotFound):
+    """Raised when a tenant id names no tenant (an endpoint or event of it, or the tenant itself)."""
+
+
 class DeliveryNotFound(NotFound):
     """Raised when no delivery has the given id (or it has expired)."""
 
@@ -90,6 +94,13 @@ class StoreError(DispatcherError):
 
 class StoreUnavailable(StoreError):
     """Raised when Redis cannot be reached; the operation did not happen."""
+
+
+class NotReplicated(StoreError):
+    """Raised when ``enqueue_durability`` is ``replicated`` and too few replicas confirmed the write in time.
+
+    The event is on the primary and may still be delivered, but it was not acknowledged: enqueue it again
+    with the same idempotency key to be sure it exists exactly once."""
 
 
 class BrokerUnavailable(DispatcherError):

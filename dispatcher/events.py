@@ -13,6 +13,7 @@ import orjson
 from dispatcher.errors import InvalidInput, PayloadNotSerializable, PayloadTooLarge
 from dispatcher.ids import new_id
 from dispatcher.matching import validate_event_type
+from dispatcher.models import DEFAULT_TENANT
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,128}$")
 MAX_IDEMPOTENCY_KEY = 256
@@ -28,6 +29,7 @@ class NewEvent:
     body: bytes
     idempotency_key: str
     only: str = ""  # comma-separated endpoint ids; empty = every matching subscriber
+    tenant: str = DEFAULT_TENANT  # fans out to this tenant's endpoints only
 
 
 def _check_id(value: object, what: str, max_len: int = 128, charset: bool = True) -> str:
@@ -45,6 +47,7 @@ def build_event(
     event_id: object = None,
     idempotency_key: object = None,
     endpoint_ids: object = None,
+    tenant: object = None,
     max_bytes: int,
 ) -> NewEvent:
     """Validate one event and encode its body ``{"id", "type", "timestamp", "data"}``."""
@@ -72,19 +75,31 @@ def build_event(
         if not endpoint_ids:
             raise InvalidInput("endpoint_ids must not be empty (leave it out to reach every subscriber)")
         only = ",".join(_check_id(e, "endpoint id") for e in endpoint_ids)
-    return NewEvent(eid, etype, body, idem, only)
+    return NewEvent(eid, etype, body, idem, only, validate_tenant(tenant))
 
 
-def build_many(items: Iterable[Any], max_bytes: int) -> list[NewEvent]:
-    """Validate every item (a ``(type, data)`` pair or a mapping) before anything is written."""
+MAX_TENANT_ID = 64
+
+
+def validate_tenant(value: object) -> str:
+    """A tenant id (None: the default tenant): 1 to 64 letters, digits, '_', '-' and '.'."""
+    if value is None:
+        return DEFAULT_TENANT
+    return _check_id(value, "tenant", MAX_TENANT_ID)
+
+
+def build_many(items: Iterable[Any], max_bytes: int, tenant: object = None) -> list[NewEvent]:
+    """Validate every item (a ``(type, data)`` pair or a mapping) before anything is written; ``tenant``
+    is each item's unless the item names one."""
     out = []
     for n, item in enumerate(items):
         try:
             if isinstance(item, Mapping):
-                unknown = set(item) - {"type", "data", "event_id", "id", "idempotency_key"}
+                unknown = set(item) - {"type", "data", "event_id", "id", "idempotency_key", "tenant"}
                 if unknown:
                     raise InvalidInput(
-                        f"unknown field(s) {sorted(unknown)}: an event takes 'type', 'data', 'id' and 'idempotency_key'"
+                        f"unknown field(s) {sorted(unknown)}: an event takes 'type', 'data', 'id', "
+                        "'idempotency_key' and 'tenant'"
                     )
                 if "type" not in item:
                     raise InvalidInput("missing 'type': each event needs one, e.g. {'type': 'order.paid', 'data': {}}")
@@ -94,11 +109,12 @@ def build_many(items: Iterable[Any], max_bytes: int) -> list[NewEvent]:
                         item.get("data"),
                         event_id=item.get("event_id", item.get("id")),
                         idempotency_key=item.get("idempotency_key"),
+                        tenant=item.get("tenant", tenant),
                         max_bytes=max_bytes,
                     )
                 )
             elif isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and len(item) == 2:
-                out.append(build_event(item[0], item[1], max_bytes=max_bytes))
+                out.append(build_event(item[0], item[1], tenant=tenant, max_bytes=max_bytes))
             else:
                 raise InvalidInput("each item must be a (type, data) pair or a mapping with 'type' and 'data'")
         except InvalidInput as exc:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from celery import Celery
 
 from dispatcher.errormap import translated
 from dispatcher.errors import BrokerUnavailable, ConfigError, StoreError
 from dispatcher.settings import Settings, is_amqp, redact_url
+from dispatcher.store.connection import SENTINEL_SCHEME, celery_broker, parse_sentinel
 from dispatcher.store.queue import Queue, Stage
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,13 @@ def _broker_names(settings: Settings) -> dict[str, Any]:
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings derived from ours; every broker key or name is under our key prefix."""
+    broker_url, transport = celery_broker(settings.celery_broker_url)  # a Sentinel URL in kombu's spelling
+    config = _broker_names(settings)
+    config["broker_transport_options"].update(transport)
     return {
-        "broker_url": settings.celery_broker_url,
+        "broker_url": broker_url,
         "broker_connection_retry_on_startup": True,
-        **_broker_names(settings),
+        **config,
         # a kick that cannot be sent is not worth waiting for (the scheduler sends another): one retry, on a
         # new connection, covers a broker that restarted since the last one; a broker away costs no time
         "task_publish_retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2},
@@ -78,10 +82,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def _password(url: str) -> str | None:
-    try:
-        return urlsplit(url).password
-    except ValueError:
+    """The password in ``url`` (also of a Sentinel URL, whose netloc lists several hosts), to scrub it."""
+    netloc = urlsplit(url).netloc
+    if "@" not in netloc:
         return None
+    return unquote(netloc.rsplit("@", 1)[0].partition(":")[2]) or None
+
+
+def _shown(url: str) -> str:
+    """The broker for a message: the URL with its password masked (a Sentinel URL: where its primary is)."""
+    address = parse_sentinel(url) if url.lower().startswith(f"{SENTINEL_SCHEME}://") else None
+    return f"at the {address.describe()}" if address is not None else redact_url(url)
 
 
 def check_broker(app: Celery, settings: Settings) -> None:
@@ -97,10 +108,10 @@ def check_broker(app: Celery, settings: Settings) -> None:
         url = settings.celery_broker_url
         why = " ".join(str(exc).split()) or type(exc).__name__
         password = _password(url)
-        if password:
-            why = why.replace(password, "***")
+        for spelled in (password, quote(password or "", safe="")) if password else ():
+            why = why.replace(spelled, "***")
         raise ConfigError(
-            f"cannot reach the broker {redact_url(url)} (from {settings.broker_setting}) within {patience_s:g}s: "
+            f"cannot reach the broker {_shown(url)} (from {settings.broker_setting}) within {patience_s:g}s: "
             f"{why}; check that it runs and that {settings.broker_setting} points at it"
         ) from None
     finally:

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 POLL_KIND = "poll"  # Endpoint.kind of pull consumers: no URL, read through GET .../poll or .../stream
+DEFAULT_TENANT = "default"  # the tenant of endpoints and events that name none: today's behaviour
 
 
 class DeliveryState(enum.StrEnum):
@@ -17,6 +18,16 @@ class DeliveryState(enum.StrEnum):
     RETRYING = "retrying"  # failed at least once, next attempt scheduled
     DELIVERED = "delivered"  # a 2xx was received
     DEAD = "dead"  # out of attempts (or the endpoint is gone/disabled); replayable
+
+
+class Tenant(BaseModel):
+    """A customer of the platform: its endpoints receive only the events enqueued for it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    name: str = ""
+    created_at: float = 0.0
 
 
 class PreviousSecret(BaseModel):
@@ -34,6 +45,7 @@ class Endpoint(BaseModel):
     id: str
     url: str
     event_types: list[str]
+    tenant: str = DEFAULT_TENANT  # receives only this tenant's events
     secret: str = Field(repr=False)
     enabled: bool = True
     description: str = ""

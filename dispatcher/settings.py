@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit, urlunsplit
@@ -71,7 +72,7 @@ def redact_url(url: str) -> str:
 
 
 AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
-REDIS_SCHEMES = frozenset({"redis", "rediss"})
+REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+sentinel"})
 
 
 def broker_scheme(url: str) -> str:
@@ -92,9 +93,11 @@ def check_broker_url(url: str) -> None:
         plain = bool(scheme) and len(scheme) <= 20 and all(c.isalnum() or c in "+-." for c in scheme)
         shown = f"the scheme {scheme}://" if plain else "a URL without a scheme"
         raise ConfigError(
-            f"DISPATCHER_BROKER_URL: unsupported broker ({shown}): use amqp:// or amqps:// (RabbitMQ) or "
-            "redis:// or rediss://, or leave it unset to use the store's Redis"
+            f"DISPATCHER_BROKER_URL: unsupported broker ({shown}): use amqp:// or amqps:// (RabbitMQ), redis://, "
+            "rediss:// or redis+sentinel://, or leave it unset to use the store's Redis"
         )
+    if scheme == "redis+sentinel":
+        return  # several hosts: its own parser (``store.connection``) checks it when the broker is configured
     try:
         urlsplit(url).port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
@@ -146,6 +149,13 @@ def choose_redis(redis_url: str | None, devstack_file: str | None = None) -> Red
     raise ConfigError(f"{NO_REDIS} (a running one is found through {path})")
 
 
+class Durability(StrEnum):
+    """When ``enqueue()`` returns."""
+
+    PRIMARY = "primary"  # once the primary holds the event (lost if it dies before a replica copied it)
+    REPLICATED = "replicated"  # once ``enqueue_replicas`` replicas hold it too (Redis ``WAIT``)
+
+
 class Settings(BaseSettings):
     """Dispatcher configuration. Build one at process start and pass it down."""
 
@@ -177,6 +187,15 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(default=256 * 1024, ge=1, description="encoded event size limit")
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=1, description="how long an idempotency key is remembered")
     retention_s: int = Field(default=7 * 24 * 3600, ge=1, description="how long events and attempt records are kept")
+    enqueue_durability: Durability = Field(
+        default=Durability.PRIMARY,
+        description="`primary`: `enqueue()` returns once the Redis primary holds the event; `replicated`: once "
+        "`ENQUEUE_REPLICAS` replicas hold it too, else it raises `NotReplicated`",
+    )
+    enqueue_replicas: int = Field(default=1, ge=1, description="replicas that must hold an event (`replicated`)")
+    enqueue_replica_timeout_ms: int = Field(
+        default=2000, ge=1, description="how long `enqueue()` waits for them before raising `NotReplicated`"
+    )
 
     # delivery
     timeout_s: float = Field(default=15.0, gt=0, description="a request's whole time, connecting included")

@@ -31,7 +31,7 @@ from fastapi.testclient import TestClient
 
 from dispatcher import Dispatcher, Settings
 from dispatcher.api.app import create_app
-from dispatcher.cli.embedded import EmbeddedRedis
+from dispatcher.cli.embedded import EmbeddedRedis, server_binary
 from dispatcher.store.keys import Keys
 from dispatcher.worker.fanout import run_fanout
 from dispatcher.worker.run import run_deliver
@@ -701,3 +701,82 @@ def mixed(dsp: Dispatcher, runtime: Runtime, receiver_factory: Callable[..., Rec
     run_fanout(runtime)
     run_deliver(runtime)
     return {"ok": ok.id, "dead": dead.id, "retry": retry.id}
+
+
+# -- Redis topologies (replicas, sentinels) -------------------------------------------------------
+class RedisProc:
+    """One ``redis-server`` (or sentinel) on a loopback port of its own, in a directory of its own."""
+
+    def __init__(self, directory: Path, args: list[str], port: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = port
+        self.log_path = directory / "server.log"
+        self.process = subprocess.Popen(
+            [server_binary(), *args], cwd=directory, stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            start_new_session=True,
+        )  # fmt: skip
+        wait_until(self._ready, 10, 0.05, f"redis on port {port}")
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"redis on port {self.port} exited:\n{self.log_path.read_text(errors='replace')}")
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown, no last write."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class RedisTopology:
+    """Servers, replicas and sentinels this test starts (and stops): never the machine's Redis."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self.procs: list[RedisProc] = []
+
+    def server(self, replica_of: RedisProc | None = None) -> RedisProc:
+        port = free_port()
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        if replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(replica_of.port)]
+        proc = RedisProc(self._dir / f"redis-{port}", args, port)
+        self.procs.append(proc)
+        return proc
+
+    def sentinels(self, primary: RedisProc, name: str, n: int = 3) -> list[RedisProc]:
+        """``n`` sentinels watching ``primary`` as ``name`` (quorum: a majority; down after 1 s)."""
+        found = []
+        for _ in range(n):
+            port = free_port()
+            directory = self._dir / f"sentinel-{port}"
+            directory.mkdir(parents=True)
+            conf = directory / "sentinel.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\n"
+                f"sentinel monitor {name} 127.0.0.1 {primary.port} {n // 2 + 1}\n"
+                f"sentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\n"
+            )
+            proc = RedisProc(directory, [str(conf), "--sentinel"], port)
+            self.procs.append(proc)
+            found.append(proc)
+        return found
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+
+
+@pytest.fixture
+def redis_topology(tmp_path: Path) -> Iterator[RedisTopology]:
+    """``redis_topology.server(replica_of=...)``, ``.sentinels(primary, name)``: loopback servers of this test's own."""
+    topology = RedisTopology(tmp_path / "topology")
+    yield topology
+    topology.stop()

@@ -32,6 +32,7 @@ from dispatcher.api.prometheus import DispatcherCollector
 from dispatcher.api.pull import close_pull, install_pull
 from dispatcher.api.routes import router as v1_router
 from dispatcher.api.schemas import Health
+from dispatcher.api.tenants import router as tenants_router
 from dispatcher.api.web import install_web
 from dispatcher.client import Dispatcher
 from dispatcher.errormap import translated
@@ -153,6 +154,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AllowedHosts, hosts=settings.api_allowed_hosts)
     app.include_router(v1_router)
+    app.include_router(tenants_router)
     install_pull(app, settings)  # async long-poll and WebSocket routes of pull consumers
     install_web(app)
 

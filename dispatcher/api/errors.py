@@ -27,6 +27,7 @@ from dispatcher.errors import (
     InvalidURL,
     NotFound,
     NotPollable,
+    NotReplicated,
     PayloadTooLarge,
     StoreError,
     UnsafeTarget,
@@ -46,6 +47,7 @@ DISPATCHER_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (NotPollable, 409, "not_pollable"),
     (InvalidState, 409, "invalid_state"),
     (CursorExpired, 410, "cursor_expired"),
+    (NotReplicated, 503, "not_replicated"),
     (StoreError, 503, "store_unavailable"),
 )
 

@@ -138,11 +138,16 @@ EventsBody = Annotated[
 def enqueue_event(body: EventsBody, dsp: Dsp) -> dict[str, Any]:
     """Store events durably for delivery to every matching endpoint. An array is all or nothing."""
     if isinstance(body, EventIn):
-        event_id = dsp.enqueue(body.type, body.data, event_id=body.id, idempotency_key=body.idempotency_key)
+        event_id = dsp.enqueue(
+            body.type, body.data, event_id=body.id, idempotency_key=body.idempotency_key, tenant=body.tenant
+        )
         return {"ids": [event_id], "id": event_id}
     if not 1 <= len(body) <= MAX_EVENTS_PER_REQUEST:
         raise ApiError(422, "validation_error", f"send 1 to {MAX_EVENTS_PER_REQUEST} events per request")
-    items = [{"type": e.type, "data": e.data, "id": e.id, "idempotency_key": e.idempotency_key} for e in body]
+    items = [
+        {"type": e.type, "data": e.data, "id": e.id, "idempotency_key": e.idempotency_key, "tenant": e.tenant}
+        for e in body
+    ]
     return {"ids": dsp.enqueue_many(items)}
 
 

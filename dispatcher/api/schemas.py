@@ -56,6 +56,9 @@ class EndpointCreate(Strict):
         default=None, description="requests per second at most; null: none (a chat robot: its platform's rate)"
     )
     enabled: bool = True
+    tenant: str | None = Field(
+        default=None, description="the tenant whose events it receives (must exist); left out: 'default'"
+    )
 
     @model_validator(mode="after")
     def _url_unless_poll(self) -> EndpointCreate:
@@ -101,6 +104,7 @@ class EventIn(Strict):
     data: Any = None
     id: str | None = Field(default=None, description="your own event id (letters, digits, _ - .)")
     idempotency_key: str | None = Field(default=None, description="the same key again returns the first event's id")
+    tenant: str | None = Field(default=None, description="only this tenant's endpoints receive it; left out: 'default'")
 
 
 class SecretOut(BaseModel):
@@ -114,6 +118,7 @@ class EndpointOut(BaseModel):
     id: str
     url: str
     event_types: list[str]
+    tenant: str
     secret: str
     enabled: bool
     description: str
@@ -131,6 +136,25 @@ class EndpointOut(BaseModel):
         default_factory=list,
         description="what the save had to say without refusing, e.g. a host that does not resolve now (not stored)",
     )
+
+
+class TenantCreate(Strict):
+    id: str = Field(description="1 to 64 letters, digits, '_', '-' and '.'", examples=["acme"])
+    name: str = Field(default="", description="a label for people")
+
+
+class TenantOut(BaseModel):
+    id: str
+    name: str
+    created_at: float
+
+
+class TenantList(BaseModel):
+    tenants: list[TenantOut]
+
+
+class TenantDeleted(BaseModel):
+    purged: int = Field(description="pending deliveries of its endpoints, now dead ('endpoint deleted')")
 
 
 class EndpointList(BaseModel):

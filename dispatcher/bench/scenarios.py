@@ -9,6 +9,7 @@ from typing import Any
 from dispatcher import Dispatcher
 from dispatcher.bench.chart import Part
 from dispatcher.bench.harness import Bench, fmt_rss, worker_rss_mb
+from dispatcher.bench.redis_cost import RedisUsage, describe_cost
 from dispatcher.bench.registry import Figures, step
 
 
@@ -18,10 +19,12 @@ def throughput(bench: Bench, name: str, events: int, endpoints: int) -> dict[str
     eps = bench.subscribe(d, endpoints, tag=name)
     bench.reset()
     expected = events * endpoints
+    usage = RedisUsage.read(d.redis)
     t0 = time.time()
     bench.enqueue_chunks(d, events)
     end, st = bench.wait_received(name, expected, 600)
     bench.wait(lambda: bench.recorded(d, eps) >= expected, 60, "records")
+    cost = RedisUsage.read(d.redis).per_delivery(usage, expected)  # enqueue to the recorded outcome
     elapsed = end - t0
     res = {
         "deliveries": expected,
@@ -31,6 +34,7 @@ def throughput(bench: Bench, name: str, events: int, endpoints: int) -> dict[str
         "duplicates": st["duplicates"],
         "bad_signatures": st["bad_signatures"],
         "recorded": bench.recorded(d, eps),
+        **cost,
     }
     bench.unsubscribe_all(d)
     d.close()
@@ -47,6 +51,8 @@ def describe(bench: Bench, res: dict[str, Any]) -> str:
         res["vs_handwritten"] = round(res["per_s"] / bench.results["handwritten"]["per_s"], 1)
         parts.append(f"{res['vs_handwritten']}x (b)")
     parts.append(f"missing {res['missing']}, duplicates {res['duplicates']}, recorded {res['recorded']:,}")
+    if "redis_cpu_us" in res:
+        parts.append(describe_cost(res))
     return "; ".join(parts)
 
 

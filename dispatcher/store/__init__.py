@@ -14,6 +14,7 @@ import redis
 
 from dispatcher.defaults import STATS_MINUTES_SHOWN
 from dispatcher.settings import Settings
+from dispatcher.store.connection import connect_sync
 from dispatcher.store.endpoints import EndpointStore
 from dispatcher.store.health import FailingStreaks
 from dispatcher.store.heartbeats import Heartbeats
@@ -27,13 +28,12 @@ from dispatcher.store.records import Records
 from dispatcher.store.scripts import Scripts
 from dispatcher.store.sessions import Sessions
 from dispatcher.store.stats import collect_stats
+from dispatcher.store.tenants import TenantStore
 
 
 def connect(settings: Settings) -> redis.Redis:
     """A client of the dispatcher's Redis (``Settings.store_url``: the setting, else a running dev stack's)."""
-    return redis.Redis.from_url(
-        settings.store_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
-    )
+    return connect_sync(settings.store_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
 
 
 class Store:
@@ -53,6 +53,7 @@ class Store:
         self.poison = PoisonCounts(self.redis, self.keys)
         self.sessions = Sessions(self.redis, self.keys)
         self.pacing = Pacing(self.redis, self.keys)
+        self.tenants = TenantStore(self.redis, self.keys)
 
     def stats(self, minutes: int = STATS_MINUTES_SHOWN) -> dict[str, Any]:
         """Every operational number, read now (``store.stats.collect_stats``)."""

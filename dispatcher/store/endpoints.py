@@ -10,10 +10,11 @@ import orjson
 import redis
 
 from dispatcher import robots
-from dispatcher.errors import EndpointNotFound, InvalidInput, InvalidState, InvalidURL
+from dispatcher.errors import EndpointNotFound, InvalidInput, InvalidState, InvalidURL, TenantNotFound
+from dispatcher.events import validate_tenant
 from dispatcher.ids import new_id
 from dispatcher.matching import validate_patterns
-from dispatcher.models import POLL_KIND, Endpoint, PreviousSecret
+from dispatcher.models import DEFAULT_TENANT, POLL_KIND, Endpoint, PreviousSecret
 from dispatcher.settings import Settings, parse_schedule
 from dispatcher.signing import generate_secret, secret_key
 from dispatcher.ssrf import check_url
@@ -130,7 +131,7 @@ class EndpointStore:
     ) -> Endpoint:
         unknown = set(options) - {
             "description", "max_batch", "retry_schedule", "enabled", "rate_limit_per_s", "kind", "also_poll",
-            "template", "robot_secret",
+            "template", "robot_secret", "tenant",
         }  # fmt: skip
         if unknown:
             raise InvalidInput(f"unknown endpoint option(s): {', '.join(sorted(unknown))}")
@@ -151,6 +152,7 @@ class EndpointStore:
             if url is None or url == "":
                 raise InvalidURL(f"an endpoint of kind {kind!r} needs a URL (kind 'poll' is the one without)")
             fields = _validate_fields(self._s, {"url": url, "event_types": event_types, **options}, warnings)
+        fields["tenant"] = validate_tenant(options.get("tenant"))
         endpoint = Endpoint(id=new_id("ep"), secret=_validate_secret(secret), created_at=time.time(), **fields)
         endpoint = robots.apply_kind_rules(endpoint)
         self._save_new(endpoint)
@@ -213,6 +215,8 @@ class EndpointStore:
             "template",
             "robot_secret",
         }
+        if "tenant" in changes:
+            raise InvalidInput("an endpoint's tenant cannot change: create an endpoint under the other tenant")
         unknown = set(changes) - allowed
         if unknown:
             raise InvalidInput(f"unknown endpoint field(s): {', '.join(sorted(unknown))}")
@@ -270,9 +274,10 @@ class EndpointStore:
             raise EndpointNotFound(f"no endpoint {endpoint_id!r}")
         return cast(bytes, raw)
 
-    def _write(self, endpoint_id: str, expected: bytes, new: bytes) -> int:
-        keys = [self._k.endpoints, self._k.endpoints_version, self._k.stream(endpoint_id), self._k.stats_outcomes]
-        return int(self._scripts.run("endpoint_write", keys, [endpoint_id, expected, new]))
+    def _write(self, endpoint_id: str, expected: bytes, new: bytes, tenant: str = "") -> int:
+        k = self._k
+        keys = [k.endpoints, k.endpoints_version, k.stream(endpoint_id), k.stats_outcomes, k.tenants]
+        return int(self._scripts.run("endpoint_write", keys, [endpoint_id, expected, new, tenant]))
 
     def _change(self, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint:
         """Apply ``change`` to the endpoint as it is in Redis, atomically: when another writer changed it
@@ -292,5 +297,9 @@ class EndpointStore:
         raise InvalidState(f"endpoint {endpoint_id!r} kept changing while this change was applied; try again")
 
     def _save_new(self, endpoint: Endpoint) -> None:
-        if self._write(endpoint.id, b"", endpoint.model_dump_json().encode()) != 1:
+        tenant = "" if endpoint.tenant == DEFAULT_TENANT else endpoint.tenant
+        result = self._write(endpoint.id, b"", endpoint.model_dump_json().encode(), tenant)
+        if result == -2:
+            raise TenantNotFound(f"no tenant {endpoint.tenant!r}: create it first; nothing was written")
+        if result != 1:
             raise InvalidState(f"an endpoint with id {endpoint.id!r} exists already")

@@ -14,13 +14,16 @@ class Keys:
         self.prefix = prefix
         # hash: endpoint id -> endpoint JSON
         self.endpoints = f"{prefix}endpoints"
+        # hash: tenant id -> tenant JSON (the default tenant has no entry: it always exists)
+        self.tenants = f"{prefix}tenants"
         # hash: endpoint id -> JSON {raw, reason, at} of an endpoint record the workers could not read
         self.endpoints_quarantine = f"{prefix}endpoints:quarantine"
         # hash: kind of stored record ("endpoint", "delivery", "event", "stream") -> how many were unusable
         self.stats_poison = f"{prefix}stats:poison"
         # counter bumped on every endpoint change; workers reload their cache when it moves
         self.endpoints_version = f"{prefix}endpoints:ver"
-        # zset: "<event id> <type>[ <endpoint ids>]" -> due ms; events waiting for fan-out (lease end while claimed)
+        # zset: "<event id> <type>[ <endpoint ids or -> <tenant>]" -> due ms; events waiting for fan-out (lease
+        # end while claimed); the last two parts only when the event is addressed or of a tenant
         self.fanout = f"{prefix}fanout"
         # zset: delivery id -> due ms; new deliveries, retries and claimed leases
         self.due = f"{prefix}due"

@@ -35,6 +35,7 @@ from dispatcher.errors import CursorExpired, EndpointNotFound, InvalidCursor
 from dispatcher.models import Endpoint
 from dispatcher.settings import Settings
 from dispatcher.signing import secret_key, signature_header
+from dispatcher.store.connection import connect_async
 from dispatcher.store.keys import Keys
 from dispatcher.store.scripts import Scripts
 
@@ -272,12 +273,10 @@ class PullLog:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._redis is None or self._waiters is None:
             url = self.settings.store_url
-            pool = aredis.BlockingConnectionPool.from_url(
-                url, max_connections=64, timeout=10, socket_timeout=10, socket_connect_timeout=5,
-                health_check_interval=30,
-            )  # fmt: skip
-            self._redis = aredis.Redis(connection_pool=pool)
-            self._blocker = aredis.Redis.from_url(
+            self._redis = connect_async(
+                url, max_connections=64, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
+            )
+            self._blocker = connect_async(
                 url, single_connection_client=True, socket_timeout=BLOCK_MS / 1000 + 10, socket_connect_timeout=5
             )
             self._waiters = StreamWaiters(self._blocker, self._redis)

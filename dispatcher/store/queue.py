@@ -22,8 +22,10 @@ from typing import Any
 import redis
 
 from dispatcher.defaults import SLOT_QUEUED_TTL_MS, SLOT_RUNNING_TTL_MS, STATS_MINUTE_TTL_S
+from dispatcher.errors import NotReplicated, TenantNotFound
 from dispatcher.events import NewEvent
-from dispatcher.settings import Settings
+from dispatcher.models import DEFAULT_TENANT
+from dispatcher.settings import Durability, Settings
 from dispatcher.store.keys import Keys
 from dispatcher.store.scripts import Scripts
 
@@ -70,6 +72,7 @@ class ClaimedEvent:
     id: str
     type: str
     only: list[str] | None  # addressed to these endpoints only (e.g. a test event), whatever their types
+    tenant: str = DEFAULT_TENANT  # fans out to this tenant's endpoints only
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,16 +139,40 @@ class Queue:
     def enqueue(self, events: Sequence[NewEvent]) -> Enqueued:
         """Store events and queue them for fan-out, atomically; the fan-out slot is taken if it was free."""
         k, s = self._k, self._s
-        keys = [k.fanout, k.kick(Stage.FANOUT, 1), k.stats_enqueued]
-        args: list[Any] = [s.retention_s, s.idempotency_ttl_s, SLOT_QUEUED_TTL_MS]
+        keys = [k.fanout, k.kick(Stage.FANOUT, 1), k.stats_enqueued, k.tenants]
+        args: list[Any] = [s.retention_s, s.idempotency_ttl_s, SLOT_QUEUED_TTL_MS, DEFAULT_TENANT]
         for ev in events:
             keys.append(k.event(ev.id))
             if ev.idempotency_key:
                 keys.append(k.idempotency(ev.idempotency_key))
-            args += (ev.id, ev.type, ev.body, ev.only, 1 if ev.idempotency_key else 0)
-        out = self._scripts.run("enqueue", keys, args)
+            args += (ev.id, ev.type, ev.body, ev.only, 1 if ev.idempotency_key else 0, ev.tenant)
+        try:
+            if s.enqueue_durability is Durability.REPLICATED:
+                out = self._enqueue_replicated(keys, args)
+            else:
+                out = self._scripts.run("enqueue", keys, args)
+        except redis.ResponseError as exc:
+            if str(exc).startswith("unknown tenant "):
+                tenant = str(exc).removeprefix("unknown tenant ").split()[0]
+                raise TenantNotFound(f"no tenant {tenant!r}: create it first; nothing was written") from None
+            raise
         n = len(events)
         return Enqueued([v.decode() for v in out[1 : 1 + n]], [bool(v) for v in out[1 + n :]], bool(out[0]))
+
+    def _enqueue_replicated(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The enqueue script and ``WAIT`` on one connection (``WAIT`` counts that connection's writes)."""
+        s = self._s
+        pipe = self._r.pipeline(transaction=False)
+        self._scripts.run("enqueue", keys, args, client=pipe)
+        pipe.execute_command("WAIT", s.enqueue_replicas, s.enqueue_replica_timeout_ms)
+        out, confirmed = pipe.execute()
+        if int(confirmed) < s.enqueue_replicas:
+            raise NotReplicated(
+                f"the event is on the Redis primary but {confirmed} of {s.enqueue_replicas} replica(s) confirmed it "
+                f"within {s.enqueue_replica_timeout_ms} ms (DISPATCHER_ENQUEUE_DURABILITY=replicated): not "
+                "acknowledged; enqueue it again with the same idempotency key"
+            )
+        return out
 
     # -- fan-out ---------------------------------------------------------------------------------------
     def claim_events(self, limit: int, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> EventClaim:
@@ -156,9 +183,10 @@ class Queue:
         events = []
         for raw in out[2:]:
             parts = raw.decode("utf-8", "replace").split(" ")
-            only = parts[2].split(",") if len(parts) > 2 else None
-            valid = len(parts) in (2, 3) and all(parts)  # else taken off the queue with nothing created
-            events.append(ClaimedEvent(raw, parts[0], parts[1] if valid else "", only if valid else None))
+            only = parts[2].split(",") if len(parts) > 2 and parts[2] != "-" else None
+            tenant = parts[3] if len(parts) == 4 else DEFAULT_TENANT
+            valid = len(parts) in (2, 3, 4) and all(parts)  # else taken off the queue with nothing created
+            events.append(ClaimedEvent(raw, parts[0], parts[1] if valid else "", only if valid else None, tenant))
         return EventClaim(int(out[0]), out[1], events)
 
     def commit_fanout(self, items: Sequence[FanoutItem]) -> FanoutCommitted:

@@ -36,7 +36,7 @@ def fanout_once(rt: Runtime, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> t
         return 0, 0
     cache = rt.cache
     rt.refresh_endpoints(claim.version)
-    match = cache.index.match
+    match = cache.match
     items = []
     hanging: dict[str, list[tuple[FanoutItem, str]]] = {}  # endpoint id -> its new deliveries, if it hangs
     for event in claim.events:
@@ -45,9 +45,9 @@ def fanout_once(rt: Runtime, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> t
             targets = []
         elif event.only is not None:  # addressed to named endpoints (e.g. a test event), whatever their types
             found = (cache.targets.get(ep) for ep in event.only)
-            targets = [t for t in found if t is not None and t.endpoint.enabled]
+            targets = [t for t in found if t is not None and t.endpoint.enabled and t.endpoint.tenant == event.tenant]
         else:
-            targets = match(event.type)
+            targets = match(event.tenant, event.type)
         for t in targets:
             ep = t.endpoint
             if ep.kind == POLL_KIND or ep.also_poll:  # appended to the endpoint's pull log

@@ -56,7 +56,12 @@ class EndpointCache:
         self.version: bytes | None = None
         self.targets: dict[str, Target] = {}
         self.unusable: dict[str, str] = {}  # endpoint id -> why
-        self.index: PatternIndex[Target] = PatternIndex()
+        self.indexes: dict[str, PatternIndex[Target]] = {}  # tenant -> its enabled endpoints by type pattern
+
+    def match(self, tenant: str, event_type: str) -> list[Target]:
+        """The tenant's enabled endpoints subscribed to ``event_type``."""
+        index = self.indexes.get(tenant)
+        return index.match(event_type) if index is not None else []
 
     def target(self, raw: bytes) -> Target:
         """A Target for one stored endpoint; raises (anything) when the record cannot be used."""
@@ -86,7 +91,7 @@ class EndpointCache:
     def load(self, version: bytes | None, raw: dict[bytes, bytes]) -> None:
         targets: dict[str, Target] = {}
         unusable: dict[str, str] = {}
-        index: PatternIndex[Target] = PatternIndex()
+        indexes: dict[str, PatternIndex[Target]] = {}
         for key, value in raw.items():
             endpoint_id = key.decode("utf-8", "replace")
             try:
@@ -94,12 +99,12 @@ class EndpointCache:
                 if target.endpoint.id != endpoint_id:
                     raise ValueError(f"the record holds endpoint {target.endpoint.id[:40]!r}")
                 if target.endpoint.enabled:
-                    index.add(target.endpoint.event_types, target)
+                    indexes.setdefault(target.endpoint.tenant, PatternIndex()).add(target.endpoint.event_types, target)
             except Exception as exc:  # one record must not stop the others
                 unusable[endpoint_id] = f"endpoint record unusable: {type(exc).__name__}: {str(exc)[:200]}"
                 continue
             targets[endpoint_id] = target
-        self.targets, self.unusable, self.index, self.version = targets, unusable, index, version
+        self.targets, self.unusable, self.indexes, self.version = targets, unusable, indexes, version
 
     def refresh(self, endpoints: EndpointStore, version: bytes) -> None:
         """Reload every endpoint if the version (read by the claim that needs them) moved."""

@@ -49,6 +49,11 @@ PACKAGE = "dispatcher_client"
 CACHE = Path(tempfile.gettempdir()) / "dispatcher-openapi-clients"
 
 OPERATION_IDS = {
+    "create_tenant",
+    "list_tenants",
+    "get_tenant",
+    "delete_tenant",
+    "list_tenant_endpoints",
     "create_endpoint",
     "list_endpoints",
     "get_endpoint",
@@ -275,4 +280,14 @@ def test_generated_client_drives_every_operation_of_a_live_api(
     assert call("delete_endpoint", 204, ep.id) is None
     gone = call("get_endpoint", 404, ep.id)
     assert isinstance(gone, m.ErrorOut) and gone.error.code == "not_found"
+
+    tenant = call("create_tenant", 201, body=m.TenantCreate(id="acme", name="Acme"))
+    assert isinstance(tenant, m.TenantOut) and tenant.name == "Acme"
+    assert [t.id for t in call("list_tenants", 200).tenants] == ["default", "acme"]
+    assert call("get_tenant", 200, "acme").id == "acme"
+    theirs = call("create_endpoint", 201, body=m.EndpointCreate(url=failing.url, tenant="acme"))
+    assert theirs.tenant == "acme"
+    assert [e.id for e in call("list_tenant_endpoints", 200, "acme").endpoints] == [theirs.id]
+    assert call("delete_tenant", 200, "acme").purged == 0
+    assert call("get_tenant", 404, "acme").error.code == "not_found"
     assert called == OPERATION_IDS

@@ -38,6 +38,8 @@ def test_quick_benchmark_from_the_entry_point(redis_url: str, tmp_path: Path) ->
         assert (res["missing"], res["duplicates"], res["bad_signatures"]) == (0, 0, 0)
         assert res["recorded"] == expected
         assert res["vs_ceiling"] > 0 and res["vs_handwritten"] > 0
+        # what Redis spent on it: some CPU, at least the enqueue, claim and record calls, evalsha among the costliest
+        assert res["redis_cpu_us"] > 0 and res["redis_commands"] >= 3 and "evalsha" in res["redis_top_us"]
     assert results["enqueue"]["stored"] == results["enqueue"]["expected"]
     assert results["latency"]["missing"] == 0 and results["latency"]["p99_ms"] > 0
     runs = results["isolation"]["runs"]

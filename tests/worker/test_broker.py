@@ -190,7 +190,12 @@ def test_an_unsupported_or_malformed_broker_url_is_refused_without_showing_it(ur
 
 
 def test_supported_broker_urls_are_accepted(redis_url: str) -> None:
-    for url in ("amqp://guest:guest@127.0.0.1:5672//", "amqps://u:p@mq.example/vh", "rediss://h:6380/1"):
+    for url in (
+        "amqp://guest:guest@127.0.0.1:5672//",
+        "amqps://u:p@mq.example/vh",
+        "rediss://h:6380/1",
+        "redis+sentinel://:p@10.0.0.1:26379,10.0.0.2:26379/dispatch/0",
+    ):
         assert Settings(redis_url=redis_url, broker_url=url).celery_broker_url == url
 
 

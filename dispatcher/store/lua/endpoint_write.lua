@@ -7,8 +7,12 @@
 -- KEYS[3] stream      stream  the endpoint's pull log (deleted with the endpoint)
 -- KEYS[4] outcomes    hash    "<endpoint id>:<state>" -> deliveries (a deleted endpoint's fields are
 --                             folded into "~deleted:<state>", so totals keep counting and rows do not grow)
+-- KEYS[5] tenants     hash    tenant id -> tenant JSON
 -- ARGV[1] endpoint id  ARGV[2] the JSON read ('' = it must not exist yet)  ARGV[3] the new JSON ('' = delete)
--- Returns 1 written, 0 changed since it was read (read again and retry), -1 no such endpoint.
+-- ARGV[4] a tenant that must exist for the write ('' = none to check)
+-- Returns 1 written, 0 changed since it was read (read again and retry), -1 no such endpoint, -2 no such
+-- tenant (a tenant is removed before its endpoints, so none is created for a tenant being deleted).
+if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[5], ARGV[4]) == 0 then return -2 end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if ARGV[2] == '' then
   if current then return 0 end

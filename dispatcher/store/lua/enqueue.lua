@@ -3,20 +3,28 @@
 -- KEYS[1] fanout      zset    queue entry -> due ms
 -- KEYS[2] slot        string  the fan-out kick slot taken when something was queued
 -- KEYS[3] enqueued    string  counter of events accepted
--- KEYS[4..] per event: its event hash, then its idempotency key when it has one
--- ARGV[1] retention_s        ARGV[2] idempotency_ttl_s     ARGV[3] slot_ttl_ms
--- ARGV[4..] per event, 5 each: id, type, body, only (endpoint ids or ''), has_idempotency_key (0/1);
---   its queue entry is "<id> <type>" or "<id> <type> <only>"
--- Every key is read before anything is written, so an error (a key of the wrong type) writes nothing.
+-- KEYS[4] tenants     hash    tenant id -> tenant JSON (an event's tenant must be there, or be ARGV[4])
+-- KEYS[5..] per event: its event hash, then its idempotency key when it has one
+-- ARGV[1] retention_s        ARGV[2] idempotency_ttl_s     ARGV[3] slot_ttl_ms    ARGV[4] the default tenant
+-- ARGV[5..] per event, 6 each: id, type, body, only (endpoint ids or ''), has_idempotency_key (0/1), tenant;
+--   its queue entry is "<id> <type>", "<id> <type> <only>" or, of another tenant than the default,
+--   "<id> <type> <only or -> <tenant>"
+-- Every key is read before anything is written, so an error (a key of the wrong type, a tenant that does
+-- not exist: 'unknown tenant <id>') writes nothing.
 -- Returns {kick (0/1), the id per event..., 1 if new / 0 if seen per event...}
 --#include now
 local retention, idem_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ids, fresh = {}, {}
 local writes = {}
 local pending_idem = {}  -- idempotency keys taken by an earlier event of this batch
-local k = 4
-for i = 4, #ARGV, 5 do  -- read everything first
-  local id, has_idem = ARGV[i], ARGV[i + 4]
+local k = 5
+local known = {[ARGV[4]] = true}
+for i = 5, #ARGV, 6 do  -- read everything first
+  local id, has_idem, tenant = ARGV[i], ARGV[i + 4], ARGV[i + 5]
+  if not known[tenant] then
+    if redis.call('HEXISTS', KEYS[4], tenant) == 0 then return redis.error_reply('unknown tenant ' .. tenant) end
+    known[tenant] = true
+  end
   local event_key = KEYS[k]
   local idem_key = nil
   k = k + 1
@@ -39,19 +47,24 @@ for i = 4, #ARGV, 5 do  -- read everything first
   fresh[#fresh + 1] = dup and 0 or 1
 end
 local added = 0
-k = 4
-for i = 4, #ARGV, 5 do
+k = 5
+for i = 5, #ARGV, 6 do
   local event_key = KEYS[k]
   local idem_key = nil
   k = k + 1
   if ARGV[i + 4] == '1' then idem_key = KEYS[k]; k = k + 1 end
   if writes[event_key] == i then
-    local id, typ, body, only = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local id, typ, body, only, tenant = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 5]
     redis.call('HSET', event_key, 'body', body, 'type', typ, 'ts', now)
     local entry = id .. ' ' .. typ
     if only ~= '' then
       redis.call('HSET', event_key, 'only', only)
       entry = entry .. ' ' .. only
+    end
+    if tenant ~= ARGV[4] then
+      redis.call('HSET', event_key, 'tenant', tenant)
+      if only == '' then entry = entry .. ' -' end
+      entry = entry .. ' ' .. tenant
     end
     redis.call('EXPIRE', event_key, retention)
     redis.call('ZADD', KEYS[1], now, entry)
