@@ -19,9 +19,10 @@ from urllib.parse import quote, unquote, urlsplit
 
 from celery import Celery
 
+from dispatcher.brokers import is_amqp
 from dispatcher.errormap import translated
 from dispatcher.errors import BrokerUnavailable, ConfigError, StoreError
-from dispatcher.settings import Settings, is_amqp, redact_url
+from dispatcher.settings import Settings, redact_url
 from dispatcher.store.connection import SENTINEL_SCHEME, celery_broker, parse_sentinel
 from dispatcher.store.queue import Queue, Stage
 

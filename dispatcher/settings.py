@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from dispatcher.brokers import check_broker_url
 from dispatcher.devstack import DevStackInfo, devstack_path, read_devstack
 from dispatcher.errors import ConfigError
 from dispatcher.version import __version__
@@ -69,39 +70,6 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{user or ''}:***@{host}" + (f":{port}" if port is not None else "")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-AMQP_SCHEMES = frozenset({"amqp", "amqps", "pyamqp"})
-REDIS_SCHEMES = frozenset({"redis", "rediss", "redis+sentinel"})
-
-
-def broker_scheme(url: str) -> str:
-    """The scheme of a broker URL, lower-cased (``amqp``, ``redis``, ...; empty when it has none)."""
-    return url.partition("://")[0].lower() if "://" in url else ""
-
-
-def is_amqp(url: str) -> bool:
-    """Whether ``url`` names a RabbitMQ (AMQP 0-9-1) broker."""
-    return broker_scheme(url) in AMQP_SCHEMES
-
-
-def check_broker_url(url: str) -> None:
-    """Raise ``ConfigError`` (naming DISPATCHER_BROKER_URL, never echoing the URL: it may hold a password)
-    unless ``url`` is a broker URL the dispatcher supports."""
-    scheme = broker_scheme(url)
-    if scheme not in AMQP_SCHEMES | REDIS_SCHEMES:
-        plain = bool(scheme) and len(scheme) <= 20 and all(c.isalnum() or c in "+-." for c in scheme)
-        shown = f"the scheme {scheme}://" if plain else "a URL without a scheme"
-        raise ConfigError(
-            f"DISPATCHER_BROKER_URL: unsupported broker ({shown}): use amqp:// or amqps:// (RabbitMQ), redis://, "
-            "rediss:// or redis+sentinel://, or leave it unset to use the store's Redis"
-        )
-    if scheme == "redis+sentinel":
-        return  # several hosts: its own parser (``store.connection``) checks it when the broker is configured
-    try:
-        urlsplit(url).port  # noqa: B018 - raises on a port that is not a number
-    except ValueError:
-        raise ConfigError("DISPATCHER_BROKER_URL is not a valid URL (check its host and port)") from None
 
 
 FROM_SETTING = "DISPATCHER_REDIS_URL"
