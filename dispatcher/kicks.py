@@ -2,7 +2,7 @@
 
 The broker is the store's Redis unless ``broker_url`` names another: RabbitMQ (``amqp://``) carries the
 kicks then, and everything else stays in Redis. Losing a kick loses nothing: the scheduler sends another
-once its slot lapses.
+once its slot is free (at once when the publish failed, else when the slot lapses).
 
 The work itself (events to fan out, deliveries to attempt) lives in Redis sorted sets, so a kick
 carries nothing but a slot number. Each stage has ``kick_parallelism`` slots; a slot is a Redis key
