@@ -28,6 +28,7 @@ from dispatcher.cli.bench import bench
 from dispatcher.cli.config import cli_settings
 from dispatcher.cli.flower import flower
 from dispatcher.cli.pull import listen, subscribe_poll
+from dispatcher.cli.tenants import tenant
 from dispatcher.client import Dispatcher
 from dispatcher.errormap import translate
 from dispatcher.errors import DispatcherError, EventNotFound, InvalidInput, StoreUnavailable
@@ -214,6 +215,7 @@ def cli() -> None:
 @click.option("--robot-secret", default=None, help="DingTalk / Feishu: the robot's signing secret (SEC...).")
 @click.option("--rate-limit", type=click.FloatRange(min=0, min_open=True), default=None, metavar="PER_S",
               help="At most this many requests per second (chat robots: default their platform's rate).")  # fmt: skip
+@click.option("--tenant", default=None, help="The tenant whose events it receives (default: 'default').")
 def subscribe(
     url: str,
     event_types: tuple[str, ...],
@@ -225,6 +227,7 @@ def subscribe(
     template: str | None,
     robot_secret: str | None,
     rate_limit: float | None,
+    tenant: str | None,
 ) -> None:
     """Subscribe URL to events; prints the endpoint with its secret (shown only this once).
 
@@ -233,7 +236,7 @@ def subscribe(
     """
     options: dict[str, Any] = {}
     for name, value in (("kind", kind), ("template", template), ("robot_secret", robot_secret),
-                        ("rate_limit_per_s", rate_limit)):  # fmt: skip
+                        ("rate_limit_per_s", rate_limit), ("tenant", tenant)):  # fmt: skip
         if value is not None:
             options[name] = value
     if max_batch is not None:
@@ -261,10 +264,11 @@ def unsubscribe(endpoint_id: str) -> None:
 
 @cli.command()
 @_json_option
-def endpoints(as_json: bool) -> None:
+@click.option("--tenant", default=None, help="Only this tenant's endpoints.")
+def endpoints(as_json: bool, tenant: str | None) -> None:
     """List endpoints (secrets masked)."""
     with _dispatcher() as dsp:
-        found = dsp.list_endpoints()
+        found = dsp.list_endpoints(tenant=tenant)
     if as_json:
         _echo_json([ep.masked() for ep in found])
     else:
@@ -299,7 +303,8 @@ def _reject_constant(name: str) -> NoReturn:
 @click.argument("data", metavar="JSON")
 @click.option("--id", "event_id", default=None, help="Event id (default: generated). Re-using one sends nothing again.")
 @click.option("--idempotency-key", default=None, help="Events with a key already seen are not sent again.")
-def enqueue(event_type: str, data: str, event_id: str | None, idempotency_key: str | None) -> None:
+@click.option("--tenant", default=None, help="Only this tenant's endpoints receive it (default: 'default').")
+def enqueue(event_type: str, data: str, event_id: str | None, idempotency_key: str | None, tenant: str | None) -> None:
     """Publish an event of TYPE whose data is JSON ('-' reads it from stdin); prints the event id."""
     text = sys.stdin.read() if data == "-" else data
     try:
@@ -307,7 +312,7 @@ def enqueue(event_type: str, data: str, event_id: str | None, idempotency_key: s
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise CliInputError(f"event data is not valid JSON: {_one_line(exc)}") from None
     with _dispatcher() as dsp:
-        new_id = dsp.enqueue(event_type, payload, event_id=event_id, idempotency_key=idempotency_key)
+        new_id = dsp.enqueue(event_type, payload, event_id=event_id, idempotency_key=idempotency_key, tenant=tenant)
     click.echo(new_id)
 
 
@@ -457,6 +462,7 @@ cli.add_command(subscribe_poll)
 cli.add_command(listen)
 cli.add_command(flower)
 cli.add_command(bench)
+cli.add_command(tenant)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

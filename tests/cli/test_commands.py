@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 COMMANDS = [
     "api",
+    "tenant",
     "stats",
     "subscribe",
     "unsubscribe",
@@ -150,6 +151,22 @@ def test_a_syntactically_bad_url_says_invalid_url(
 def test_unsubscribe_unknown_endpoint_is_a_clean_error(cli_env: dict[str, str], run: Callable[..., Result]) -> None:
     assert_clean_error(run("unsubscribe", "ep_doesnotexist"), 1, "ep_doesnotexist")
     assert_clean_error(run("enable", "ep_doesnotexist"), 1, "no endpoint")
+
+
+def test_tenants_from_the_command_line(
+    cli_env: dict[str, str], receiver: Receiver, ok: Callable[[Result], str], run: Callable[..., Result]
+) -> None:
+    assert json.loads(ok(run("tenant", "create", "acme", "--name", "Acme")))["name"] == "Acme"
+    assert [t["id"] for t in json.loads(ok(run("tenant", "list")))] == ["default", "acme"]
+    endpoint = json.loads(ok(run("subscribe", receiver.url, "--tenant", "acme")))
+    assert endpoint["tenant"] == "acme"
+    assert [e["id"] for e in json.loads(ok(run("endpoints", "--json", "--tenant", "acme")))] == [endpoint["id"]]
+    assert ok(run("enqueue", "order.paid", "{}", "--tenant", "acme")).strip().startswith("msg_")
+    assert_clean_error(run("enqueue", "order.paid", "{}", "--tenant", "nope"), 1, "no tenant 'nope'")
+    assert_clean_error(run("subscribe", receiver.url, "--tenant", "nope"), 1, "no tenant 'nope'")
+    assert json.loads(ok(run("tenant", "delete", "acme"))) == {"deleted": "acme", "purged": 0}
+    assert json.loads(ok(run("endpoints", "--json"))) == []
+    assert_clean_error(run("tenant", "delete", "acme"), 1, "no tenant 'acme'")
 
 
 # -- events ----------------------------------------------------------------------------------------
