@@ -388,3 +388,36 @@ def test_the_standalone_scheduler_kicks_retries_through_rabbitmq(
     log = scheduler.log()
     assert "kicks through the broker amqp://guest:***@127.0.0.1:5672// (from DISPATCHER_BROKER_URL)" in log
     assert "guest:guest@" not in log
+
+
+def test_a_broker_outage_while_workers_deliver_neither_stalls_them_nor_sends_anything_twice(
+    rabbit: str,
+    broker_names: str,
+    proxy: BrokerProxy,
+    settings_for: Callable[..., Settings],
+    receiver_factory: Callable[..., Receiver],
+    worker_factory: Callable[..., Worker],
+    dispatcher_for: Callable[[Settings], Dispatcher],
+    wait_until: Callable[..., Any],
+) -> None:
+    """Running tasks go on delivering while the broker is away (their Flower events are dropped, and trying
+    to send them must not hold the loop until the leases run out and the deliveries go out again); what
+    is left waits for the broker and is then delivered, each once."""
+    settings = settings_for(broker_url=proxy.url)
+    worker = worker_factory(settings, concurrency=2)
+    rec = receiver_factory(delay_s=0.05)
+    dsp = dispatcher_for(settings)
+    dsp.subscribe(rec.url, ["*"])
+    ids = dsp.enqueue_many([("a.busy", {"i": i}) for i in range(2000)])
+    rec.wait_for(100, timeout_s=60)
+
+    proxy.cut()
+    at_cut = rec.count()
+    rec.wait_for(at_cut + 100, timeout_s=10)  # the loops were not held up by the broker's absence
+    wait_until(lambda: "Flower events not sent" in worker.log(), 20, 0.1, "the events to be dropped")
+    wait_until(lambda: "scheduler: cannot reach Redis or the broker" in worker.log(), 30, 0.1, "a kick to fail")
+
+    proxy.reopen()
+    wait_until(lambda: set(ids) <= {r.headers["webhook-id"] for r in rec.wait_for(0)}, 120, 0.2, "every event")
+    assert_each_once(rec, ids)
+    assert "raised unexpected" not in worker.log()  # a kick that could not be sent is one warning line
