@@ -7,9 +7,11 @@ import logging
 import os
 import threading
 import time
+import warnings
 from typing import Any, ClassVar
 
 from celery import Celery, bootsteps, signals
+from celery.exceptions import CPendingDeprecationWarning
 
 from dispatcher.errormap import translated
 from dispatcher.errors import ConfigError, StoreError
@@ -52,6 +54,14 @@ class EmbeddedScheduler(bootsteps.StartStopStep):
         self._stop = threading.Event()
 
     def start(self, parent: Any) -> None:
+        # Celery warns at every broker connection loss that it may cancel running tasks by default one day; we
+        # chose not to (``worker_cancel_long_running_tasks_on_connection_loss`` in ``kicks.celery_config``), so
+        # it is noise. Here: after Celery's logging setup, which lets every such warning through.
+        warnings.filterwarnings(
+            "ignore",
+            message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+            category=CPendingDeprecationWarning,
+        )
         log.info("worker on Redis %s", settings.redis_choice().describe())
         if settings.broker_url:
             log.info("kicks through the broker %s (from DISPATCHER_BROKER_URL)", redact_url(settings.broker_url))
