@@ -17,15 +17,18 @@ from dispatcher.errors import (
     AlreadyProcessed,
     ConfigError,
     CursorExpired,
+    DataMismatch,
     DeliveryError,
     DeliveryNotFound,
     DispatcherError,
     EndpointNotFound,
     EventNotFound,
+    EventTypeNotFound,
     InvalidCursor,
     InvalidEventType,
     InvalidInput,
     InvalidPayload,
+    InvalidSchema,
     InvalidSecret,
     InvalidSignature,
     InvalidState,
@@ -45,9 +48,11 @@ from dispatcher.errors import (
     TenantNotFound,
     TimestampTooNew,
     TimestampTooOld,
+    UnregisteredEventType,
     UnsafeTarget,
     VerificationError,
 )
+from dispatcher.event_types import EventType
 from dispatcher.models import Attempt, Delivery, DeliveryState, Endpoint, Tenant
 from dispatcher.receiver.verify import SeenIds, verify
 from dispatcher.settings import Settings
@@ -134,6 +139,28 @@ def list_tenants() -> list[Tenant]:
     return default().list_tenants()
 
 
+class _DefaultEventTypes:
+    """``dispatcher.event_types``: the event-type catalog of the process-wide Dispatcher (``EventTypes``).
+
+    Bound over the submodule of the same name, which stays importable (``from dispatcher.event_types import
+    EventTypes``)."""
+
+    def register(self, name: str, *, description: str = "", schema: object, example: Any = None) -> EventType:
+        return default().event_types.register(name, description=description, schema=schema, example=example)
+
+    def unregister(self, name: str) -> None:
+        default().event_types.unregister(name)
+
+    def get(self, name: str) -> EventType:
+        return default().event_types.get(name)
+
+    def list(self) -> list[EventType]:
+        return default().event_types.list()
+
+
+event_types = _DefaultEventTypes()
+
+
 def deliveries(event_id: str) -> list[Delivery]:
     return default().deliveries(event_id)
 
@@ -151,6 +178,7 @@ __all__ = [
     "Attempt",
     "ConfigError",
     "CursorExpired",
+    "DataMismatch",
     "Delivery",
     "DeliveryError",
     "DeliveryNotFound",
@@ -160,10 +188,13 @@ __all__ = [
     "Endpoint",
     "EndpointNotFound",
     "EventNotFound",
+    "EventType",
+    "EventTypeNotFound",
     "InvalidCursor",
     "InvalidEventType",
     "InvalidInput",
     "InvalidPayload",
+    "InvalidSchema",
     "InvalidSecret",
     "InvalidSignature",
     "InvalidState",
@@ -186,6 +217,7 @@ __all__ = [
     "TenantNotFound",
     "TimestampTooNew",
     "TimestampTooOld",
+    "UnregisteredEventType",
     "UnsafeTarget",
     "VerificationError",
     "__version__",
@@ -199,6 +231,7 @@ __all__ = [
     "endpoint_deliveries",
     "enqueue",
     "enqueue_many",
+    "event_types",
     "get_endpoint",
     "list_endpoints",
     "list_tenants",

@@ -11,6 +11,7 @@ import redis
 from dispatcher.defaults import STATS_MINUTES_SHOWN
 from dispatcher.errormap import translating
 from dispatcher.errors import InvalidState
+from dispatcher.event_types import EventTypes
 from dispatcher.events import CHUNK, NewEvent, build_event, build_many
 from dispatcher.kicks import Kicker
 from dispatcher.models import DEFAULT_TENANT, Delivery, DeliveryState, Endpoint, Tenant
@@ -33,6 +34,7 @@ class Dispatcher:
         self.keys = self.store.keys
         self.endpoints = self.store.endpoints
         self.records = self.store.records
+        self.event_types = EventTypes(self.store.event_types, self.settings)
         self._kicker: Kicker | None = None
 
     # -- kicks -------------------------------------------------------------------------------
@@ -136,7 +138,8 @@ class Dispatcher:
         With an ``idempotency_key`` (or an ``event_id``) already seen within the retention window,
         returns the first event's id and sends nothing again. ``endpoint_ids`` addresses the event to
         those endpoints only, whatever their type filters. ``tenant``: only that tenant's endpoints receive
-        it (none: the default tenant's); a tenant that does not exist raises ``TenantNotFound``.
+        it (none: the default tenant's); a tenant that does not exist raises ``TenantNotFound``. Data of a
+        registered type must match its schema (``DataMismatch``; see ``event_types``).
         """
         ev = build_event(
             event_type,
@@ -146,6 +149,7 @@ class Dispatcher:
             endpoint_ids=endpoint_ids,
             tenant=tenant,
             max_bytes=self.settings.max_payload_bytes,
+            check=self.event_types.check,
         )
         return self._write([ev])[0]
 
@@ -161,7 +165,7 @@ class Dispatcher:
     def enqueue_many(self, items: Iterable[Any], tenant: str | None = None) -> list[str]:
         """Store many events (``(type, data)`` pairs or dicts, which may name a ``tenant``; else ``tenant``);
         all are validated before any is written."""
-        events = build_many(items, self.settings.max_payload_bytes, tenant)
+        events = build_many(items, self.settings.max_payload_bytes, tenant, self.event_types.check)
         if len(events) > CHUNK:  # several writes: every tenant is checked before the first
             self._check_tenants({ev.tenant for ev in events} - {DEFAULT_TENANT})
         ids: list[str] = []

@@ -19,3 +19,8 @@ SLOT_REFRESH_S = 1.0
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 STATS_MINUTE_TTL_S = 7200  # per-minute outcome counters (web page, `dispatcher stats`)
 STATS_MINUTES_SHOWN = 10  # per-minute counters returned by the stats
+
+# -- the event-type catalog (dispatcher.event_types) --------------------------------------------------
+EVENT_TYPE_SCHEMA_MAX_BYTES = 64 * 1024  # a registered JSON Schema, encoded
+EVENT_TYPE_DESCRIPTION_MAX_CHARS = 1000
+BUILTIN_EVENT_TYPES = frozenset({"webhook.test", "endpoint.disabled"})  # sent by send_test and worker.health

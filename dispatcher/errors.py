@@ -23,6 +23,18 @@ class PayloadTooLarge(InvalidInput):
     """Raised when an encoded event is larger than ``max_payload_bytes``."""
 
 
+class InvalidSchema(InvalidInput):
+    """Raised when an event type's schema is not valid JSON Schema, or its example does not match it."""
+
+
+class DataMismatch(InvalidInput):
+    """Raised when an event's data does not match the schema registered for its type; nothing was written."""
+
+
+class UnregisteredEventType(InvalidEventType):
+    """Raised when an event's type is not registered while ``event_types_require_registered`` is on."""
+
+
 class InvalidURL(InvalidInput):
     """Raised when an endpoint URL is not an absolute http(s) URL."""
 
@@ -41,6 +53,10 @@ class NotFound(DispatcherError, LookupError):
 
 class EndpointNotFound(NotFound):
     """Raised when no endpoint has the given id."""
+
+
+class EventTypeNotFound(NotFound):
+    """Raised when no event type of the given name is registered."""
 
 
 class TenantNotFound(NotFound):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +18,8 @@ from dispatcher.models import DEFAULT_TENANT
 _ID_RE = re.compile(r"^[A-Za-z0-9_\-.]{1,128}$")
 MAX_IDEMPOTENCY_KEY = 256
 CHUNK = 1000  # events per Redis script call
+
+Check = Callable[[str, Any], None]  # raises InvalidInput for data its type does not accept (EventTypes.check)
 
 
 @dataclass(slots=True, frozen=True)
@@ -49,9 +51,12 @@ def build_event(
     endpoint_ids: object = None,
     tenant: object = None,
     max_bytes: int,
+    check: Check | None = None,
 ) -> NewEvent:
     """Validate one event and encode its body ``{"id", "type", "timestamp", "data"}``."""
     etype = validate_event_type(event_type)
+    if check is not None:
+        check(etype, data)
     eid = new_id("msg") if event_id is None else _check_id(event_id, "event_id")
     idem = (
         ""
@@ -88,7 +93,9 @@ def validate_tenant(value: object) -> str:
     return _check_id(value, "tenant", MAX_TENANT_ID)
 
 
-def build_many(items: Iterable[Any], max_bytes: int, tenant: object = None) -> list[NewEvent]:
+def build_many(
+    items: Iterable[Any], max_bytes: int, tenant: object = None, check: Check | None = None
+) -> list[NewEvent]:
     """Validate every item (a ``(type, data)`` pair or a mapping) before anything is written; ``tenant``
     is each item's unless the item names one."""
     out = []
@@ -111,10 +118,11 @@ def build_many(items: Iterable[Any], max_bytes: int, tenant: object = None) -> l
                         idempotency_key=item.get("idempotency_key"),
                         tenant=item.get("tenant", tenant),
                         max_bytes=max_bytes,
+                        check=check,
                     )
                 )
             elif isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and len(item) == 2:
-                out.append(build_event(item[0], item[1], tenant=tenant, max_bytes=max_bytes))
+                out.append(build_event(item[0], item[1], tenant=tenant, max_bytes=max_bytes, check=check))
             else:
                 raise InvalidInput("each item must be a (type, data) pair or a mapping with 'type' and 'data'")
         except InvalidInput as exc:

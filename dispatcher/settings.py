@@ -155,6 +155,15 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(default=256 * 1024, ge=1, description="encoded event size limit")
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=1, description="how long an idempotency key is remembered")
     retention_s: int = Field(default=7 * 24 * 3600, ge=1, description="how long events and attempt records are kept")
+    event_types_require_registered: bool = Field(
+        default=False, description="refuse events whose type is not registered (`dispatcher event-types`)"
+    )
+    event_types_refresh_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="how long a producer trusts its compiled event-type schemas before checking the catalog for "
+        "changes made by another process (one GET)",
+    )
     enqueue_durability: Durability = Field(
         default=Durability.PRIMARY,
         description="`primary`: `enqueue()` returns once the Redis primary holds the event; `replicated`: once "

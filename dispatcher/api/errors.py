@@ -19,10 +19,12 @@ from dispatcher.api.schemas import ErrorOut
 from dispatcher.errormap import translate
 from dispatcher.errors import (
     CursorExpired,
+    DataMismatch,
     DispatcherError,
     InvalidCursor,
     InvalidEventType,
     InvalidInput,
+    InvalidSchema,
     InvalidState,
     InvalidURL,
     NotFound,
@@ -42,6 +44,8 @@ DISPATCHER_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (UnsafeTarget, 400, "unsafe_target"),
     (InvalidEventType, 400, "invalid_event_type"),
     (InvalidCursor, 400, "invalid_cursor"),
+    (InvalidSchema, 400, "invalid_schema"),
+    (DataMismatch, 400, "data_mismatch"),
     (InvalidInput, 400, "invalid_input"),
     (NotFound, 404, "not_found"),
     (NotPollable, 409, "not_pollable"),

@@ -1,4 +1,4 @@
-"""The ``/v1`` routes: endpoints, events, deliveries, replay and stats, thin over ``Dispatcher``.
+"""The ``/v1`` routes: endpoints, events, event types, deliveries, replay and stats, thin over ``Dispatcher``.
 
 Handlers are plain functions (FastAPI runs them in its thread pool) because ``Dispatcher`` talks to
 Redis synchronously. Errors are raised as the dispatcher's exceptions and turned into the one
@@ -26,6 +26,9 @@ from dispatcher.api.schemas import (
     Enqueued,
     EventIn,
     EventOut,
+    EventTypeIn,
+    EventTypeList,
+    EventTypeOut,
     Replayed,
     RotateSecret,
     SentTest,
@@ -156,6 +159,33 @@ def get_event(event_id: str, dsp: Dsp) -> dict[str, Any]:
     """The event as sent, and its deliveries (none until fanned out) with every attempt."""
     event = dsp.event(event_id)
     return {**event, "deliveries": dsp.deliveries(event_id)}
+
+
+# -- event types ----------------------------------------------------------------------------------
+@router.get("/event-types", response_model=EventTypeList, response_model_by_alias=True, tags=["event types"])
+def list_event_types(dsp: Dsp) -> dict[str, Any]:
+    """Every registered event type, by name, with its description, schema and example."""
+    return {"event_types": [t.as_dict() for t in dsp.event_types.list()]}
+
+
+@router.get("/event-types/{name}", response_model=EventTypeOut, response_model_by_alias=True, tags=["event types"])
+def get_event_type(name: str, dsp: Dsp) -> dict[str, Any]:
+    return dsp.event_types.get(name).as_dict()
+
+
+@router.put("/event-types/{name}", response_model=EventTypeOut, response_model_by_alias=True, tags=["event types"])
+def register_event_type(name: str, body: EventTypeIn, dsp: Dsp) -> dict[str, Any]:
+    """Register (or replace) an event type: events of this type whose data does not match the schema are
+    refused from then on (400). The schema must be valid JSON Schema and the example match it."""
+    registered = dsp.event_types.register(name, description=body.description, schema=body.schema_, example=body.example)
+    return registered.as_dict()
+
+
+@router.delete("/event-types/{name}", status_code=status.HTTP_204_NO_CONTENT, tags=["event types"])
+def delete_event_type(name: str, dsp: Dsp) -> Response:
+    """Unregister an event type: its events are no longer checked (or refused, with the require setting)."""
+    dsp.event_types.unregister(name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 # -- deliveries -----------------------------------------------------------------------------------

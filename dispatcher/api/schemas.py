@@ -107,6 +107,30 @@ class EventIn(Strict):
     tenant: str | None = Field(default=None, description="only this tenant's endpoints receive it; left out: 'default'")
 
 
+class EventTypeIn(Strict):
+    """An event type to register (or replace): its data must match ``schema`` from then on."""
+
+    description: str = Field(default="", description="what the event means, shown where types are offered")
+    schema_: dict[str, Any] = Field(
+        alias="schema",
+        description="JSON Schema (draft 2020-12 unless its $schema names another) the event's data must match",
+        examples=[{"type": "object", "required": ["order_id"], "properties": {"order_id": {"type": "string"}}}],
+    )
+    example: Any = Field(default=None, description="example data; must match the schema")
+
+
+class EventTypeOut(BaseModel):
+    name: str = Field(examples=["order.paid"])
+    description: str
+    schema_: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
+    example: Any = None
+    updated_at: float = Field(description="unix time of its registration")
+
+
+class EventTypeList(BaseModel):
+    event_types: list[EventTypeOut]
+
+
 class SecretOut(BaseModel):
     secret: str
     expires_at: float

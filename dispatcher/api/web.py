@@ -12,6 +12,7 @@ and stores nothing.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from dispatcher.signing import endpoint_token
 HERE = Path(__file__).resolve().parent
 PAGE_ENDPOINTS = 50  # endpoints shown on the page (newest first)
 PAGE_DELIVERIES = 10  # recent deliveries shown per endpoint
+PAGE_EXAMPLE_CHARS = 600  # of a registered event type's example, pretty-printed
 REFRESH_MS = 3000
 
 templates = Environment(
@@ -112,6 +114,25 @@ def endpoint_views(dsp: Dispatcher) -> list[EndpointView]:
     ]
 
 
+@dataclass
+class EventTypeView:
+    """A registered event type as the form offers it: name, description and its example as JSON text."""
+
+    name: str
+    description: str
+    example: str  # "" when none was registered
+
+
+def event_type_views(dsp: Dispatcher) -> list[EventTypeView]:
+    views = []
+    for t in dsp.event_types.list():
+        example = "" if t.example is None else json.dumps(t.example, indent=2, ensure_ascii=False)
+        if len(example) > PAGE_EXAMPLE_CHARS:
+            example = example[: PAGE_EXAMPLE_CHARS - 1] + "…"
+        views.append(EventTypeView(t.name, t.description, example))
+    return views
+
+
 def poll_retention(settings: Settings) -> str:
     """How long a pull log keeps events, as the page says it."""
     age = settings.poll_max_age_s
@@ -156,6 +177,7 @@ def index(request: Request) -> HTMLResponse:
     return render(
         "index.html",
         views=endpoint_views(dsp),
+        event_types=event_type_views(dsp),
         poll_retention=poll_retention(dsp.settings),
         open_mode=auth.open,
         refresh_ms=REFRESH_MS,

@@ -49,13 +49,17 @@ class Sizes:
     backlog: int = 1_000_000
     ceiling: int = 20_000
     handwritten: int = 3_000
+    tenant_backlog: int = 100_000  # scenario 8: the noisy tenant's events, each to its hanging endpoints
+    tenant_noisy_endpoints: int = 10
+    tenant_rate: int = 200  # the quiet tenant's events per second...
+    tenant_s: float = 10.0  # ...for this long
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(
             fanout_events=200, fanout_endpoints=5, one_to_one=1000, enqueue_single=500, enqueue_many=5000,
             latency_rate=200, latency_s=2.0, isolation_endpoints=20, isolation_events=50, backlog=20_000,
-            ceiling=1000, handwritten=200,
+            ceiling=1000, handwritten=200, tenant_backlog=2000, tenant_noisy_endpoints=3, tenant_rate=100, tenant_s=2.0,
         )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from dispatcher.bench import baselines, flower, scenarios  # noqa: F401  (importing them registers their steps)
+from dispatcher.bench import baselines, flower, scenarios, tenants  # noqa: F401  (importing them registers their steps)
 from dispatcher.bench.chart import ChartData
 from dispatcher.bench.harness import Bench, BenchError
 from dispatcher.bench.registry import STEPS, Step

@@ -9,6 +9,7 @@ from typing import Any
 from dispatcher import Dispatcher
 from dispatcher.bench.chart import Part
 from dispatcher.bench.harness import Bench, fmt_rss, worker_rss_mb
+from dispatcher.bench.progress import Task
 from dispatcher.bench.redis_cost import RedisUsage, describe_cost
 from dispatcher.bench.registry import Figures, step
 
@@ -76,38 +77,78 @@ def one_to_one(bench: Bench) -> dict[str, Any]:
     return res
 
 
+# the enqueue step's registered type: its schema is checked on every call (dispatcher.event_types)
+TYPED_EVENT = "bench.typed"
+TYPED_SCHEMA = {
+    "type": "object",
+    "required": ["i", "pad"],
+    "properties": {"i": {"type": "integer", "minimum": 0}, "pad": {"type": "string", "maxLength": 256}},
+    "additionalProperties": False,
+}
+ENQUEUE_ROUNDS = 5  # plain and registered-type calls alternate in this many blocks, so drift hits both alike
+
+
 def _enqueue_chart(r: Figures) -> Part:
-    return Part(notes=[f"3 enqueue(): {r['single_per_s']:,} calls/s one at a time; enqueue_many() in chunks of "
+    typed = ""
+    if "typed_per_s" in r:
+        typed = f"; a registered type (schema checked): {r['typed_per_s']:,} calls/s ({r['typed_vs_plain']}x)"
+    return Part(notes=[f"3 enqueue(): {r['single_per_s']:,} calls/s one at a time{typed}; enqueue_many() in chunks of "
                        f"1,000: {r['many_per_s']:,} events/s (events accepted, not deliveries)"])  # fmt: skip
+
+
+def _enqueue_calls(d: Dispatcher, etype: str, start: int, stop: int, task: Task) -> float:
+    """Seconds taken by ``enqueue()`` of events ``start`` to ``stop`` of type ``etype``, one call each."""
+    done = task.done
+    t0 = time.perf_counter()
+    for i in range(start, stop):
+        d.enqueue(etype, {"i": i, "pad": "x" * 64})
+        if i % 100 == 0:
+            task.update(done + i - start)
+    took = time.perf_counter() - t0
+    task.update(done + stop - start)
+    return took
 
 
 @step("enqueue", needs_workers=False, chart=_enqueue_chart)
 def enqueue(bench: Bench) -> dict[str, Any]:
+    """``enqueue()`` one by one, of an unregistered type and of a registered one (its schema checked on every
+    call), alternating in blocks; then ``enqueue_many()`` in chunks."""
     s = bench.sizes
     d = bench.dispatcher(prefix=bench.prefix + "enq:")  # no worker listens to this prefix
+    d.event_types.register(TYPED_EVENT, description="bench: a registered type", schema=TYPED_SCHEMA,
+                           example={"i": 0, "pad": "x"})  # fmt: skip
     d.enqueue("warm.up", {})
-    with bench.progress.task("enqueue()", s.enqueue_single) as task:
-        t0 = time.perf_counter()
-        for i in range(s.enqueue_single):
-            d.enqueue("bench.event", {"i": i, "pad": "x" * 64})
-            if i % 100 == 0:
-                task.update(i)
-        single = s.enqueue_single / (time.perf_counter() - t0)
-        task.update(s.enqueue_single)
+    d.enqueue(TYPED_EVENT, {"i": 0, "pad": ""})
+    n = s.enqueue_single
+    plain_s = typed_s = 0.0
+    with bench.progress.task("enqueue() plain+typed", 2 * n) as task:
+        bounds = [n * k // ENQUEUE_ROUNDS for k in range(ENQUEUE_ROUNDS + 1)]
+        for k in range(ENQUEUE_ROUNDS):
+            order = ("bench.event", TYPED_EVENT) if k % 2 == 0 else (TYPED_EVENT, "bench.event")
+            for etype in order:
+                took = _enqueue_calls(d, etype, bounds[k], bounds[k + 1], task)
+                if etype == TYPED_EVENT:
+                    typed_s += took
+                else:
+                    plain_s += took
+    single, typed = n / plain_s, n / typed_s
     t0 = time.perf_counter()
     bench.enqueue_chunks(d, s.enqueue_many)
     many = s.enqueue_many / (time.perf_counter() - t0)
     stored = d.redis.zcard(d.keys.fanout)
     d.close()
+    ratio = round(typed / single, 2)
     bench.line(
-        f"3 enqueue(): {single:,.0f} calls/s one by one; "
-        f"enqueue_many() chunks of 1000: {many:,.0f} events/s; stored {stored:,}"
+        f"3 enqueue(): {single:,.0f} calls/s one by one; of a registered type (schema checked): {typed:,.0f} "
+        f"calls/s = {ratio}x; enqueue_many() chunks of 1000: {many:,.0f} events/s; stored {stored:,}"
     )
     return {
         "single_per_s": round(single),
+        "typed_per_s": round(typed),
+        "typed_vs_plain": ratio,
         "many_per_s": round(many),
         "stored": stored,
-        "expected": s.enqueue_single + s.enqueue_many + 1,
+        "expected": 2 * n + s.enqueue_many + 2,
     }
 
 

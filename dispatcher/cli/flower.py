@@ -14,11 +14,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from typing import NoReturn
 
 import click
 
 from dispatcher.cli.config import cli_settings
+from dispatcher.cli.processes import exec_process as _exec  # the seam tests replace
 
 DEFAULT_MAX_TASKS = 10_000  # tasks Flower keeps in memory (its own default); older ones are dropped
 AUTH_ENV = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH")
@@ -42,13 +42,6 @@ def has_auth(environ: dict[str, str], flower_args: tuple[str, ...]) -> bool:
 def flower_argv(address: str, port: int, max_tasks: int, flower_args: tuple[str, ...]) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--address={address}", f"--port={port}",
             f"--max_tasks={max_tasks}", *flower_args]  # fmt: skip
-
-
-def _exec(argv: list[str]) -> NoReturn:
-    """Replace this process with ``argv`` (a seam for tests)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(argv[0], argv)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

@@ -2,7 +2,8 @@
 
 ``Store(settings)`` connects once and holds one object per concern, each owning its keys:
 ``queue`` (fan-out and delivery queues, kick slots), ``endpoints``, ``records`` (deliveries, replay),
-``ratelimits``, ``failing`` (endpoint health streaks), ``heartbeats`` (live workers); ``stats()``
+``ratelimits``, ``failing`` (endpoint health streaks), ``heartbeats`` (live workers),
+``event_types`` (the event-type catalog); ``stats()``
 reads every operational number. Key names come from ``keys.Keys``; Lua from ``lua/`` via ``scripts``.
 """
 
@@ -16,6 +17,7 @@ from dispatcher.defaults import STATS_MINUTES_SHOWN
 from dispatcher.settings import Settings
 from dispatcher.store.connection import connect_sync
 from dispatcher.store.endpoints import EndpointStore
+from dispatcher.store.event_types import EventTypeStore
 from dispatcher.store.health import FailingStreaks
 from dispatcher.store.heartbeats import Heartbeats
 from dispatcher.store.keys import Keys
@@ -53,6 +55,7 @@ class Store:
         self.poison = PoisonCounts(self.redis, self.keys)
         self.sessions = Sessions(self.redis, self.keys)
         self.pacing = Pacing(self.redis, self.keys)
+        self.event_types = EventTypeStore(self.redis, self.keys)
         self.tenants = TenantStore(self.redis, self.keys)
 
     def stats(self, minutes: int = STATS_MINUTES_SHOWN) -> dict[str, Any]:

@@ -22,6 +22,10 @@ class Keys:
         self.stats_poison = f"{prefix}stats:poison"
         # counter bumped on every endpoint change; workers reload their cache when it moves
         self.endpoints_version = f"{prefix}endpoints:ver"
+        # hash: event type name -> JSON {description, schema, example, updated_at} (the event-type catalog)
+        self.event_types = f"{prefix}event_types"
+        # counter bumped on every catalog change; producers reload their compiled schemas when it moves
+        self.event_types_version = f"{prefix}event_types:ver"
         # zset: "<event id> <type>[ <endpoint ids or -> <tenant>]" -> due ms; events waiting for fan-out (lease
         # end while claimed); the last two parts only when the event is addressed or of a tenant
         self.fanout = f"{prefix}fanout"

@@ -65,6 +65,10 @@ OPERATION_IDS = {
     "send_test_event",
     "enqueue_event",
     "get_event",
+    "list_event_types",
+    "get_event_type",
+    "register_event_type",
+    "delete_event_type",
     "list_endpoint_deliveries",
     "get_delivery",
     "replay_delivery",
@@ -241,6 +245,19 @@ def test_generated_client_drives_every_operation_of_a_live_api(
     disabled = call("disable_endpoint", 200, ep.id, body=m.DisableEndpoint(reason="maintenance"))
     assert not disabled.enabled and disabled.disabled_reason == "maintenance"
     assert call("enable_endpoint", 200, ep.id).enabled
+
+    schema = {"type": "object", "required": ["order"], "properties": {"order": {"type": "integer"}}}
+    kind = m.EventTypeIn(schema=m.EventTypeInSchema.from_dict(schema), description="An order was paid")
+    kind.example = {"order": 0}
+    registered = call("register_event_type", 200, "order.paid", body=kind)
+    assert isinstance(registered, m.EventTypeOut) and registered.schema.to_dict() == schema
+    assert [t.name for t in call("list_event_types", 200).event_types] == ["order.paid"]
+    assert call("get_event_type", 200, "order.paid").example == {"order": 0}
+    call("register_event_type", 200, "order.gone", body=m.EventTypeIn(schema=m.EventTypeInSchema.from_dict({})))
+    assert call("delete_event_type", 204, "order.gone") is None
+    assert call("get_event_type", 404, "order.gone").error.code == "not_found"
+    mismatch = call("enqueue_event", 400, body=m.EventIn(type_="order.paid", data={"order": "one"}))
+    assert isinstance(mismatch, m.ErrorOut) and mismatch.error.code == "data_mismatch"
 
     one = call("enqueue_event", 202, body=m.EventIn(type_="order.paid", data={"order": 1}))
     assert isinstance(one, m.Enqueued) and one.ids == [one.id]

@@ -87,3 +87,10 @@ def test_labels_are_escaped() -> None:
 ])  # fmt: skip
 def test_ticks_are_round_and_cover_the_top(top: float, ticks: list[float]) -> None:
     assert nice_ticks(top) == pytest.approx(ticks)
+
+
+def test_the_enqueue_note_shows_the_registered_type_figure_when_measured() -> None:
+    typed = {**FIGURES["enqueue"], "typed_per_s": 6300, "typed_vs_plain": 0.94}
+    shown = "\n".join(texts(ET.fromstring(render(chart_data({**FIGURES, "enqueue": typed})))))
+    assert "a registered type (schema checked): 6,300 calls/s (0.94x)" in shown
+    assert "registered type" not in "\n".join(texts(ET.fromstring(render(chart_data(FIGURES)))))

@@ -43,6 +43,7 @@ COMMANDS = [
     "listen",
     "bench",
     "flower",
+    "event-types",
 ]
 
 
@@ -305,7 +306,7 @@ def test_deliveries_and_replay_with_a_worker(
 def test_worker_runs_celery_with_events_and_cpu_concurrency(
     cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, ok: Callable[[Result], str], run: Callable[..., Result]
 ) -> None:
-    import dispatcher.cli.main as cli_module
+    import dispatcher.cli.processes as cli_module
 
     seen: list[list[str]] = []
 
@@ -313,12 +314,12 @@ def test_worker_runs_celery_with_events_and_cpu_concurrency(
         seen.append(argv)
         raise SystemExit(0)
 
-    monkeypatch.setattr(cli_module, "_exec", fake_exec)
+    monkeypatch.setattr(cli_module, "exec_process", fake_exec)
     ok(run("worker", "--without-gossip", "-c", "3"))
     [argv] = seen
     assert argv[:6] == [sys.executable, "-m", "celery", "-A", "workers.app", "worker"]
     assert "-E" in argv and argv[argv.index("-l") + 1] == "info"
-    assert argv[argv.index("-c") + 1] == str(cli_module._cpu_count())
+    assert argv[argv.index("-c") + 1] == str(cli_module.cpu_count())
     assert argv[-3:] == ["--without-gossip", "-c", "3"]  # the caller's options come last, so they win
 
 

@@ -41,6 +41,9 @@ def test_quick_benchmark_from_the_entry_point(redis_url: str, tmp_path: Path) ->
         # what Redis spent on it: some CPU, at least the enqueue, claim and record calls, evalsha among the costliest
         assert res["redis_cpu_us"] > 0 and res["redis_commands"] >= 3 and "evalsha" in res["redis_top_us"]
     assert results["enqueue"]["stored"] == results["enqueue"]["expected"]
+    fairness = results["tenants"]  # the quiet tenant's events all arrive, alone and beside the backlog
+    assert fairness["alone"]["missing"] == fairness["with_backlog"]["missing"] == 0
+    assert fairness["p99_vs_alone"] > 0
     assert results["latency"]["missing"] == 0 and results["latency"]["p99_ms"] > 0
     runs = results["isolation"]["runs"]
     assert [r["hanging"] for r in runs] == [0, sizes.isolation_endpoints // 10, sizes.isolation_endpoints // 2, 0]
@@ -57,7 +60,7 @@ def test_quick_benchmark_from_the_entry_point(redis_url: str, tmp_path: Path) ->
 
     # stdout: one line per step; stderr: plain progress lines, no carriage returns
     assert [row.split(" ")[0] for row in proc.stdout.splitlines()] == [
-        "machine:", "(a)", "(b)", "1", "2", "3", "4", "5", "6", "7", "chart:",
+        "machine:", "(a)", "(b)", "1", "2", "3", "4", "5", "6", "7", "8", "chart:",
     ]  # fmt: skip
     assert "\r" not in proc.stderr
     assert f"  fanout: {sizes.fanout_events * sizes.fanout_endpoints:,}/" in proc.stderr
@@ -66,5 +69,5 @@ def test_quick_benchmark_from_the_entry_point(redis_url: str, tmp_path: Path) ->
     root = ET.fromstring(chart.read_text())
     shown = "\n".join("".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text"))
     for label in ("(a) ceiling", "(b) hand-written", "1 fan-out", "2 one-to-one", "3 enqueue()", "Latency",
-                  "5 isolation", "6 with"):  # fmt: skip
+                  "5 isolation", "6 with", "8 a quiet tenant"):  # fmt: skip
         assert label in shown, label

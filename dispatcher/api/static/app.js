@@ -184,6 +184,16 @@ function setupSubscribe(form) {
   };
   kindSelect.addEventListener("change", onKind);
   onKind();
+  // a registered event type's "Add" button appends it to the types ("*" alone is replaced)
+  const typesInput = document.getElementById("event-types");
+  for (const button of document.querySelectorAll("[data-add-type]")) {
+    button.addEventListener("click", () => {
+      const name = button.dataset.addType;
+      const current = typesInput.value.split(",").map((t) => t.trim()).filter((t) => t && t !== "*");
+      if (!current.includes(name)) current.push(name);
+      typesInput.value = current.join(", ");
+    });
+  }
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     show(error, "");

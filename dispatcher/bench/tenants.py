@@ -1,0 +1,80 @@
+"""Scenario 8: fairness between tenants. A quiet tenant's enqueue → delivered latency, alone and while a
+noisy tenant has a backlog of events to endpoints that hang, in the same run."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dispatcher import Dispatcher
+from dispatcher.bench.chart import Part
+from dispatcher.bench.harness import SECRET, Bench
+from dispatcher.bench.registry import Figures, step
+
+QUIET, NOISY = "quiet", "noisy"
+
+
+def quiet_latencies(bench: Bench, d: Dispatcher, label: str) -> list[float]:
+    """Send the quiet tenant's events at its steady rate; their enqueue → receiver times in ms, sorted."""
+    s = bench.sizes
+    n = int(s.tenant_rate * s.tenant_s)
+    bench.reset()
+    sent: dict[str, float] = {}
+    with bench.progress.task(f"tenants ({label}, sending)", n) as task:
+        t0 = time.perf_counter()
+        for i in range(n):
+            delay = t0 + i / s.tenant_rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent[d.enqueue("bench.quiet", {"i": i}, tenant=QUIET)] = time.time()
+            if i % 50 == 0:
+                task.update(i)
+        task.update(n)
+    bench.wait_received(f"tenants ({label}, drain)", n, 300)
+    arrivals = bench.stats(arrivals=True)["arrivals"]
+    return sorted((arrivals[i] - t) * 1000 for i, t in sent.items() if i in arrivals)
+
+
+def pct(lat: list[float], p: float) -> float:
+    return round(lat[min(len(lat) - 1, int(len(lat) * p))], 1) if lat else float("nan")
+
+
+def _chart(r: Figures) -> Part:
+    rows = [("p99 alone", float(r["alone"]["p99_ms"])), ("p99 with the backlog", float(r["with_backlog"]["p99_ms"]))]
+    return Part(latency=[(f"8 a quiet tenant, another's backlog of {r['backlog_events']:,}", rows)])
+
+
+@step("tenants", chart=_chart)
+def tenants(bench: Bench) -> dict[str, Any]:
+    """The quiet tenant's p99 with the noisy tenant's backlog pending, against the same measured alone."""
+    s = bench.sizes
+    d = bench.dispatcher()
+    d.create_tenant(QUIET)
+    d.create_tenant(NOISY)
+    d.subscribe(bench.receiver + "/quiet0", ["*"], secret=SECRET, tenant=QUIET)
+    for i in range(s.tenant_noisy_endpoints):
+        d.subscribe(bench.receiver + f"/hang/noisy{i}", ["*"], secret=SECRET, tenant=NOISY)
+    alone = quiet_latencies(bench, d, "alone")
+    for start in range(0, s.tenant_backlog, 1000):
+        d.enqueue_many([("bench.noisy", {"i": i}) for i in range(start, min(s.tenant_backlog, start + 1000))],
+                       tenant=NOISY)  # fmt: skip
+    during = quiet_latencies(bench, d, "with the backlog")
+    pending = int(d.redis.zcard(d.keys.due)) + int(d.redis.zcard(d.keys.fanout))
+    d.delete_tenant(NOISY)
+    d.delete_tenant(QUIET)
+    bench.unsubscribe_all(d)
+    d.close()
+    n = int(s.tenant_rate * s.tenant_s)
+    res: dict[str, Any] = {"backlog_events": s.tenant_backlog, "noisy_endpoints": s.tenant_noisy_endpoints,
+                           "rate": s.tenant_rate, "events": n, "pending_at_end": pending}  # fmt: skip
+    for name, lat in (("alone", alone), ("with_backlog", during)):
+        res[name] = {"p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "missing": n - len(lat)}
+    res["p99_vs_alone"] = round(res["with_backlog"]["p99_ms"] / max(res["alone"]["p99_ms"], 0.1), 2)
+    bench.line(
+        f"8 tenants: a quiet tenant at {s.tenant_rate}/s for {s.tenant_s:.0f}s, p50/p99 alone "
+        f"{res['alone']['p50_ms']}/{res['alone']['p99_ms']} ms; while another tenant has {s.tenant_backlog:,} "
+        f"events for {s.tenant_noisy_endpoints} hanging endpoints pending ({pending:,} still queued at the end): "
+        f"{res['with_backlog']['p50_ms']}/{res['with_backlog']['p99_ms']} ms = {res['p99_vs_alone']}x p99; missing "
+        f"{res['alone']['missing']} / {res['with_backlog']['missing']}"
+    )
+    return res
