@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from dispatcher.brokers import check_broker_url
 from dispatcher.devstack import DevStackInfo, devstack_path, read_devstack
 from dispatcher.errors import ConfigError
 from dispatcher.version import __version__
@@ -138,8 +139,17 @@ class Settings(BaseSettings):
         description="where `dispatcher dev` announces its Redis while it runs (none: "
         "`$XDG_RUNTIME_DIR/webhook-dispatcher/devstack.json`, else under `~/.cache`)",
     )
-    broker_url: str | None = Field(default=None, description="Celery's broker, when not the store's Redis")
-    key_prefix: str = Field(default="whd:", description="prefix of every Redis key, Celery's included")
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery's broker when not the store's Redis: `amqp://` (RabbitMQ) or `redis://` "
+        "(see [RabbitMQ as the broker](#rabbitmq-as-the-broker))",
+    )
+    broker_startup_timeout_s: float = Field(
+        default=20.0, gt=0, description="how long a worker or scheduler waits for the broker at start before it fails"
+    )
+    key_prefix: str = Field(
+        default="whd:", description="prefix of every Redis key, Celery's included, and of Celery's RabbitMQ names"
+    )
 
     # producer side
     max_payload_bytes: int = Field(default=256 * 1024, ge=1, description="encoded event size limit")
@@ -266,6 +276,13 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_broker_url(value)
+        return value
+
     @field_validator("retry_schedule", mode="before")
     @classmethod
     def _schedule(cls, value: object) -> tuple[float, ...]:
@@ -311,7 +328,13 @@ class Settings(BaseSettings):
 
     @property
     def celery_broker_url(self) -> str:
+        """Celery's broker: ``broker_url``, else the store's Redis."""
         return self.broker_url or self.store_url
+
+    @property
+    def broker_setting(self) -> str:
+        """The variable that chose the broker, for messages about it."""
+        return "DISPATCHER_BROKER_URL" if self.broker_url else "DISPATCHER_REDIS_URL"
 
     @property
     def lease_s(self) -> float:

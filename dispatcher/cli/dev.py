@@ -220,6 +220,8 @@ class DevStack:
         self.redis = EmbeddedRedis(directory=self.directory / "redis", port=self.redis_port)
         self.redis.start()
         self.redis_url = self.redis.url
+        if self.environ.get("DISPATCHER_BROKER_URL", "").strip():
+            self.say("dev: DISPATCHER_BROKER_URL is not used: the embedded Redis is the broker too")
 
     def child_env(self, **extra: str) -> dict[str, str]:
         """The environment of every child: our Redis, loopback targets allowed, unbuffered output."""

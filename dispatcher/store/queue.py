@@ -297,6 +297,11 @@ class Queue:
         taken = self._scripts.run("take_slots", self.slot_keys(stage), [SLOT_QUEUED_TTL_MS, wanted])
         return [int(slot) for slot in taken]
 
+    def release_slots(self, stage: Stage, slots: list[int]) -> None:
+        """Free slots taken for kicks that could not be published, so the next scheduler pass retries."""
+        if slots:
+            self._r.delete(*(self._k.kick(stage, slot) for slot in slots))
+
     def handoff(self, stage: Stage, slot: int) -> bool:
         """At the end of a task: keep its slot when work is due (True: publish a follow-up kick), else free it."""
         keys = [self._queue(stage), self._k.kick(stage, slot)]

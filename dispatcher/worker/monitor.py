@@ -23,6 +23,7 @@ that flush's events (logged once until one succeeds again): monitoring never hol
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -52,6 +53,8 @@ FLOWER_STATE = {
 }
 _WORST = (DeliveryState.DEAD, DeliveryState.RETRYING, DeliveryState.DELIVERED)
 OVERFLOW_WINDOW_S = 1.0  # over ``flower_max_tasks_per_s``: one task per endpoint per this long
+EVENTS_CONNECT_TIMEOUT_S = 1.0  # connecting to the broker for Flower's events, at most (then they are dropped)
+EVENTS_RECONNECT_S = 2.0  # after a failed attempt, events are dropped this long before the next one
 
 
 def reason(item: Recorded) -> str:
@@ -120,6 +123,7 @@ class TaskFeed:
         self._connection: Connection | None = None
         self._producer: Producer | None = None
         self._failing = False
+        self._reconnect_at = 0.0
 
     # -- building events --------------------------------------------------------------------------
     def _event(self, type_: str, at: float, **fields: Any) -> None:
@@ -246,17 +250,16 @@ class TaskFeed:
         if not self.buffer:
             return
         batch, self.buffer = self.buffer, []
+        reused = self._producer is not None
         try:
-            producer = self._producer or self._connect()
-            producer.publish(
-                batch,
-                routing_key="task.multi",
-                exchange=self.app.conf.event_exchange,
-                serializer=self.app.conf.event_serializer,
-                headers={"hostname": self.hostname},
-                delivery_mode=1,
-                retry=False,
-            )
+            try:
+                self._send(batch)
+            except Exception:
+                if not reused:
+                    raise
+                # a connection that worked before and broke (the broker restarted): one more try on a new one
+                self._reset()
+                self._send(batch)
         except Exception as exc:  # monitoring must never hold up delivery
             self._reset()
             if not self._failing:
@@ -267,6 +270,18 @@ class TaskFeed:
             return
         self._failing = False
 
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        producer = self._producer or self._connect()
+        producer.publish(
+            batch,
+            routing_key="task.multi",
+            exchange=self.app.conf.event_exchange,
+            serializer=self.app.conf.event_serializer,
+            headers={"hostname": self.hostname},
+            delivery_mode=1,
+            retry=False,
+        )
+
     def close(self) -> None:
         """Send the aggregated tasks still open (``flower_every`` > 1) and what is buffered."""
         now = time.time()
@@ -275,7 +290,19 @@ class TaskFeed:
         self.publish()
 
     def _connect(self) -> Producer:
-        connection = self.app.connection_for_write()
+        """A connection for the events, in one attempt bounded by ``EVENTS_CONNECT_TIMEOUT_S`` (never kombu's
+        retry loop: this runs inside the delivery loop, whose leases must not run out while it waits for a
+        broker that is away); after a failed attempt the next waits ``EVENTS_RECONNECT_S``."""
+        if time.monotonic() < self._reconnect_at:
+            raise ConnectionError("the broker did not answer a moment ago")
+        connection = self.app.connection_for_write(connect_timeout=EVENTS_CONNECT_TIMEOUT_S)
+        try:
+            connection.connect()
+        except Exception:
+            self._reconnect_at = time.monotonic() + EVENTS_RECONNECT_S
+            with contextlib.suppress(Exception):
+                connection.release()
+            raise
         exchange = get_exchange(connection, name=self.app.conf.event_exchange)
         producer = Producer(connection.default_channel, exchange=exchange, auto_declare=True)
         self._connection, self._producer = connection, producer

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from types import FrameType
 
 from dispatcher.errormap import translated
-from dispatcher.errors import BrokerUnavailable, StoreError
-from dispatcher.kicks import Kicker, make_celery
-from dispatcher.settings import Settings
+from dispatcher.errors import BrokerUnavailable, ConfigError, StoreError
+from dispatcher.kicks import Kicker, check_broker, make_celery
+from dispatcher.settings import Settings, redact_url
 from dispatcher.store import Store
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--interval", type=float, default=None, help="seconds between ticks")
     parser.add_argument("-l", "--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
-    settings = Settings()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+        app = make_celery(settings, "dispatcher-scheduler")
+        check_broker(app, settings)  # a broker that does not answer: one clear line, nothing written
+    except ConfigError as exc:
+        raise SystemExit(f"dispatcher scheduler: {exc}") from None
     every = args.interval if args.interval is not None else settings.scheduler_interval_s
     store = Store(settings)
-    app = make_celery(settings, "dispatcher-scheduler")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -71,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings.redis_choice().describe(),
             settings.key_prefix,
         )
+        if settings.broker_url:
+            log.info("kicks through the broker %s (from DISPATCHER_BROKER_URL)", redact_url(settings.broker_url))
         run_scheduler(Kicker(settings, store.queue, app), every, stop)
         log.info("scheduler stopped")
     finally:

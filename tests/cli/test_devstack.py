@@ -3,6 +3,7 @@ dev stack file), else none — a loud ``ConfigError`` naming what to set, never 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import redis
 from click.testing import Result
 
 from dispatcher import Dispatcher, Settings
+from dispatcher.cli.dev import DevStack
 from dispatcher.devstack import DevStackInfo, announce, devstack_path, read_devstack, remove_devstack, write_devstack
 from dispatcher.errors import ConfigError
 from dispatcher.kicks import celery_config
@@ -244,3 +246,18 @@ def test_the_cli_names_the_dev_stack_it_uses(
     monkeypatch.setenv("DISPATCHER_REDIS_URL", redis_url)
     result = run("endpoints")
     assert result.exit_code == 0 and result.stderr == ""  # said only when it comes from the dev stack
+
+
+def test_a_broker_url_the_embedded_redis_replaces_is_named_never_shown(tmp_path: Path) -> None:
+    """The stack's Redis only (no worker, API or Flower are started)."""
+    out = io.StringIO()
+    env = {"PATH": os.environ.get("PATH", ""), "DISPATCHER_BROKER_URL": "amqp://u:hunter2-secret@mq.example//"}
+    stack = DevStack(tmp_path / "dev", environ=env, out=out, err=out)
+    try:
+        stack._choose_redis()
+        assert "dev: DISPATCHER_BROKER_URL is not used: the embedded Redis is the broker too" in out.getvalue()
+        assert "hunter2" not in out.getvalue()
+        assert "DISPATCHER_BROKER_URL" not in stack.child_env()
+    finally:
+        if stack.redis is not None:
+            stack.redis.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import pytest
 import redis
 from celery import Celery
 
+from dispatcher.errors import BrokerUnavailable
 from dispatcher.kicks import TASK_DELIVER, TASK_FANOUT, Kicker, make_celery
 from dispatcher.settings import Settings
 from dispatcher.store import Store
@@ -137,3 +139,24 @@ def test_tick_kicks_each_stage_one_slot_per_batch_of_due_work(
     assert kicker.tick() == {"fanout": 0, "deliver": 0}  # every slot held: no kick however much is due
     assert len(sent()) == 3 + PARALLELISM - 1
     assert Counter(sent())[(TASK_DELIVER, 1)] == 1  # no slot was kicked twice
+
+
+def test_a_kick_the_broker_cannot_take_frees_its_slot_at_once(settings_for: Callable[..., Settings]) -> None:
+    """The scheduler's next pass can kick again at once, instead of after the slot lapses."""
+    with socket.socket() as s:  # a port nothing listens on: the broker is away, the store is not
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = settings_for(broker_url=f"redis://127.0.0.1:{port}/0", kick_parallelism=PARALLELISM)
+    store, app = Store(settings), make_celery(settings, "test-kicks-away")
+    try:
+        kicker = Kicker(settings, store.queue, app)
+        with pytest.raises(BrokerUnavailable):
+            kicker.kick(Stage.DELIVER, 2)
+        assert store.queue.held_slots(Stage.DELIVER) == 0
+        (slot,) = store.queue.take_slots(Stage.FANOUT, 1)  # as enqueue() takes one before its kick
+        with pytest.raises(BrokerUnavailable):
+            kicker.publish(Stage.FANOUT, slot)
+        assert store.queue.held_slots(Stage.FANOUT) == 0
+    finally:
+        app.close()
+        store.close()
