@@ -15,6 +15,8 @@ from dispatcher import Dispatcher
 from dispatcher.settings import Settings
 from dispatcher.worker.runtime import Runtime
 
+pytestmark = pytest.mark.every_engine  # each test runs once per HTTP engine
+
 
 class RawServer:
     """A TCP server on loopback that answers every connection with ``respond(conn)``."""

@@ -1,0 +1,158 @@
+"""The reqwest engine (Rust's reqwest through pyreqwest), with the address connected to pinned.
+
+reqwest resolves names itself, out of reach of a Python resolver. So a name is resolved here, by the same
+``GuardedResolver`` the aiohttp engine uses (non-public addresses dropped), and the first vetted address is
+pinned into a client of that host's own (``ClientBuilder.resolve``): the client cannot connect anywhere
+else, while TLS (SNI and certificate check) and the ``Host`` header still use the name. A pin lives
+``PIN_TTL_S`` (aiohttp's DNS cache time); after that the name is resolved again, and the client (with its
+keep-alive pool) is kept when its address is still among the answers. IP-literal hosts need no resolving:
+they are vetted when the endpoint is loaded (``Target.refused``) and share one client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import cast
+
+from pyreqwest.client import Client, ClientBuilder
+from pyreqwest.http import HeaderMap
+from yarl import URL
+
+from dispatcher.errors import ReceiverProtocolError
+from dispatcher.settings import Settings
+from dispatcher.ssrf import GuardedResolver
+from dispatcher.worker.engines._base import Answer
+
+__all__ = ["ReqwestEngine"]
+
+PIN_TTL_S = 10.0  # how long a vetted address is used before the name is resolved again
+MAX_PINNED_HOSTS = 1024  # clients kept, one per host name (least recently used dropped)
+MAX_HEADER_FIELD_BYTES = 8190  # one response header line (aiohttp's limit; hyper reads up to ~400 KiB of head)
+
+
+@dataclass(slots=True)
+class _Pin:
+    client: Client
+    address: str
+    until: float
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_head(headers: HeaderMap) -> None:
+    """Refuse an answer with a header line longer than an HTTP/1.1 server may expect a client to take."""
+    for name, value in headers.items():
+        if len(name) + len(value) > MAX_HEADER_FIELD_BYTES:
+            raise ReceiverProtocolError(
+                f"response header {name[:40]!r} is too long ({len(name) + len(value)} bytes, at most "
+                f"{MAX_HEADER_FIELD_BYTES})"
+            )
+
+
+class ReqwestEngine:
+    """Deliveries on pyreqwest: one client per host name (pinned to its vetted address), one for IP literals."""
+
+    name = "reqwest"
+
+    def __init__(self, settings: Settings) -> None:
+        self._s = settings
+        self._resolver = GuardedResolver(settings.allow_private_targets)
+        self._pins: OrderedDict[str, _Pin] = OrderedDict()
+        self._pending: dict[str, asyncio.Future[_Pin]] = {}
+        self._literal: Client | None = None
+
+    def _build(self, host: str | None = None, address: str | None = None) -> Client:
+        s = self._s
+        builder = (
+            ClientBuilder()
+            .follow_redirects(False)
+            .gzip(False)
+            .deflate(False)
+            .brotli(False)
+            .zstd(False)
+            .no_proxy()
+            .http1_only()
+            .http1_lower_case_headers()  # as given (webhook-id, ...), as aiohttp sends them
+            .referer(False)
+            .danger_accept_invalid_certs(False)
+            .timeout(timedelta(seconds=s.timeout_s))
+            .connect_timeout(timedelta(seconds=min(s.connect_timeout_s, s.timeout_s)))
+            .pool_max_idle_per_host(s.endpoint_inflight)
+            .max_connections(max(s.deliver_inflight * 2, 100))
+            .user_agent(s.user_agent)
+        )
+        if host is not None and address is not None:
+            builder = builder.resolve(host, address, 0)  # the port stays the URL's
+        return builder.build()
+
+    async def _client(self, url: URL) -> Client:
+        host = url.raw_host or ""
+        if _is_literal(host):
+            if self._literal is None:
+                self._literal = self._build()
+            return self._literal
+        pin = self._pins.get(host)
+        if pin is not None and pin.until > time.monotonic():
+            self._pins.move_to_end(host)
+            return pin.client
+        pending = self._pending.get(host)
+        if pending is None:  # one resolution per host at a time, shared by every request waiting for it
+            pending = asyncio.ensure_future(self._pin(host, url.port or 0, pin))
+            self._pending[host] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(host, None))
+        return (await asyncio.shield(pending)).client
+
+    async def _pin(self, host: str, port: int, old: _Pin | None) -> _Pin:
+        results = await self._resolver.resolve(host, port, socket.AF_UNSPEC)  # OSError: none is public
+        addresses = [r["host"] for r in results]
+        if old is not None and old.address in addresses:
+            client, address = old.client, old.address
+        else:
+            address = addresses[0]
+            client = self._build(host, address)
+        pin = _Pin(client, address, time.monotonic() + PIN_TTL_S)
+        self._pins[host] = pin
+        self._pins.move_to_end(host)
+        while len(self._pins) > MAX_PINNED_HOSTS:
+            self._pins.popitem(last=False)  # its client closes when its last request is done
+        return pin
+
+    async def post(self, url: URL, headers: Mapping[str, str], body: bytes, cap: int) -> Answer:
+        client = await self._client(url)
+        request = client.post(str(url)).headers(dict(headers)).body_bytes(body).build_streamed()
+        async with request as resp:
+            _check_head(resp.headers)
+            length = resp.headers.get("content-length")
+            reader = resp.body_reader
+            if length is not None and length.isdigit() and int(length) <= cap:
+                raw = bytes(await reader.bytes())
+            else:  # read at most cap bytes; leaving unread bytes drops the connection instead of draining it
+                buf = bytearray()
+                while len(buf) < cap:
+                    chunk = await reader.read(cap - len(buf))
+                    if chunk is None:
+                        break
+                    buf += chunk
+                raw = bytes(buf)
+            return Answer(resp.status, cast(Mapping[str, str], resp.headers), raw)
+
+    async def close(self) -> None:
+        clients = [p.client for p in self._pins.values()] + ([self._literal] if self._literal else [])
+        self._pins.clear()
+        self._literal = None
+        for client in clients:
+            await client.close()
+        await self._resolver.close()
