@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from dispatcher.errors import (
     StoreError,
     StoreUnavailable,
 )
+from dispatcher.ssrf import AddressRefused
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,6 +39,10 @@ def _one_line(exc: BaseException) -> str:
 
 _OS_ERROR_NUMBER = re.compile(r" \(os error \d+\)$")
 _URL_IN_TEXT = re.compile(r"https?://[^\s)]+")
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or _one_line(exc) if exc.strerror or exc.args else type(exc).__name__
 
 
 def _reqwest_reason(exc: BaseException, url: str, last: bool = False) -> str:
@@ -73,7 +79,9 @@ def translate(exc: BaseException, url: str | None = None) -> DispatcherError | N
     if isinstance(exc, TimeoutError):
         return AttemptTimeout("timeout")
     if aiohttp is not None and isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectionFailed(f"connection error: {exc.os_error.strerror or type(exc.os_error).__name__}")
+        return ConnectionFailed(f"connection error: {_os_reason(exc.os_error)}")
+    if isinstance(exc, (socket.gaierror, AddressRefused)):  # resolving failed (an engine that resolves first)
+        return ConnectionFailed(f"connection error: {_os_reason(exc)}")
     reqwest = sys.modules.get("pyreqwest.exceptions")
     if reqwest is not None and isinstance(exc, reqwest.ConnectError):
         return ConnectionFailed(f"connection error: {_reqwest_reason(exc, url, last=True)}")

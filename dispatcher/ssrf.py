@@ -249,6 +249,10 @@ def check_url(url: object, allow_private: bool, resolve: bool = True) -> Checked
     return CheckedURL(target)
 
 
+class AddressRefused(OSError):
+    """Every address a name resolves to is non-public (an ``OSError``, as resolvers fail)."""
+
+
 class GuardedResolver(AbstractResolver):
     """An aiohttp resolver that drops non-public addresses, so connections only go where vetted."""
 
@@ -262,7 +266,7 @@ class GuardedResolver(AbstractResolver):
             return results
         safe = [r for r in results if is_public_address(ipaddress.ip_address(r["host"].split("%")[0]))]
         if not safe:
-            raise OSError(f"refusing {host!r}: it resolves only to non-public addresses")
+            raise AddressRefused(f"refusing {host!r}: it resolves only to non-public addresses")
         return safe
 
     async def close(self) -> None:
