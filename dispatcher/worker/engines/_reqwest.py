@@ -22,12 +22,12 @@ from datetime import timedelta
 from typing import cast
 
 from pyreqwest.client import Client, ClientBuilder
-from pyreqwest.http import HeaderMap
+from pyreqwest.http import HeaderMap, Url
 from yarl import URL
 
 from dispatcher.errors import ReceiverProtocolError
 from dispatcher.settings import Settings
-from dispatcher.ssrf import GuardedResolver
+from dispatcher.ssrf import AddressRefused, GuardedResolver, is_public_address
 from dispatcher.worker.engines._base import Answer
 
 __all__ = ["ReqwestEngine"]
@@ -42,14 +42,6 @@ class _Pin:
     client: Client
     address: str
     until: float
-
-
-def _is_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_head(headers: HeaderMap) -> None:
@@ -73,6 +65,7 @@ class ReqwestEngine:
         self._pins: OrderedDict[str, _Pin] = OrderedDict()
         self._pending: dict[str, asyncio.Future[_Pin]] = {}
         self._literal: Client | None = None
+        self._literals: dict[str, bool] = {}  # IP-literal host -> public
 
     def _build(self, host: str | None = None, address: str | None = None) -> Client:
         s = self._s
@@ -98,9 +91,10 @@ class ReqwestEngine:
             builder = builder.resolve(host, address, 0)  # the port stays the URL's
         return builder.build()
 
-    async def _client(self, url: URL) -> Client:
-        host = url.raw_host or ""
-        if _is_literal(host):
+    async def _client(self, url: Url) -> Client:
+        host = url.domain  # the name exactly as reqwest will look it up; None for an IP literal
+        if host is None:
+            self._vet_literal(url.host_str or "")
             if self._literal is None:
                 self._literal = self._build()
             return self._literal
@@ -110,10 +104,20 @@ class ReqwestEngine:
             return pin.client
         pending = self._pending.get(host)
         if pending is None:  # one resolution per host at a time, shared by every request waiting for it
-            pending = asyncio.ensure_future(self._pin(host, url.port or 0, pin))
+            pending = asyncio.ensure_future(self._pin(host, url.port_or_known_default or 0, pin))
             self._pending[host] = pending
             pending.add_done_callback(lambda _: self._pending.pop(host, None))
         return (await asyncio.shield(pending)).client
+
+    def _vet_literal(self, host: str) -> None:
+        """An IP-literal host: endpoints' are vetted when loaded, this also covers a URL a robot rendered."""
+        if self._s.allow_private_targets:
+            return
+        public = self._literals.get(host)
+        if public is None:
+            public = self._literals[host] = is_public_address(ipaddress.ip_address(host.strip("[]")))
+        if not public:
+            raise AddressRefused(f"refusing non-public address {host}")
 
     async def _pin(self, host: str, port: int, old: _Pin | None) -> _Pin:
         results = await self._resolver.resolve(host, port, socket.AF_UNSPEC)  # OSError: none is public
@@ -131,8 +135,9 @@ class ReqwestEngine:
         return pin
 
     async def post(self, url: URL, headers: Mapping[str, str], body: bytes, cap: int) -> Answer:
-        client = await self._client(url)
-        request = client.post(str(url)).headers(dict(headers)).body_bytes(body).build_streamed()
+        parsed = Url(str(url))
+        client = await self._client(parsed)
+        request = client.post(parsed).headers(dict(headers)).body_bytes(body).build_streamed()
         async with request as resp:
             _check_head(resp.headers)
             length = resp.headers.get("content-length")
