@@ -96,6 +96,8 @@ async def _exchange(
         out.sent = True
         answer = await engine.post(url, headers, body, cap)
         out.status = answer.status
+        if answer.failure is not None:  # the body could not be read: the status is recorded with the error
+            raise answer.failure
         raw = answer.body
         if answer.status == 429 or answer.status >= 500 or "Retry-After" in answer.headers:
             out.retry_after_s = parse_retry_after(answer.headers.get("Retry-After"))

@@ -183,3 +183,24 @@ def test_a_certificate_that_does_not_verify_is_a_failed_attempt(
     attempt = one_attempt(dsp, runtime, raw_server(respond, self_signed).url)
     assert attempt.status is None and "certificate" in (attempt.error or "").lower(), attempt.error
     assert not answered  # the request was never sent
+
+
+def test_a_body_trickling_under_the_cap_ends_at_the_total_timeout(
+    settings_for: Callable[..., Settings], raw_server: Callable[..., RawServer], one_attempt: Callable[..., Any]
+) -> None:
+    settings = settings_for(timeout_s=1.0)
+    dsp, rt = Dispatcher(settings), Runtime(settings)
+
+    def respond(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            conn.sendall(b"1\r\nz\r\n")
+            time.sleep(0.1)
+
+    started = time.monotonic()
+    attempt = one_attempt(dsp, rt, raw_server(respond).url)
+    assert attempt.status == 200 and attempt.error == "timeout"  # the receiver said 200: that stands
+    assert time.monotonic() - started < 8
+    rt.close()
+    dsp.close()

@@ -57,7 +57,10 @@ class AiohttpEngine:
         if self._session is None or self._session.closed:
             self._session = self._make_session()
         async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
-            raw, complete = await _read_capped(resp, cap)
+            try:
+                raw, complete = await _read_capped(resp, cap)
+            except Exception as exc:  # the head arrived: its status stands
+                return Answer(resp.status, resp.headers, b"", exc)
             if not complete:
                 resp.close()  # do not read a huge (or endless) body just to reuse the connection
             return Answer(resp.status, resp.headers, raw)

@@ -23,6 +23,7 @@ from typing import cast
 
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.http import HeaderMap, Url
+from pyreqwest.response import Response
 from yarl import URL
 
 from dispatcher.errors import ReceiverProtocolError
@@ -52,6 +53,21 @@ def _check_head(headers: HeaderMap) -> None:
                 f"response header {name[:40]!r} is too long ({len(name) + len(value)} bytes, at most "
                 f"{MAX_HEADER_FIELD_BYTES})"
             )
+
+
+async def _read_capped(resp: Response, cap: int) -> bytes:
+    """Up to ``cap`` bytes of the body; leaving the rest unread drops the connection instead of draining it."""
+    length = resp.headers.get("content-length")
+    reader = resp.body_reader
+    if length is not None and length.isdigit() and int(length) <= cap:
+        return bytes(await reader.bytes())
+    buf = bytearray()
+    while len(buf) < cap:
+        chunk = await reader.read(cap - len(buf))
+        if chunk is None:
+            break
+        buf += chunk
+    return bytes(buf)
 
 
 class ReqwestEngine:
@@ -137,22 +153,16 @@ class ReqwestEngine:
     async def post(self, url: URL, headers: Mapping[str, str], body: bytes, cap: int) -> Answer:
         parsed = Url(str(url))
         client = await self._client(parsed)
-        request = client.post(parsed).headers(dict(headers)).body_bytes(body).build_streamed()
-        async with request as resp:
+        request = client.post(parsed).headers(dict(headers)).body_bytes(body)
+        # 0: entering the response waits for the head only (the default also waits for 64 KiB of body, or its end)
+        async with request.streamed_read_buffer_limit(0).build_streamed() as resp:
             _check_head(resp.headers)
-            length = resp.headers.get("content-length")
-            reader = resp.body_reader
-            if length is not None and length.isdigit() and int(length) <= cap:
-                raw = bytes(await reader.bytes())
-            else:  # read at most cap bytes; leaving unread bytes drops the connection instead of draining it
-                buf = bytearray()
-                while len(buf) < cap:
-                    chunk = await reader.read(cap - len(buf))
-                    if chunk is None:
-                        break
-                    buf += chunk
-                raw = bytes(buf)
-            return Answer(resp.status, cast(Mapping[str, str], resp.headers), raw)
+            got = cast(Mapping[str, str], resp.headers)
+            try:
+                raw = await _read_capped(resp, cap)
+            except Exception as exc:  # the head arrived: its status stands
+                return Answer(resp.status, got, b"", exc)
+            return Answer(resp.status, got, raw)
 
     async def close(self) -> None:
         clients = [p.client for p in self._pins.values()] + ([self._literal] if self._literal else [])
