@@ -9,7 +9,7 @@ from yarl import URL
 
 from dispatcher.settings import Settings
 from dispatcher.ssrf import GuardedResolver
-from dispatcher.worker.engines._base import Answer
+from dispatcher.worker.engines._base import Answer, LiteralGuard
 
 __all__ = ["AiohttpEngine"]
 
@@ -35,6 +35,7 @@ class AiohttpEngine:
     def __init__(self, settings: Settings) -> None:
         self._s = settings
         self._session: aiohttp.ClientSession | None = None
+        self._literals = LiteralGuard(settings.allow_private_targets)  # the resolver sees names only
 
     def _make_session(self) -> aiohttp.ClientSession:
         s = self._s
@@ -54,6 +55,7 @@ class AiohttpEngine:
         )
 
     async def post(self, url: URL, headers: Mapping[str, str], body: bytes, cap: int) -> Answer:
+        self._literals.check(url.raw_host or "")
         if self._session is None or self._session.closed:
             self._session = self._make_session()
         async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as resp:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from yarl import URL
 
-__all__ = ["Answer", "Engine"]
+from dispatcher.ssrf import AddressRefused, is_public_address
+
+__all__ = ["Answer", "Engine", "LiteralGuard"]
+
+MAX_HOSTS_REMEMBERED = 10_000
 
 
 @dataclass(slots=True)
@@ -33,3 +38,29 @@ class Engine(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class LiteralGuard:
+    """Refuses IP-literal hosts outside what the settings allow. Endpoints' own are refused when loaded
+    (``Target.refused``); this also covers a URL a chat platform rendered, which no resolver sees."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._refused: dict[str, bool] = {}  # host as in the URL -> refused
+
+    def check(self, host: str) -> None:
+        if self._allow_private:
+            return
+        refused = self._refused.get(host)
+        if refused is None:
+            try:
+                address = ipaddress.ip_address(host.strip("[]"))
+            except ValueError:  # a name: the guarded resolver decides
+                refused = False
+            else:
+                refused = not is_public_address(address)
+            if len(self._refused) >= MAX_HOSTS_REMEMBERED:
+                self._refused.clear()
+            self._refused[host] = refused
+        if refused:
+            raise AddressRefused(f"refusing non-public address {host}")

@@ -12,7 +12,6 @@ they are vetted when the endpoint is loaded (``Target.refused``) and share one c
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import time
 from collections import OrderedDict
@@ -28,8 +27,8 @@ from yarl import URL
 
 from dispatcher.errors import ReceiverProtocolError
 from dispatcher.settings import Settings
-from dispatcher.ssrf import AddressRefused, GuardedResolver, is_public_address
-from dispatcher.worker.engines._base import Answer
+from dispatcher.ssrf import GuardedResolver
+from dispatcher.worker.engines._base import Answer, LiteralGuard
 
 __all__ = ["ReqwestEngine"]
 
@@ -81,7 +80,7 @@ class ReqwestEngine:
         self._pins: OrderedDict[str, _Pin] = OrderedDict()
         self._pending: dict[str, asyncio.Future[_Pin]] = {}
         self._literal: Client | None = None
-        self._literals: dict[str, bool] = {}  # IP-literal host -> public
+        self._literals = LiteralGuard(settings.allow_private_targets)
 
     def _build(self, host: str | None = None, address: str | None = None) -> Client:
         s = self._s
@@ -110,7 +109,7 @@ class ReqwestEngine:
     async def _client(self, url: Url) -> Client:
         host = url.domain  # the name exactly as reqwest will look it up; None for an IP literal
         if host is None:
-            self._vet_literal(url.host_str or "")
+            self._literals.check(url.host_str or "")
             if self._literal is None:
                 self._literal = self._build()
             return self._literal
@@ -124,16 +123,6 @@ class ReqwestEngine:
             self._pending[host] = pending
             pending.add_done_callback(lambda _: self._pending.pop(host, None))
         return (await asyncio.shield(pending)).client
-
-    def _vet_literal(self, host: str) -> None:
-        """An IP-literal host: endpoints' are vetted when loaded, this also covers a URL a robot rendered."""
-        if self._s.allow_private_targets:
-            return
-        public = self._literals.get(host)
-        if public is None:
-            public = self._literals[host] = is_public_address(ipaddress.ip_address(host.strip("[]")))
-        if not public:
-            raise AddressRefused(f"refusing non-public address {host}")
 
     async def _pin(self, host: str, port: int, old: _Pin | None) -> _Pin:
         results = await self._resolver.resolve(host, port, socket.AF_UNSPEC)  # OSError: none is public
