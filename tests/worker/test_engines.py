@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from dispatcher.errormap import translate
@@ -93,11 +94,29 @@ def keepalive_server() -> Iterator[Callable[..., KeepAliveServer]]:
         s.close()
 
 
-def post_all(settings: Settings, posts: list[tuple[URL, int]]) -> list[Answer | Exception]:
+class FixedResolver(AbstractResolver):
+    """DNS answers given by the test (a name with several addresses, which this machine's hosts file has not)."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
+        return [
+            {"hostname": host, "host": a, "port": port, "family": socket.AF_INET, "proto": 0, "flags": 0}
+            for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+def post_all(
+    settings: Settings, posts: list[tuple[URL, int]], resolver: AbstractResolver | None = None
+) -> list[Answer | Exception]:
     """POST each (url, cap) in turn on one engine; the answers, or the exceptions raised."""
 
     async def run() -> list[Answer | Exception]:
-        engine = make_engine(settings)
+        engine = make_engine(settings, resolver)
         out: list[Answer | Exception] = []
         try:
             for url, cap in posts:
@@ -154,3 +173,14 @@ def test_non_public_targets_are_refused_before_connecting(
     mapped = translate(failure, str(url))
     assert isinstance(mapped, ConnectionFailed) and "refusing" in str(mapped) and "non-public" in str(mapped)
     assert server.connections == 0
+
+
+def test_an_address_that_cannot_be_connected_to_gives_way_to_the_next(
+    settings_for: Callable[..., Settings], keepalive_server: Callable[..., KeepAliveServer]
+) -> None:
+    """A name with two addresses, the first refusing connections: the request goes to the second."""
+    server = keepalive_server()  # listens on 127.0.0.1 only: 127.0.0.2 refuses
+    resolver = FixedResolver(["127.0.0.2", "127.0.0.1"])
+    answers = post_all(settings_for(), [(server.url("two.example"), 1024)] * 3, resolver)
+    assert all(isinstance(a, Answer) and a.status == 200 for a in answers), answers
+    assert len(server.heads) == 3 and server.connections == 1

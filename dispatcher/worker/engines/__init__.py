@@ -11,18 +11,21 @@ only, no proxy from the environment, bounded keep-alive pools. Their failures ar
 
 from __future__ import annotations
 
+from aiohttp.abc import AbstractResolver
+
 from dispatcher.settings import Settings
 from dispatcher.worker.engines._base import Answer, Engine
 
 __all__ = ["Answer", "Engine", "make_engine"]
 
 
-def make_engine(settings: Settings) -> Engine:
-    """The engine ``settings.http_engine`` names; its client is made lazily, inside the running loop."""
+def make_engine(settings: Settings, resolver: AbstractResolver | None = None) -> Engine:
+    """The engine ``settings.http_engine`` names; its client is made lazily, inside the running loop.
+    ``resolver``: what resolves names (default: ``GuardedResolver``, which drops non-public addresses)."""
     if settings.http_engine == "aiohttp":
         from dispatcher.worker.engines._aiohttp import AiohttpEngine
 
-        return AiohttpEngine(settings)
+        return AiohttpEngine(settings, resolver)
     from dispatcher.worker.engines._reqwest import ReqwestEngine
 
-    return ReqwestEngine(settings)
+    return ReqwestEngine(settings, resolver)

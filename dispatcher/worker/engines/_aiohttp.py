@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from dispatcher.settings import Settings
@@ -32,8 +33,9 @@ class AiohttpEngine:
 
     name = "aiohttp"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, resolver: AbstractResolver | None = None) -> None:
         self._s = settings
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
         self._literals = LiteralGuard(settings.allow_private_targets)  # the resolver sees names only
 
@@ -43,7 +45,7 @@ class AiohttpEngine:
             limit=max(s.deliver_inflight * 2, 100),
             limit_per_host=0,
             ttl_dns_cache=10,
-            resolver=GuardedResolver(s.allow_private_targets),
+            resolver=self._resolver or GuardedResolver(s.allow_private_targets),
             enable_cleanup_closed=True,
         )
         return aiohttp.ClientSession(

@@ -5,8 +5,9 @@ reqwest resolves names itself, out of reach of a Python resolver. So a name is r
 pinned into a client of that host's own (``ClientBuilder.resolve``): the client cannot connect anywhere
 else, while TLS (SNI and certificate check) and the ``Host`` header still use the name. A pin lives
 ``PIN_TTL_S`` (aiohttp's DNS cache time); after that the name is resolved again, and the client (with its
-keep-alive pool) is kept when its address is still among the answers. IP-literal hosts need no resolving:
-they are vetted when the endpoint is loaded (``Target.refused``) and share one client.
+keep-alive pool) is kept when its address is still among the answers. When the pinned address cannot be
+connected to, the host's next vetted address is pinned and tried (aiohttp tries each address too).
+IP-literal hosts need no resolving: they are vetted (``LiteralGuard``) and share one client.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
+from aiohttp.abc import AbstractResolver
 from pyreqwest.client import Client, ClientBuilder
+from pyreqwest.exceptions import ConnectError, ConnectTimeoutError
 from pyreqwest.http import HeaderMap, Url
 from pyreqwest.response import Response
 from yarl import URL
 
-from dispatcher.errors import ReceiverProtocolError
+from dispatcher.errors import ConnectionFailed, ReceiverProtocolError
 from dispatcher.settings import Settings
 from dispatcher.ssrf import GuardedResolver
 from dispatcher.worker.engines._base import Answer, LiteralGuard
@@ -33,15 +36,30 @@ from dispatcher.worker.engines._base import Answer, LiteralGuard
 __all__ = ["ReqwestEngine"]
 
 PIN_TTL_S = 10.0  # how long a vetted address is used before the name is resolved again
-MAX_PINNED_HOSTS = 1024  # clients kept, one per host name (least recently used dropped)
+# clients kept, one per host name, least recently used dropped: each costs about 130 KB, and making one
+# about 6 ms of CPU (loading the system's trust store), done off the event loop
+MAX_PINNED_HOSTS = 256
+MAX_ADDRESSES_TRIED = 8  # per request, when a host's addresses cannot be connected to
 MAX_HEADER_FIELD_BYTES = 8190  # one response header line (aiohttp's limit; hyper reads up to ~400 KiB of head)
 
 
 @dataclass(slots=True)
 class _Pin:
+    """A host's vetted addresses, the client pinned to ``addresses[index]``, and until when they hold."""
+
     client: Client
-    address: str
+    addresses: list[str]
+    index: int
     until: float
+
+
+def _connect_failed(exc: BaseException) -> bool:
+    """True when the TCP connection could not be made (nothing was sent), as opposed to a later failure."""
+    if isinstance(exc, ConnectTimeoutError):
+        return True
+    details = getattr(exc, "details", None)
+    causes = details.get("causes") if isinstance(exc, ConnectError) and isinstance(details, dict) else None
+    return any(isinstance(c, dict) and c.get("message") == "tcp connect error" for c in causes or ())
 
 
 def _check_head(headers: HeaderMap) -> None:
@@ -74,9 +92,9 @@ class ReqwestEngine:
 
     name = "reqwest"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, resolver: AbstractResolver | None = None) -> None:
         self._s = settings
-        self._resolver = GuardedResolver(settings.allow_private_targets)
+        self._resolver = resolver  # default: a GuardedResolver, made in the running loop on first use
         self._pins: OrderedDict[str, _Pin] = OrderedDict()
         self._pending: dict[str, asyncio.Future[_Pin]] = {}
         self._literal: Client | None = None
@@ -125,24 +143,58 @@ class ReqwestEngine:
         return (await asyncio.shield(pending)).client
 
     async def _pin(self, host: str, port: int, old: _Pin | None) -> _Pin:
+        if self._resolver is None:
+            self._resolver = GuardedResolver(self._s.allow_private_targets)
         results = await self._resolver.resolve(host, port, socket.AF_UNSPEC)  # OSError: none is public
         addresses = [r["host"] for r in results]
-        if old is not None and old.address in addresses:
-            client, address = old.client, old.address
+        current = old.addresses[old.index] if old is not None else None
+        if old is not None and current in addresses:  # still vetted: keep the client and its pool
+            pin = _Pin(old.client, addresses, addresses.index(current), time.monotonic() + PIN_TTL_S)
         else:
-            address = addresses[0]
-            client = self._build(host, address)
-        pin = _Pin(client, address, time.monotonic() + PIN_TTL_S)
+            client = await asyncio.to_thread(self._build, host, addresses[0])
+            pin = _Pin(client, addresses, 0, time.monotonic() + PIN_TTL_S)
         self._pins[host] = pin
         self._pins.move_to_end(host)
         while len(self._pins) > MAX_PINNED_HOSTS:
             self._pins.popitem(last=False)  # its client closes when its last request is done
         return pin
 
+    def _next_address(self, host: str, failed: Client) -> Client | None:
+        """After ``failed`` could not connect: the client of the host's next vetted address (the pin moves
+        on for every request), or None when the host has no other address."""
+        pin = self._pins.get(host)
+        if pin is None or len(pin.addresses) < 2:
+            return None
+        if pin.client is failed:  # no other request moved it on yet (no await from here to the swap)
+            pin.index = (pin.index + 1) % len(pin.addresses)
+            pin.client = self._build(host, pin.addresses[pin.index])
+        return pin.client
+
     async def post(self, url: URL, headers: Mapping[str, str], body: bytes, cap: int) -> Answer:
+        """POST on the host's pinned client; when its address cannot be connected to (nothing was sent),
+        the host's other vetted addresses are tried in turn within the same total timeout, as aiohttp does."""
         parsed = Url(str(url))
         client = await self._client(parsed)
-        request = client.post(parsed).headers(dict(headers)).body_bytes(body)
+        deadline = time.monotonic() + self._s.timeout_s
+        left: float | None = None
+        for _ in range(MAX_ADDRESSES_TRIED):
+            try:
+                return await self._send(client, parsed, headers, body, cap, left)
+            except Exception as exc:
+                host = parsed.domain
+                left = deadline - time.monotonic()
+                following = self._next_address(host, client) if host and _connect_failed(exc) and left > 0 else None
+                if following is None:
+                    raise
+                client = following
+        raise ConnectionFailed("connection error: no address of the host could be connected to")
+
+    async def _send(
+        self, client: Client, url: Url, headers: Mapping[str, str], body: bytes, cap: int, left: float | None
+    ) -> Answer:
+        request = client.post(url).headers(dict(headers)).body_bytes(body)
+        if left is not None:  # a later address: what remains of the total timeout
+            request = request.timeout(timedelta(seconds=left))
         # 0: entering the response waits for the head only (the default also waits for 64 KiB of body, or its end)
         async with request.streamed_read_buffer_limit(0).build_streamed() as resp:
             _check_head(resp.headers)
@@ -159,4 +211,5 @@ class ReqwestEngine:
         self._literal = None
         for client in clients:
             await client.close()
-        await self._resolver.close()
+        if self._resolver is not None:
+            await self._resolver.close()
