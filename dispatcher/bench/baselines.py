@@ -90,22 +90,27 @@ def ceiling(bench: Bench) -> dict[str, Any]:
                     task.update(done)
 
             with asyncio.Runner(loop_factory=new_event_loop) as runner:  # the same loop the workers use
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()  # CPU of every thread (reqwest's too)
                 runner.run(posts(bench.receiver, requests, progress))
-                elapsed = time.perf_counter() - t0
+                elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             task.update(n)
         st = bench.stats()
         if st["unique"] != n or st["bad_signatures"]:
             raise BenchError(
                 f"the {name} ceiling run did not arrive whole: {st['unique']} of {n}, {st['bad_signatures']} bad"
             )
-        clients[name] = {"seconds": round(elapsed, 3), "per_s": round(n / elapsed)}
+        clients[name] = {
+            "seconds": round(elapsed, 3),
+            "per_s": round(n / elapsed),
+            "cpu_us_per_post": round(cpu / n * 1e6),
+        }
     fastest = max(clients, key=lambda c: clients[c]["per_s"])
     best = clients[fastest]["per_s"]
     for figures in clients.values():
         figures["vs_fastest"] = round(figures["per_s"] / best, 2)
     shown = ", ".join(
-        f"{name} {c['per_s']:,}/s" + (" (fastest)" if name == fastest else f" ({c['vs_fastest']}x)")
+        f"{name} {c['per_s']:,}/s {c['cpu_us_per_post']} us CPU/POST"
+        + (" (fastest)" if name == fastest else f" ({c['vs_fastest']}x)")
         for name, c in sorted(clients.items(), key=lambda item: -item[1]["per_s"])
     )
     bench.line(f"(a) ceiling, {IN_FLIGHT} in flight, no Redis/Celery, {n} POSTs per client: {shown}")
