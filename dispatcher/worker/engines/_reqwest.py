@@ -39,6 +39,7 @@ PIN_TTL_S = 10.0  # how long a vetted address is used before the name is resolve
 # clients kept, one per host name, least recently used dropped: each costs about 130 KB, and making one
 # about 6 ms of CPU (loading the system's trust store), done off the event loop
 MAX_PINNED_HOSTS = 256
+IDLE_KEEPALIVE_S = 15.0  # an idle pooled connection is closed after this (aiohttp's default; reqwest's is 90 s)
 MAX_ADDRESSES_TRIED = 8  # per request, when a host's addresses cannot be connected to
 MAX_HEADER_FIELD_BYTES = 8190  # one response header line (aiohttp's limit; hyper reads up to ~400 KiB of head)
 
@@ -117,6 +118,7 @@ class ReqwestEngine:
             .timeout(timedelta(seconds=s.timeout_s))
             .connect_timeout(timedelta(seconds=min(s.connect_timeout_s, s.timeout_s)))
             .pool_max_idle_per_host(s.endpoint_inflight)
+            .pool_idle_timeout(timedelta(seconds=IDLE_KEEPALIVE_S))
             .max_connections(max(s.deliver_inflight * 2, 100))
             .user_agent(s.user_agent)
         )
@@ -139,8 +141,13 @@ class ReqwestEngine:
         if pending is None:  # one resolution per host at a time, shared by every request waiting for it
             pending = asyncio.ensure_future(self._pin(host, url.port_or_known_default or 0, pin))
             self._pending[host] = pending
-            pending.add_done_callback(lambda _: self._pending.pop(host, None))
+            pending.add_done_callback(lambda done: self._resolved(host, done))
         return (await asyncio.shield(pending)).client
+
+    def _resolved(self, host: str, done: asyncio.Future[_Pin]) -> None:
+        self._pending.pop(host, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here too, in case every request waiting for it was cancelled
 
     async def _pin(self, host: str, port: int, old: _Pin | None) -> _Pin:
         if self._resolver is None:
