@@ -254,10 +254,11 @@ class AddressRefused(OSError):
 
 
 class GuardedResolver(AbstractResolver):
-    """An aiohttp resolver that drops non-public addresses, so connections only go where vetted."""
+    """An aiohttp resolver that drops non-public addresses, so connections only go where vetted.
+    ``inner``: what answers the lookups (default: aiohttp's, i.e. the system's)."""
 
-    def __init__(self, allow_private: bool = False) -> None:
-        self._inner = DefaultResolver()
+    def __init__(self, allow_private: bool = False, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or DefaultResolver()
         self._allow_private = allow_private
 
     async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:

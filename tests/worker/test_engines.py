@@ -21,6 +21,7 @@ from yarl import URL
 from dispatcher.errormap import translate
 from dispatcher.errors import ConnectionFailed
 from dispatcher.settings import Settings
+from dispatcher.ssrf import GuardedResolver
 from dispatcher.worker.engines import Answer, make_engine
 
 pytestmark = pytest.mark.every_engine  # each test runs once per HTTP engine
@@ -184,3 +185,17 @@ def test_an_address_that_cannot_be_connected_to_gives_way_to_the_next(
     answers = post_all(settings_for(), [(server.url("two.example"), 1024)] * 3, resolver)
     assert all(isinstance(a, Answer) and a.status == 200 for a in answers), answers
     assert len(server.heads) == 3 and server.connections == 1
+
+
+@pytest.mark.parametrize("answers", [["127.0.0.1"], ["10.1.2.3", "127.0.0.1"]])
+def test_the_address_connected_to_is_the_one_the_guard_vetted(
+    settings_for: Callable[..., Settings], keepalive_server: Callable[..., KeepAliveServer], answers: list[str]
+) -> None:
+    """DNS that answers a name (one no real DNS knows) with private addresses: the guard drops them, and
+    the engine connects to nothing, though the server listens on the address the name was given."""
+    server = keepalive_server()
+    resolver = GuardedResolver(allow_private=False, inner=FixedResolver(answers))
+    [failure] = post_all(settings_for(allow_private_targets=False), [(server.url("rebind.example"), 1024)], resolver)
+    mapped = translate(failure, "") if isinstance(failure, Exception) else None
+    assert isinstance(mapped, ConnectionFailed) and "non-public" in str(mapped), failure
+    assert server.connections == 0
