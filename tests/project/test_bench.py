@@ -32,12 +32,18 @@ def test_quick_benchmark_from_the_entry_point(redis_url: str, tmp_path: Path) ->
 
     for name in ("ceiling", "handwritten"):
         assert results[name]["per_s"] > 0
+    ceiling = results["ceiling"]  # (a) measures each candidate client; the fastest is the ceiling
+    assert set(ceiling["clients"]) == {"aiohttp", "reqwest"}
+    assert ceiling["per_s"] == max(c["per_s"] for c in ceiling["clients"].values())
+    assert ceiling["clients"][ceiling["fastest"]]["vs_fastest"] == 1.0
+    assert all(c["cpu_us_per_post"] > 0 for c in ceiling["clients"].values())
     for name, expected in (("fanout", sizes.fanout_events * sizes.fanout_endpoints), ("one_to_one", sizes.one_to_one)):
         res = results[name]
         assert res["deliveries"] == expected
         assert (res["missing"], res["duplicates"], res["bad_signatures"]) == (0, 0, 0)
         assert res["recorded"] == expected
         assert res["vs_ceiling"] > 0 and res["vs_handwritten"] > 0
+        assert res["worker_cpu_us_per_delivery"] > 0
     assert results["enqueue"]["stored"] == results["enqueue"]["expected"]
     assert results["latency"]["missing"] == 0 and results["latency"]["p99_ms"] > 0
     runs = results["isolation"]["runs"]
