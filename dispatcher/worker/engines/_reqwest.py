@@ -199,7 +199,7 @@ class ReqwestEngine:
     async def _send(
         self, client: Client, url: Url, headers: Mapping[str, str], body: bytes, cap: int, left: float | None
     ) -> Answer:
-        request = client.post(url).headers(dict(headers)).body_bytes(body)
+        request = client.post(url).headers(headers).body_bytes(body)
         if left is not None:  # a later address: what remains of the total timeout
             request = request.timeout(timedelta(seconds=left))
         # 0: entering the response waits for the head only (the default also waits for 64 KiB of body, or its end)
