@@ -98,10 +98,12 @@ def keepalive_server() -> Iterator[Callable[..., KeepAliveServer]]:
 class FixedResolver(AbstractResolver):
     """DNS answers given by the test (a name with several addresses, which this machine's hosts file has not)."""
 
-    def __init__(self, addresses: list[str]) -> None:
-        self.addresses = addresses
+    def __init__(self, addresses: list[str], hang: bool = False) -> None:
+        self.addresses, self.hang = addresses, hang
 
     async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
+        if self.hang:  # a DNS server that never answers
+            await asyncio.Event().wait()
         return [
             {"hostname": host, "host": a, "port": port, "family": socket.AF_INET, "proto": 0, "flags": 0}
             for a in self.addresses
@@ -198,4 +200,16 @@ def test_the_address_connected_to_is_the_one_the_guard_vetted(
     [failure] = post_all(settings_for(allow_private_targets=False), [(server.url("rebind.example"), 1024)], resolver)
     mapped = translate(failure, "") if isinstance(failure, Exception) else None
     assert isinstance(mapped, ConnectionFailed) and "non-public" in str(mapped), failure
+    assert server.connections == 0
+
+
+def test_a_name_that_never_resolves_ends_at_the_connect_timeout(
+    settings_for: Callable[..., Settings], keepalive_server: Callable[..., KeepAliveServer]
+) -> None:
+    server = keepalive_server()
+    started = time.monotonic()
+    settings = settings_for(connect_timeout_s=0.5, timeout_s=2.0)
+    [failure] = post_all(settings, [(server.url("slow-dns.example"), 1024)], FixedResolver([], hang=True))
+    assert isinstance(failure, Exception) and str(translate(failure, "")) == "timeout", failure
+    assert time.monotonic() - started < 1.9  # the connect timeout, not the total
     assert server.connections == 0

@@ -126,7 +126,8 @@ class ReqwestEngine:
             builder = builder.resolve(host, address, 0)  # the port stays the URL's
         return builder.build()
 
-    async def _client(self, url: Url) -> Client:
+    def _cached(self, url: Url) -> Client | None:
+        """The client for ``url``'s host when no resolving is needed (an IP literal, a pin still valid)."""
         host = url.domain  # the name exactly as reqwest will look it up; None for an IP literal
         if host is None:
             self._literals.check(url.host_str or "")
@@ -137,9 +138,13 @@ class ReqwestEngine:
         if pin is not None and pin.until > time.monotonic():
             self._pins.move_to_end(host)
             return pin.client
+        return None
+
+    async def _resolving(self, host: str, port: int) -> Client:
+        """The client for ``host`` once it is resolved and vetted (``AddressRefused``: nothing is public)."""
         pending = self._pending.get(host)
         if pending is None:  # one resolution per host at a time, shared by every request waiting for it
-            pending = asyncio.ensure_future(self._pin(host, url.port_or_known_default or 0, pin))
+            pending = asyncio.ensure_future(self._pin(host, port, self._pins.get(host)))
             self._pending[host] = pending
             pending.add_done_callback(lambda done: self._resolved(host, done))
         return (await asyncio.shield(pending)).client
@@ -181,9 +186,15 @@ class ReqwestEngine:
         """POST on the host's pinned client; when its address cannot be connected to (nothing was sent),
         the host's other vetted addresses are tried in turn within the same total timeout, as aiohttp does."""
         parsed = Url(str(url))
-        client = await self._client(parsed)
         deadline = time.monotonic() + self._s.timeout_s
         left: float | None = None
+        client = self._cached(parsed)
+        if client is None:  # resolving counts against the connect timeout (as in aiohttp), and the total
+            connect_s = min(self._s.connect_timeout_s, self._s.timeout_s)
+            client = await asyncio.wait_for(
+                self._resolving(parsed.domain or "", parsed.port_or_known_default or 0), connect_s
+            )
+            left = max(deadline - time.monotonic(), 0.001)
         for _ in range(MAX_ADDRESSES_TRIED):
             try:
                 return await self._send(client, parsed, headers, body, cap, left)
@@ -200,7 +211,7 @@ class ReqwestEngine:
         self, client: Client, url: Url, headers: Mapping[str, str], body: bytes, cap: int, left: float | None
     ) -> Answer:
         request = client.post(url).headers(headers).body_bytes(body)
-        if left is not None:  # a later address: what remains of the total timeout
+        if left is not None:  # after resolving, or on a later address: what remains of the total timeout
             request = request.timeout(timedelta(seconds=left))
         # 0: entering the response waits for the head only (the default also waits for 64 KiB of body, or its end)
         async with request.streamed_read_buffer_limit(0).build_streamed() as resp:
