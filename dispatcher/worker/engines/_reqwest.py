@@ -39,6 +39,7 @@ PIN_TTL_S = 10.0  # how long a vetted address is used before the name is resolve
 # clients kept, one per host name, least recently used dropped: each costs about 130 KB, and making one
 # about 6 ms of CPU (loading the system's trust store), done off the event loop
 MAX_PINNED_HOSTS = 256
+MAX_URLS_REMEMBERED = 10_000
 IDLE_KEEPALIVE_S = 15.0  # an idle pooled connection is closed after this (aiohttp's default; reqwest's is 90 s)
 MAX_ADDRESSES_TRIED = 8  # per request, when a host's addresses cannot be connected to
 MAX_HEADER_FIELD_BYTES = 8190  # one response header line (aiohttp's limit; hyper reads up to ~400 KiB of head)
@@ -100,6 +101,7 @@ class ReqwestEngine:
         self._pending: dict[str, asyncio.Future[_Pin]] = {}
         self._literal: Client | None = None
         self._literals = LiteralGuard(settings.allow_private_targets)
+        self._urls: dict[str, Url] = {}
 
     def _build(self, host: str | None = None, address: str | None = None) -> Client:
         s = self._s
@@ -185,7 +187,12 @@ class ReqwestEngine:
     async def post(self, url: URL, headers: Mapping[str, str], body: bytes, cap: int) -> Answer:
         """POST on the host's pinned client; when its address cannot be connected to (nothing was sent),
         the host's other vetted addresses are tried in turn within the same total timeout, as aiohttp does."""
-        parsed = Url(str(url))
+        text = str(url)
+        parsed = self._urls.get(text)
+        if parsed is None:  # parsed once per URL, as reqwest reads it
+            if len(self._urls) >= MAX_URLS_REMEMBERED:
+                self._urls.clear()
+            parsed = self._urls[text] = Url(text)
         deadline = time.monotonic() + self._s.timeout_s
         left: float | None = None
         client = self._cached(parsed)
