@@ -29,15 +29,16 @@ pytestmark = pytest.mark.every_engine  # each test runs once per HTTP engine
 
 class KeepAliveServer:
     """An HTTP/1.1 server on loopback that keeps connections open and records each request's head, and
-    how many connections it accepted. ``body`` is what it answers (``length`` overrides Content-Length)."""
+    how many connections it accepted. ``body`` is what it answers (``length`` overrides Content-Length),
+    after ``delay_s``."""
 
-    def __init__(self, body: bytes = b"ok", length: int | None = None) -> None:
-        self.body, self.length = body, length
+    def __init__(self, body: bytes = b"ok", length: int | None = None, delay_s: float = 0.0) -> None:
+        self.body, self.length, self.delay_s = body, length, delay_s
         self.heads: list[bytes] = []
         self.connections = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -73,6 +74,7 @@ class KeepAliveServer:
             buf = buf[length:]
             self.heads.append(head)
             size = len(self.body) if self.length is None else self.length
+            time.sleep(self.delay_s)  # a receiver that takes its time (so requests overlap)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + self.body)
 
     def url(self, host: str = "127.0.0.1") -> URL:
@@ -213,3 +215,27 @@ def test_a_name_that_never_resolves_ends_at_the_connect_timeout(
     assert isinstance(failure, Exception) and str(translate(failure, "")) == "timeout", failure
     assert time.monotonic() - started < 1.9  # the connect timeout, not the total
     assert server.connections == 0
+
+
+def test_endpoints_sharing_a_host_keep_their_connections_alive(
+    settings_for: Callable[..., Settings], keepalive_server: Callable[..., KeepAliveServer]
+) -> None:
+    """More requests in flight to one host than one endpoint may have (several endpoints on one host, as
+    every Slack robot is): the second wave reuses the first wave's connections instead of opening new ones."""
+    server = keepalive_server(delay_s=0.2)
+    settings = settings_for(endpoint_inflight=8, deliver_inflight=24)
+
+    async def waves() -> list[int]:
+        engine = make_engine(settings)
+        seen = []
+        try:
+            for _ in range(2):
+                posts = (engine.post(server.url(), {}, b"{}", 1024) for _ in range(settings.deliver_inflight))
+                assert all(a.status == 200 for a in await asyncio.gather(*posts))
+                seen.append(server.connections)
+        finally:
+            await engine.close()
+        return seen
+
+    first, second = asyncio.run(waves())
+    assert first == 24 and second == 24

@@ -119,7 +119,8 @@ class ReqwestEngine:
             .danger_accept_invalid_certs(False)
             .timeout(timedelta(seconds=s.timeout_s))
             .connect_timeout(timedelta(seconds=min(s.connect_timeout_s, s.timeout_s)))
-            .pool_max_idle_per_host(s.endpoint_inflight)
+            # endpoints may share a host (every Slack robot): as many idle as may be in flight, no churn
+            .pool_max_idle_per_host(s.deliver_inflight)
             .pool_idle_timeout(timedelta(seconds=IDLE_KEEPALIVE_S))
             .max_connections(max(s.deliver_inflight * 2, 100))
             .user_agent(s.user_agent)
