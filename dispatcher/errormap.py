@@ -1,4 +1,4 @@
-"""One map from foreign exceptions (redis, kombu/Celery, aiohttp) to the dispatcher's own.
+"""One map from foreign exceptions (redis, kombu/Celery, aiohttp, pyreqwest) to the dispatcher's own.
 
 Every room that catches a library's exception to turn it into ours goes through ``translate``: the
 client and the store (``StoreUnavailable``), kick publishing (``BrokerUnavailable``), the HTTP engine
@@ -9,6 +9,8 @@ A library that is not imported cannot have raised, so each is looked up only whe
 from __future__ import annotations
 
 import functools
+import re
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from dispatcher.errors import (
     StoreError,
     StoreUnavailable,
 )
+from dispatcher.ssrf import AddressRefused
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,6 +35,27 @@ R = TypeVar("R")
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+_OS_ERROR_NUMBER = re.compile(r" \(os error \d+\)$")
+_URL_IN_TEXT = re.compile(r"https?://[^\s)]+")
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or _one_line(exc) if exc.strerror or exc.args else type(exc).__name__
+
+
+def _reqwest_reason(exc: BaseException, url: str, last: bool = False) -> str:
+    """A pyreqwest error's chain of causes (or only the deepest), the request URL replaced by ``<url>``."""
+    details = getattr(exc, "details", None)
+    causes = details.get("causes") if isinstance(details, dict) else None
+    messages = [str(c.get("message", "")) for c in causes or () if isinstance(c, dict)]
+    head = exc.args[0] if exc.args and isinstance(exc.args[0], str) else type(exc).__name__
+    if last and messages:
+        text = _OS_ERROR_NUMBER.sub("", messages[-1])
+    else:
+        text = " ".join(": ".join([head, *messages]).split())
+    return _URL_IN_TEXT.sub("<url>", text.replace(url, "<url>") if url else text)
 
 
 def translate(exc: BaseException, url: str | None = None) -> DispatcherError | None:
@@ -55,7 +79,14 @@ def translate(exc: BaseException, url: str | None = None) -> DispatcherError | N
     if isinstance(exc, TimeoutError):
         return AttemptTimeout("timeout")
     if aiohttp is not None and isinstance(exc, aiohttp.ClientConnectorError):
-        return ConnectionFailed(f"connection error: {exc.os_error.strerror or type(exc.os_error).__name__}")
+        return ConnectionFailed(f"connection error: {_os_reason(exc.os_error)}")
+    if isinstance(exc, (socket.gaierror, AddressRefused)):  # resolving failed (an engine that resolves first)
+        return ConnectionFailed(f"connection error: {_os_reason(exc)}")
+    reqwest = sys.modules.get("pyreqwest.exceptions")
+    if reqwest is not None and isinstance(exc, reqwest.ConnectError):
+        return ConnectionFailed(f"connection error: {_reqwest_reason(exc, url, last=True)}")
+    if reqwest is not None and isinstance(exc, reqwest.PyreqwestError):
+        return ReceiverProtocolError(f"{type(exc).__name__}: {_reqwest_reason(exc, url)[:200]}")
     if (aiohttp is not None and isinstance(exc, aiohttp.ClientError)) or isinstance(exc, OSError):
         text = str(exc).replace(url, "<url>") if url else str(exc)
         return ReceiverProtocolError(f"{type(exc).__name__}: {text[:200]}")

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -193,6 +193,11 @@ class Settings(BaseSettings):
     response_body_max_bytes: int = Field(default=1024, ge=0, description="bytes of each answer read and recorded")
     user_agent: str = Field(
         default=f"webhook-dispatcher/{__version__}", description="the `User-Agent` of every request"
+    )
+    http_engine: Literal["reqwest", "aiohttp"] = Field(
+        default="reqwest",
+        description="the HTTP client of deliveries: `reqwest` (Rust, via pyreqwest; faster) or `aiohttp`; both hold "
+        "the same guarantees",
     )
 
     # endpoints: caps on what one endpoint may hold

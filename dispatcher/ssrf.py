@@ -249,11 +249,16 @@ def check_url(url: object, allow_private: bool, resolve: bool = True) -> Checked
     return CheckedURL(target)
 
 
-class GuardedResolver(AbstractResolver):
-    """An aiohttp resolver that drops non-public addresses, so connections only go where vetted."""
+class AddressRefused(OSError):
+    """Every address a name resolves to is non-public (an ``OSError``, as resolvers fail)."""
 
-    def __init__(self, allow_private: bool = False) -> None:
-        self._inner = DefaultResolver()
+
+class GuardedResolver(AbstractResolver):
+    """An aiohttp resolver that drops non-public addresses, so connections only go where vetted.
+    ``inner``: what answers the lookups (default: aiohttp's, i.e. the system's)."""
+
+    def __init__(self, allow_private: bool = False, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or DefaultResolver()
         self._allow_private = allow_private
 
     async def resolve(self, host: str, port: int = 0, family: Any = socket.AF_INET) -> list[ResolveResult]:
@@ -262,7 +267,7 @@ class GuardedResolver(AbstractResolver):
             return results
         safe = [r for r in results if is_public_address(ipaddress.ip_address(r["host"].split("%")[0]))]
         if not safe:
-            raise OSError(f"refusing {host!r}: it resolves only to non-public addresses")
+            raise AddressRefused(f"refusing {host!r}: it resolves only to non-public addresses")
         return safe
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -173,12 +174,25 @@ def prefix(redis_url: str) -> Iterator[str]:
     client.close()
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module marked ``every_engine`` runs each of its tests once per HTTP engine."""
+    if metafunc.definition.get_closest_marker("every_engine") and "http_engine" in metafunc.fixturenames:
+        metafunc.parametrize("http_engine", typing.get_args(Settings.model_fields["http_engine"].annotation))
+
+
 @pytest.fixture
-def settings_for(redis_url: str, prefix: str) -> Callable[..., Settings]:
-    """``settings_for(**overrides)``: the test settings on this test's Redis and prefix, with overrides
-    (``redis_url=`` / ``key_prefix=`` included)."""
+def http_engine() -> str:
+    """The HTTP engine of the test settings: DISPATCHER_HTTP_ENGINE when set, else the default."""
+    return os.environ.get("DISPATCHER_HTTP_ENGINE") or str(Settings.model_fields["http_engine"].default)
+
+
+@pytest.fixture
+def settings_for(redis_url: str, prefix: str, http_engine: str) -> Callable[..., Settings]:
+    """``settings_for(**overrides)``: the test settings on this test's Redis and prefix and the HTTP engine
+    under test, with overrides (``redis_url=`` / ``key_prefix=`` included)."""
 
     def make(**overrides: Any) -> Settings:
+        overrides.setdefault("http_engine", http_engine)
         return make_settings(overrides.pop("redis_url", redis_url), overrides.pop("key_prefix", prefix), **overrides)
 
     return make

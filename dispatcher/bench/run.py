@@ -14,6 +14,7 @@ from dispatcher.bench import baselines, flower, scenarios, tenants  # noqa: F401
 from dispatcher.bench.chart import ChartData
 from dispatcher.bench.harness import Bench, BenchError
 from dispatcher.bench.registry import STEPS, Step
+from dispatcher.settings import Settings
 from dispatcher.worker.runtime import new_event_loop
 
 INSTALL_HINT = {"requests": "pip install 'webhook-dispatcher[bench]'"}
@@ -45,6 +46,9 @@ def check_requirements(steps: list[Step]) -> None:
                 raise BenchError(f"the {s.name!r} step needs {module}: {hint} (or leave it out with --only)")
 
 
+DEFAULT_ENGINE = str(Settings.model_fields["http_engine"].default)
+
+
 def machine(redis_url: str, workers: int, embedded: bool) -> dict[str, Any]:
     client = redis.Redis.from_url(redis_url)
     try:
@@ -53,13 +57,15 @@ def machine(redis_url: str, workers: int, embedded: bool) -> dict[str, Any]:
         client.close()
     return {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
             "event_loop": type(new_event_loop()).__module__.split(".")[0],
-            "redis": version, "redis_embedded": embedded, "workers": workers}  # fmt: skip
+            "redis": version, "redis_embedded": embedded, "workers": workers,
+            "http_engine": os.environ.get("DISPATCHER_HTTP_ENGINE") or DEFAULT_ENGINE}  # fmt: skip
 
 
 def describe_machine(m: dict[str, Any]) -> str:
     embedded = " (embedded)" if m["redis_embedded"] else ""
     return (f"{m['cores']} cores, Python {m['python']}, Redis {m['redis']}{embedded}, "
-            f"{m['workers']} worker processes, {m['event_loop']} event loop")  # fmt: skip
+            f"{m['workers']} worker processes, {m['event_loop']} event loop, "
+            f"{m.get('http_engine', 'aiohttp')} HTTP engine")  # fmt: skip
 
 
 def run(bench: Bench, steps: list[Step], embedded: bool = False) -> dict[str, Any]:

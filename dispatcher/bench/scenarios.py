@@ -8,7 +8,7 @@ from typing import Any
 
 from dispatcher import Dispatcher
 from dispatcher.bench.chart import Part
-from dispatcher.bench.harness import Bench, fmt_rss, worker_rss_mb
+from dispatcher.bench.harness import Bench, cpu_s, fmt_rss, worker_rss_mb
 from dispatcher.bench.progress import Task
 from dispatcher.bench.redis_cost import RedisUsage, describe_cost
 from dispatcher.bench.registry import Figures, step
@@ -21,11 +21,13 @@ def throughput(bench: Bench, name: str, events: int, endpoints: int) -> dict[str
     bench.reset()
     expected = events * endpoints
     usage = RedisUsage.read(d.redis)
+    cpu0 = cpu_s(bench.worker_proc.pid) if bench.worker_proc is not None else 0.0
     t0 = time.time()
     bench.enqueue_chunks(d, events)
     end, st = bench.wait_received(name, expected, 600)
     bench.wait(lambda: bench.recorded(d, eps) >= expected, 60, "records")
     cost = RedisUsage.read(d.redis).per_delivery(usage, expected)  # enqueue to the recorded outcome
+    cpu1 = cpu_s(bench.worker_proc.pid) if bench.worker_proc is not None else 0.0
     elapsed = end - t0
     res = {
         "deliveries": expected,
@@ -36,6 +38,8 @@ def throughput(bench: Bench, name: str, events: int, endpoints: int) -> dict[str
         "bad_signatures": st["bad_signatures"],
         "recorded": bench.recorded(d, eps),
         **cost,
+        # the workers' CPU (every process) per delivery: what the HTTP engine changes, less noisy than the rate
+        "worker_cpu_us_per_delivery": round((cpu1 - cpu0) / expected * 1e6, 1),
     }
     bench.unsubscribe_all(d)
     d.close()
@@ -52,6 +56,8 @@ def describe(bench: Bench, res: dict[str, Any]) -> str:
         res["vs_handwritten"] = round(res["per_s"] / bench.results["handwritten"]["per_s"], 1)
         parts.append(f"{res['vs_handwritten']}x (b)")
     parts.append(f"missing {res['missing']}, duplicates {res['duplicates']}, recorded {res['recorded']:,}")
+    if res.get("worker_cpu_us_per_delivery"):
+        parts.append(f"worker CPU {res['worker_cpu_us_per_delivery']} us/delivery")
     if "redis_cpu_us" in res:
         parts.append(describe_cost(res))
     return "; ".join(parts)

@@ -33,9 +33,11 @@ def bench(
     only: str | None,
     list_steps: bool,
 ) -> None:
-    """Measure this machine: the baselines (a) a plain aiohttp client, no Redis/Celery, and (b) one Celery
-    task per delivery doing requests.post, then the scenarios (fan-out, one-to-one, enqueue(), latency,
-    isolation from hanging endpoints, a backlog of retries), all on one signature-checking receiver.
+    """Measure this machine: the baselines (a) the ceiling, the fastest of the candidate HTTP clients
+    (aiohttp, reqwest) posting with no Redis/Celery, and (b) one Celery task per delivery doing
+    requests.post, then the scenarios (fan-out, one-to-one, enqueue(), latency, isolation from hanging
+    endpoints, a backlog of retries), all on one signature-checking receiver. The workers deliver with
+    DISPATCHER_HTTP_ENGINE (default reqwest).
 
     Results go to stdout, progress to stderr (a bar on a terminal, plain lines otherwise).
     """

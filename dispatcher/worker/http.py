@@ -1,10 +1,11 @@
 """The HTTP exchange: one signed POST (or one chat message) and what it came to, never an exception.
 
-Requests go out on the worker process' keep-alive session (``Runtime.session``), whose resolver drops
-non-public addresses (``dispatcher.ssrf``); IP-literal hosts are vetted when the endpoint is loaded
-(``Target.refused``). Redirects are not followed, at most ``response_body_max_bytes`` of an answer is
-read (a chat platform's answer up to ``ROBOT_RESPONSE_MAX_BYTES``, inflated within that bound to be
-classified), and every failure becomes a ``DeliveryError`` whose message is the attempt's error.
+Requests go out on the worker process' HTTP engine (``Runtime.engine``, ``dispatcher.worker.engines``),
+which connects only to addresses its guarded resolver vetted (``dispatcher.ssrf``); IP-literal hosts are
+vetted when the endpoint is loaded (``Target.refused``). Redirects are not followed, at most
+``response_body_max_bytes`` of an answer is read (a chat platform's answer up to
+``ROBOT_RESPONSE_MAX_BYTES``, inflated within that bound to be classified), and every failure becomes a
+``DeliveryError`` whose message is the attempt's error.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import time
 import zlib
 
-import aiohttp
 import orjson
 from yarl import URL
 
@@ -21,6 +21,7 @@ from dispatcher.errormap import translate
 from dispatcher.errors import DeliveryError, TargetRefused
 from dispatcher.retry import parse_retry_after
 from dispatcher.signing import webhook_headers
+from dispatcher.worker.engines import Answer, Engine
 from dispatcher.worker.jobs import Job, Outcome, Skip
 from dispatcher.worker.targets import Target
 
@@ -42,22 +43,10 @@ def build_request(jobs: list[Job], max_batch: int) -> tuple[str, bytes]:
     return batch_message_id(jobs), b"[" + b",".join(j.body for j in jobs if j.body is not None) + b"]"
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
-    """Up to ``cap`` bytes of the body, and whether the body ended within them."""
-    if resp.content_length is not None and resp.content_length <= cap:
-        return await resp.read(), True
-    buf = b""
-    while len(buf) < cap:
-        chunk = await resp.content.read(cap - len(buf))
-        if not chunk:
-            return buf, True
-        buf += chunk
-    return buf, resp.content.at_eof()
-
-
-def _decoded(resp: aiohttp.ClientResponse, raw: bytes, cap: int) -> bytes:
-    """A compressed answer (the session does not decompress) inflated for reading, best effort."""
-    if resp.headers.get("Content-Encoding", "").lower() not in ("gzip", "deflate", "x-gzip"):
+def _decoded(answer: Answer, cap: int) -> bytes:
+    """A compressed answer (engines do not decompress) inflated for reading within ``cap``, best effort."""
+    raw = answer.body
+    if answer.headers.get("Content-Encoding", "").lower() not in ("gzip", "deflate", "x-gzip"):
         return raw
     try:
         return zlib.decompressobj(wbits=47).decompress(raw, cap)  # gzip or zlib header
@@ -65,15 +54,15 @@ def _decoded(resp: aiohttp.ClientResponse, raw: bytes, cap: int) -> bytes:
         return raw
 
 
-async def post(session: aiohttp.ClientSession, target: Target, msg_id: str, body: bytes, cap: int) -> Outcome:
+async def post(engine: Engine, target: Target, msg_id: str, body: bytes, cap: int) -> Outcome:
     """One signed Standard Webhooks POST."""
     out = Outcome()
     headers = webhook_headers(target.signing_keys(out.at), msg_id, int(out.at), body)
-    await _exchange(session, out, target, target.url, headers, body, cap)
+    await _exchange(engine, out, target, target.url, headers, body, cap)
     return out
 
 
-async def post_robot(session: aiohttp.ClientSession, target: Target, job: Job, cap: int) -> Outcome:
+async def post_robot(engine: Engine, target: Target, job: Job, cap: int) -> Outcome:
     """One chat message: the event rendered by the endpoint's platform, the answer classified by its rules."""
     assert target.robot is not None and job.body is not None
     at = time.time()
@@ -83,12 +72,12 @@ async def post_robot(session: aiohttp.ClientSession, target: Target, job: Job, c
         return Outcome.skip(Skip.EVENT_UNUSABLE, f"event unusable by {target.endpoint.kind}: {type(exc).__name__}")
     out = Outcome(at=at)
     url = target.url if req.url == target.endpoint.url else URL(req.url)
-    await _exchange(session, out, target, url, req.headers, req.body, max(cap, ROBOT_RESPONSE_MAX_BYTES), cap)
+    await _exchange(engine, out, target, url, req.headers, req.body, max(cap, ROBOT_RESPONSE_MAX_BYTES), cap)
     return out
 
 
 async def _exchange(
-    session: aiohttp.ClientSession,
+    engine: Engine,
     out: Outcome,
     target: Target,
     url: URL,
@@ -105,22 +94,22 @@ async def _exchange(
         if target.refused:  # an IP literal outside what the settings allow (the resolver vets names)
             raise TargetRefused(f"refused: {target.refused}")
         out.sent = True
-        async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
-            out.status = resp.status
-            raw, complete = await _read_capped(resp, cap)
-            if not complete:
-                resp.close()  # do not read a huge (or endless) body just to reuse the connection
-            if resp.status == 429 or resp.status >= 500 or "Retry-After" in resp.headers:
-                out.retry_after_s = parse_retry_after(resp.headers.get("Retry-After"))
-            if robot is not None:
-                raw = _decoded(resp, raw, cap)
-                verdict = robot.classify(resp.status, resp.headers, raw)
-                out.rejected = 200 <= resp.status < 300 and not verdict.ok
-                out.error = verdict.error if out.rejected else None
-                out.throttled = verdict.throttled
-                if verdict.retry_after_s is not None:
-                    out.retry_after_s = max(out.retry_after_s or 0.0, verdict.retry_after_s)
-            out.response = raw[: keep or cap].decode("utf-8", "replace")
+        answer = await engine.post(url, headers, body, cap)
+        out.status = answer.status
+        if answer.failure is not None:  # the body could not be read: the status is recorded with the error
+            raise answer.failure
+        raw = answer.body
+        if answer.status == 429 or answer.status >= 500 or "Retry-After" in answer.headers:
+            out.retry_after_s = parse_retry_after(answer.headers.get("Retry-After"))
+        if robot is not None:
+            raw = _decoded(answer, cap)
+            verdict = robot.classify(answer.status, answer.headers, raw)
+            out.rejected = 200 <= answer.status < 300 and not verdict.ok
+            out.error = verdict.error if out.rejected else None
+            out.throttled = verdict.throttled
+            if verdict.retry_after_s is not None:
+                out.retry_after_s = max(out.retry_after_s or 0.0, verdict.retry_after_s)
+        out.response = raw[: keep or cap].decode("utf-8", "replace")
     except Exception as exc:
         # a URL may carry a token (chat robots): the mapping never copies it into the attempt record
         mapped = translate(exc, str(url)) if not isinstance(exc, DeliveryError) else exc

@@ -244,13 +244,13 @@ class DeliveryRun:
                 wait_s = (jobs[0].slot_ms - self.redis_now_ms()) / 1000
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
-            session = await rt.session()
+            engine = rt.engine()
             cap = rt.settings.response_body_max_bytes
             if target.robot is not None:
-                outcome = await http.post_robot(session, target, jobs[0], cap)
+                outcome = await http.post_robot(engine, target, jobs[0], cap)
             else:
                 msg_id, body = http.build_request(jobs, target.endpoint.max_batch)
-                outcome = await http.post(session, target, msg_id, body, cap)
+                outcome = await http.post(engine, target, msg_id, body, cap)
         except Exception as exc:  # a bug must not lose the delivery: record it as a failed attempt
             log.exception("unexpected error while sending")
             outcome = Outcome(error=f"internal error: {type(exc).__name__}")

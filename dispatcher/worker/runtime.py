@@ -1,4 +1,4 @@
-"""Per-process worker state: the store, the endpoint cache, an event loop and HTTP session, limits, health.
+"""Per-process worker state: the store, the endpoint cache, an event loop and HTTP engine, limits, health.
 
 Built lazily in the process that uses it (after Celery forks its pool), never shared across forks.
 """
@@ -8,15 +8,14 @@ from __future__ import annotations
 import asyncio
 import os
 
-import aiohttp
 from celery import Celery
 
 from dispatcher.client import Dispatcher
 from dispatcher.kicks import Kicker
 from dispatcher.settings import Settings
-from dispatcher.ssrf import GuardedResolver
 from dispatcher.store import Store
 from dispatcher.store.queue import Stage
+from dispatcher.worker.engines import Engine, make_engine
 from dispatcher.worker.health import EndpointHealth
 from dispatcher.worker.limits import EndpointLimits
 from dispatcher.worker.monitor import TaskFeed
@@ -48,7 +47,7 @@ class Runtime:
         self._producer: Dispatcher | None = None
         self.kicker = Kicker(settings, self.store.queue, celery_app) if celery_app is not None else None
         self.loop = new_event_loop()
-        self._session: aiohttp.ClientSession | None = None
+        self._engine: Engine | None = None
         self.celery_app = celery_app
         self._feed: TaskFeed | None = None
         self.pid = os.getpid()
@@ -67,25 +66,11 @@ class Runtime:
             self._producer = Dispatcher(store=self.store)
         return self._producer
 
-    async def session(self) -> aiohttp.ClientSession:
-        """The process' HTTP client (keep-alive pool, SSRF-guarded resolver); made inside the loop."""
-        if self._session is None or self._session.closed:
-            s = self.settings
-            connector = aiohttp.TCPConnector(
-                limit=max(s.deliver_inflight * 2, 100),
-                limit_per_host=0,
-                ttl_dns_cache=10,
-                resolver=GuardedResolver(s.allow_private_targets),
-                enable_cleanup_closed=True,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=s.timeout_s, connect=min(s.connect_timeout_s, s.timeout_s)),
-                headers={"user-agent": s.user_agent},
-                auto_decompress=False,
-                skip_auto_headers=("Accept-Encoding",),
-            )
-        return self._session
+    def engine(self) -> Engine:
+        """The process' HTTP engine (``DISPATCHER_HTTP_ENGINE``); its client is made on first use, in the loop."""
+        if self._engine is None:
+            self._engine = make_engine(self.settings)
+        return self._engine
 
     def task_feed(self, hostname: str) -> TaskFeed | None:
         """Flower's feed of this process (one publisher, reused by every task); None without a Celery app,
@@ -101,8 +86,8 @@ class Runtime:
         return self.kicker.kick(stage, wanted) if self.kicker is not None else 0
 
     def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            self.loop.run_until_complete(self._session.close())
+        if self._engine is not None:
+            self.loop.run_until_complete(self._engine.close())
         self.loop.close()
         self.store.close()
 

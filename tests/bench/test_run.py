@@ -15,7 +15,8 @@ from dispatcher.cli.main import cli
 
 def test_baselines_run_first_then_the_scenarios_in_readme_order() -> None:
     assert [s.name for s in load()] == [
-        "ceiling", "handwritten", "fanout", "one_to_one", "enqueue", "latency", "isolation", "backlog", "flower", "tenants",
+        "ceiling", "handwritten", "fanout", "one_to_one", "enqueue", "latency", "isolation", "backlog", "flower",
+        "tenants",
     ]  # fmt: skip
     assert [s.name for s in select(["backlog", "ceiling"])] == ["ceiling", "backlog"]
 

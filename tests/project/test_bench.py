@@ -32,6 +32,11 @@ def test_quick_benchmark_from_the_entry_point(redis_url: str, tmp_path: Path) ->
 
     for name in ("ceiling", "handwritten"):
         assert results[name]["per_s"] > 0
+    ceiling = results["ceiling"]  # (a) measures each candidate client; the fastest is the ceiling
+    assert set(ceiling["clients"]) == {"aiohttp", "reqwest"}
+    assert ceiling["per_s"] == max(c["per_s"] for c in ceiling["clients"].values())
+    assert ceiling["clients"][ceiling["fastest"]]["vs_fastest"] == 1.0
+    assert all(c["cpu_us_per_post"] > 0 for c in ceiling["clients"].values())
     for name, expected in (("fanout", sizes.fanout_events * sizes.fanout_endpoints), ("one_to_one", sizes.one_to_one)):
         res = results[name]
         assert res["deliveries"] == expected
@@ -40,6 +45,7 @@ def test_quick_benchmark_from_the_entry_point(redis_url: str, tmp_path: Path) ->
         assert res["vs_ceiling"] > 0 and res["vs_handwritten"] > 0
         # what Redis spent on it: some CPU, at least the enqueue, claim and record calls, evalsha among the costliest
         assert res["redis_cpu_us"] > 0 and res["redis_commands"] >= 3 and "evalsha" in res["redis_top_us"]
+        assert res["worker_cpu_us_per_delivery"] > 0
     assert results["enqueue"]["stored"] == results["enqueue"]["expected"]
     fairness = results["tenants"]  # the quiet tenant's events all arrive, alone and beside the backlog
     assert fairness["alone"]["missing"] == fairness["with_backlog"]["missing"] == 0

@@ -18,6 +18,8 @@ import pytest
 from dispatcher import Dispatcher
 from dispatcher.worker.runtime import Runtime
 
+pytestmark = pytest.mark.every_engine  # each test runs once per HTTP engine
+
 if TYPE_CHECKING:
     from tests.conftest import Received, Receiver, Reply
 

@@ -18,6 +18,8 @@ from dispatcher.worker.fanout import run_fanout
 from dispatcher.worker.run import run_deliver
 from dispatcher.worker.runtime import Runtime
 
+pytestmark = pytest.mark.every_engine  # each test runs once per HTTP engine
+
 if TYPE_CHECKING:
     from tests.conftest import Receiver
 

@@ -3,10 +3,14 @@ nothing hangs, no robot token leaks into the records."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,11 +19,14 @@ from dispatcher import Dispatcher
 from dispatcher.settings import Settings
 from dispatcher.worker.runtime import Runtime
 
+pytestmark = pytest.mark.every_engine  # each test runs once per HTTP engine
+
 
 class RawServer:
     """A TCP server on loopback that answers every connection with ``respond(conn)``."""
 
-    def __init__(self, respond: Callable[[socket.socket], None]) -> None:
+    def __init__(self, respond: Callable[[socket.socket], None], tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -41,6 +48,8 @@ class RawServer:
         with conn:
             conn.settimeout(5)
             try:
+                if self.tls is not None:
+                    conn = self.tls.wrap_socket(conn, server_side=True)  # a client that refuses it: SSLError
                 conn.recv(65536)
                 self.respond(conn)
             except OSError:
@@ -48,7 +57,7 @@ class RawServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"https://localhost:{self.port}/hook" if self.tls else f"http://127.0.0.1:{self.port}/hook"
 
     def close(self) -> None:
         self.stop.set()
@@ -56,11 +65,28 @@ class RawServer:
 
 
 @pytest.fixture
-def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
+def self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A server TLS context with a self-signed certificate for ``localhost`` (that no client trusts)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", *files, "-days", "1", "-subj", "/CN=localhost"],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[..., RawServer]]:
     servers: list[RawServer] = []
 
-    def make(respond: Callable[[socket.socket], None]) -> RawServer:
-        servers.append(RawServer(respond))
+    def make(respond: Callable[[socket.socket], None], tls: ssl.SSLContext | None = None) -> RawServer:
+        servers.append(RawServer(respond, tls))
         return servers[-1]
 
     yield make
@@ -139,3 +165,42 @@ def test_urls_with_tokens_stay_out_of_attempt_records(
     attempt = one_attempt(dsp, runtime, url)
     assert "<url>" in (attempt.error or "")
     assert attempt.error and "SECRET-TOKEN-123" not in attempt.error
+
+
+def test_a_certificate_that_does_not_verify_is_a_failed_attempt(
+    dsp: Dispatcher,
+    runtime: Runtime,
+    raw_server: Callable[..., RawServer],
+    self_signed: ssl.SSLContext,
+    one_attempt: Callable[..., Any],
+) -> None:
+    answered: list[bool] = []
+
+    def respond(conn: socket.socket) -> None:
+        answered.append(True)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    attempt = one_attempt(dsp, runtime, raw_server(respond, self_signed).url)
+    assert attempt.status is None and "certificate" in (attempt.error or "").lower(), attempt.error
+    assert not answered  # the request was never sent
+
+
+def test_a_body_trickling_under_the_cap_ends_at_the_total_timeout(
+    settings_for: Callable[..., Settings], raw_server: Callable[..., RawServer], one_attempt: Callable[..., Any]
+) -> None:
+    settings = settings_for(timeout_s=1.0)
+    dsp, rt = Dispatcher(settings), Runtime(settings)
+
+    def respond(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            conn.sendall(b"1\r\nz\r\n")
+            time.sleep(0.1)
+
+    started = time.monotonic()
+    attempt = one_attempt(dsp, rt, raw_server(respond).url)
+    assert attempt.status == 200 and attempt.error == "timeout"  # the receiver said 200: that stands
+    assert time.monotonic() - started < 8
+    rt.close()
+    dsp.close()
