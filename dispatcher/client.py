@@ -85,10 +85,24 @@ class Dispatcher:
 
     # -- tenants -----------------------------------------------------------------------------
     @translating
-    def create_tenant(self, tenant_id: str, name: str = "") -> Tenant:
+    def create_tenant(
+        self,
+        tenant_id: str,
+        name: str = "",
+        max_events_per_s: int | None = None,
+        max_events_per_day: int | None = None,
+    ) -> Tenant:
         """A tenant: its endpoints (``subscribe(..., tenant=id)``) receive only the events enqueued for it
-        (``enqueue(..., tenant=id)``). Endpoints and events naming no tenant belong to ``"default"``."""
-        return self.store.tenants.create(tenant_id, name)
+        (``enqueue(..., tenant=id)``). Endpoints and events naming no tenant belong to ``"default"``. With
+        limits, ``enqueue`` past them raises ``QuotaExceeded`` and writes nothing."""
+        return self.store.tenants.create(tenant_id, name, max_events_per_s, max_events_per_day)
+
+    @translating
+    def set_tenant_limits(
+        self, tenant_id: str, max_events_per_s: int | None = None, max_events_per_day: int | None = None
+    ) -> Tenant:
+        """Replace a tenant's limits (None: none)."""
+        return self.store.tenants.set_limits(tenant_id, max_events_per_s, max_events_per_day)
 
     @translating
     def get_tenant(self, tenant_id: str) -> Tenant:

@@ -63,6 +63,15 @@ class TenantNotFound(NotFound):
     """Raised when a tenant id names no tenant (an endpoint or event of it, or the tenant itself)."""
 
 
+class QuotaExceeded(DispatcherError):
+    """Raised when events would take a tenant past its ``max_events_per_s`` or ``max_events_per_day``;
+    nothing was written. ``retry_after_s``: when the limit's window ends."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class DeliveryNotFound(NotFound):
     """Raised when no delivery has the given id (or it has expired)."""
 

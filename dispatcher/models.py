@@ -28,6 +28,8 @@ class Tenant(BaseModel):
     id: str
     name: str = ""
     created_at: float = 0.0
+    max_events_per_s: int | None = None  # events enqueue() accepts for it per second; None: no limit
+    max_events_per_day: int | None = None  # ...per UTC day
 
 
 class PreviousSecret(BaseModel):

@@ -31,6 +31,7 @@ from dispatcher.errors import (
     NotPollable,
     NotReplicated,
     PayloadTooLarge,
+    QuotaExceeded,
     StoreError,
     UnsafeTarget,
 )
@@ -51,6 +52,7 @@ DISPATCHER_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (NotPollable, 409, "not_pollable"),
     (InvalidState, 409, "invalid_state"),
     (CursorExpired, 410, "cursor_expired"),
+    (QuotaExceeded, 429, "quota_exceeded"),
     (NotReplicated, 503, "not_replicated"),
     (StoreError, 503, "store_unavailable"),
 )
@@ -139,7 +141,8 @@ async def _on_dispatcher_error(request: Request, exc: Exception) -> JSONResponse
     if status == 500:
         log.error("unexpected dispatcher error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
         return error_response(500, code, "internal error")
-    return error_response(status, code, str(exc))
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QuotaExceeded) else None
+    return error_response(status, code, str(exc), headers=headers)
 
 
 async def _on_foreign_error(request: Request, exc: Exception) -> JSONResponse:

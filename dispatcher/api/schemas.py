@@ -162,7 +162,12 @@ class EndpointOut(BaseModel):
     )
 
 
-class TenantCreate(Strict):
+class TenantLimits(Strict):
+    max_events_per_s: int | None = Field(default=None, description="events accepted per second; null: no limit")
+    max_events_per_day: int | None = Field(default=None, description="events accepted per UTC day; null: no limit")
+
+
+class TenantCreate(TenantLimits):
     id: str = Field(description="1 to 64 letters, digits, '_', '-' and '.'", examples=["acme"])
     name: str = Field(default="", description="a label for people")
 
@@ -171,6 +176,8 @@ class TenantOut(BaseModel):
     id: str
     name: str
     created_at: float
+    max_events_per_s: int | None
+    max_events_per_day: int | None
 
 
 class TenantList(BaseModel):

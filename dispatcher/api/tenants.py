@@ -13,7 +13,15 @@ from fastapi import APIRouter, Depends, status
 from dispatcher.api.auth import require_auth
 from dispatcher.api.errors import ERROR_RESPONSES
 from dispatcher.api.routes import OPERATOR_ONLY, Dsp, Scope
-from dispatcher.api.schemas import EndpointList, TenantCreate, TenantDeleted, TenantList, TenantOut, TenantToken
+from dispatcher.api.schemas import (
+    EndpointList,
+    TenantCreate,
+    TenantDeleted,
+    TenantLimits,
+    TenantList,
+    TenantOut,
+    TenantToken,
+)
 from dispatcher.errors import TenantNotFound
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_auth)], responses=ERROR_RESPONSES, tags=["tenants"])
@@ -28,7 +36,7 @@ def own(tenant_id: str, scope: str | None) -> str:
 @router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantOut, dependencies=OPERATOR_ONLY)
 def create_tenant(body: TenantCreate, dsp: Dsp) -> dict[str, Any]:
     """A tenant: its endpoints receive only the events posted with its id (``"tenant"``)."""
-    return dsp.create_tenant(body.id, body.name).model_dump()
+    return dsp.create_tenant(body.id, body.name, body.max_events_per_s, body.max_events_per_day).model_dump()
 
 
 @router.get("/tenants", response_model=TenantList, dependencies=OPERATOR_ONLY)
@@ -39,6 +47,13 @@ def list_tenants(dsp: Dsp) -> dict[str, Any]:
 @router.get("/tenants/{tenant_id}", response_model=TenantOut)
 def get_tenant(tenant_id: str, dsp: Dsp, scope: Scope) -> dict[str, Any]:
     return dsp.get_tenant(own(tenant_id, scope)).model_dump()
+
+
+@router.put("/tenants/{tenant_id}/limits", response_model=TenantOut, dependencies=OPERATOR_ONLY)
+def set_tenant_limits(tenant_id: str, body: TenantLimits, dsp: Dsp) -> dict[str, Any]:
+    """Replace the tenant's limits: past them ``POST /v1/events`` answers 429 ``quota_exceeded`` with
+    ``Retry-After``, writing nothing."""
+    return dsp.set_tenant_limits(tenant_id, body.max_events_per_s, body.max_events_per_day).model_dump()
 
 
 @router.delete("/tenants/{tenant_id}", response_model=TenantDeleted, dependencies=OPERATOR_ONLY)

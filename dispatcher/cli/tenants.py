@@ -20,14 +20,34 @@ def tenant() -> None:
     """Tenants: subscribe with --tenant ID, enqueue with --tenant ID; each receives only its own events."""
 
 
+def _limit_options(fn: Any) -> Any:
+    fn = click.option("--max-per-day", type=click.IntRange(min=1), default=None,
+                      help="Events accepted per UTC day (default: no limit).")(fn)  # fmt: skip
+    return click.option("--max-per-s", type=click.IntRange(min=1), default=None,
+                        help="Events accepted per second (default: no limit).")(fn)  # fmt: skip
+
+
 @tenant.command("create")
 @click.argument("tenant_id")
 @click.option("--name", default="", help="A label for people.")
-def create(tenant_id: str, name: str) -> None:
-    """Create tenant TENANT_ID (letters, digits, '_', '-', '.')."""
+@_limit_options
+def create(tenant_id: str, name: str, max_per_s: int | None, max_per_day: int | None) -> None:
+    """Create tenant TENANT_ID (letters, digits, '_', '-', '.'); past a limit, its events are refused."""
     dsp = Dispatcher(cli_settings())
     try:
-        _echo(dsp.create_tenant(tenant_id, name).model_dump())
+        _echo(dsp.create_tenant(tenant_id, name, max_per_s, max_per_day).model_dump())
+    finally:
+        dsp.close()
+
+
+@tenant.command("limits")
+@click.argument("tenant_id")
+@_limit_options
+def limits(tenant_id: str, max_per_s: int | None, max_per_day: int | None) -> None:
+    """Replace TENANT_ID's limits (an option left out: no limit)."""
+    dsp = Dispatcher(cli_settings())
+    try:
+        _echo(dsp.set_tenant_limits(tenant_id, max_per_s, max_per_day).model_dump())
     finally:
         dsp.close()
 

@@ -61,6 +61,11 @@ class Keys:
         """hash: body (exact JSON sent), type, ts, only, deliveries (comma-separated ids after fan-out)."""
         return f"{self.prefix}evt:{event_id}"
 
+    def tenant_usage(self, tenant: str) -> str:
+        """hash: "s" -> "<unix second> <events>", "d" -> "<unix day> <events>": a tenant's accepted events,
+        kept by ``enqueue`` against the tenant's limits (expires 2 days after the last event)."""
+        return f"{self.prefix}tenants:usage:{tenant}"
+
     def idempotency(self, key: str) -> str:
         """string: idempotency key -> first event id."""
         return f"{self.prefix}idem:{key}"

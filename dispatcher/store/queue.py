@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from dispatcher.defaults import SLOT_QUEUED_TTL_MS, SLOT_RUNNING_TTL_MS, STATS_MINUTE_TTL_S
-from dispatcher.errors import NotReplicated, TenantNotFound
+from dispatcher.errors import NotReplicated, QuotaExceeded, TenantNotFound
 from dispatcher.events import NewEvent
 from dispatcher.models import DEFAULT_TENANT
 from dispatcher.settings import Durability, Settings
@@ -145,6 +145,7 @@ class Queue:
             keys.append(k.event(ev.id))
             if ev.idempotency_key:
                 keys.append(k.idempotency(ev.idempotency_key))
+            keys.append(k.tenant_usage(ev.tenant))
             args += (ev.id, ev.type, ev.body, ev.only, 1 if ev.idempotency_key else 0, ev.tenant)
         try:
             if s.enqueue_durability is Durability.REPLICATED:
@@ -155,6 +156,14 @@ class Queue:
             if str(exc).startswith("unknown tenant "):
                 tenant = str(exc).removeprefix("unknown tenant ").split()[0]
                 raise TenantNotFound(f"no tenant {tenant!r}: create it first; nothing was written") from None
+            if str(exc).startswith("quota exceeded "):
+                tenant, which, limit, retry = str(exc).removeprefix("quota exceeded ").split()[:4]
+                window = "second" if which == "per_s" else "day (UTC)"
+                raise QuotaExceeded(
+                    f"tenant {tenant!r} may enqueue {limit} events per {window} (max_events_{which}); nothing was "
+                    f"written: try again in {retry} s",
+                    int(retry),
+                ) from None
             raise
         n = len(events)
         return Enqueued([v.decode() for v in out[1 : 1 + n]], [bool(v) for v in out[1 + n :]], bool(out[0]))

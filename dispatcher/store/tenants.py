@@ -22,6 +22,15 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _limits(per_s: object, per_day: object) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for name, value in (("max_events_per_s", per_s), ("max_events_per_day", per_day)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InvalidInput(f"{name} must be a whole number of events of at least 1, or null for no limit")
+        out[name] = value
+    return out
+
+
 class TenantStore:
     """``tenants`` (hash): tenant id -> tenant JSON. The default tenant is implicit and cannot be removed."""
 
@@ -29,16 +38,43 @@ class TenantStore:
         self._r = client
         self._k = keys
 
-    def create(self, tenant_id: str, name: str = "") -> Tenant:
+    def create(
+        self,
+        tenant_id: str,
+        name: str = "",
+        max_events_per_s: int | None = None,
+        max_events_per_day: int | None = None,
+    ) -> Tenant:
         tenant_id = validate_tenant(tenant_id)
         if not isinstance(name, str) or len(name) > MAX_TENANT_NAME_CHARS:
             raise InvalidInput(f"name must be a string of at most {MAX_TENANT_NAME_CHARS} characters")
         if tenant_id == DEFAULT_TENANT:
             raise InvalidState(f"the tenant {DEFAULT_TENANT!r} always exists (events and endpoints without a tenant)")
-        tenant = Tenant(id=tenant_id, name=name, created_at=time.time())
+        limits = _limits(max_events_per_s, max_events_per_day)
+        tenant = Tenant(id=tenant_id, name=name, created_at=time.time(), **limits)
         if not self._r.hsetnx(self._k.tenants, tenant_id, tenant.model_dump_json()):
             raise InvalidState(f"a tenant {tenant_id!r} exists already")
         return tenant
+
+    def set_limits(self, tenant_id: str, max_events_per_s: int | None, max_events_per_day: int | None) -> Tenant:
+        """Replace the tenant's limits (None: no limit); they apply to the next ``enqueue``."""
+        if tenant_id == DEFAULT_TENANT:
+            raise InvalidState(f"the tenant {DEFAULT_TENANT!r} takes no limits (its events are the operator's)")
+        limits = _limits(max_events_per_s, max_events_per_day)
+        key = self._k.tenants
+
+        changed: list[Tenant] = []
+
+        def change(pipe: redis.client.Pipeline) -> None:  # WATCHed: a tenant deleted meanwhile stays deleted
+            raw = pipe.hget(key, tenant_id)
+            if raw is None:
+                raise TenantNotFound(f"no tenant {tenant_id!r}")
+            changed[:] = [Tenant.model_validate_json(cast(bytes, raw)).model_copy(update=limits)]
+            pipe.multi()
+            pipe.hset(key, tenant_id, changed[0].model_dump_json())
+
+        self._r.transaction(change, key)
+        return changed[0]
 
     def get(self, tenant_id: str) -> Tenant:
         if tenant_id == DEFAULT_TENANT:

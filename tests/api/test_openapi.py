@@ -55,6 +55,7 @@ OPERATION_IDS = {
     "delete_tenant",
     "list_tenant_endpoints",
     "create_tenant_token",
+    "set_tenant_limits",
     "create_endpoint",
     "list_endpoints",
     "get_endpoint",
@@ -306,6 +307,8 @@ def test_generated_client_drives_every_operation_of_a_live_api(
     theirs = call("create_endpoint", 201, body=m.EndpointCreate(url=failing.url, tenant="acme"))
     assert theirs.tenant == "acme"
     assert [e.id for e in call("list_tenant_endpoints", 200, "acme").endpoints] == [theirs.id]
+    limited = call("set_tenant_limits", 200, "acme", body=m.TenantLimits(max_events_per_day=1000))
+    assert limited.max_events_per_day == 1000 and limited.max_events_per_s is None
     token = call("create_tenant_token", 201, "acme")
     assert isinstance(token, m.TenantToken) and token.token.startswith("wht_")
     scoped = generated.AuthenticatedClient(base_url=api_server.url, token=token.token)

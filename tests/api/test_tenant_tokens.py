@@ -18,7 +18,8 @@ THEIRS = "theirs"  # addressed to one tenant's resource: 404 with another tenant
 COLLECTION = "collection"  # lists or creates within the caller's own tenant
 
 ROUTES: dict[str, str] = {
-    "create_tenant": OPERATOR, "list_tenants": OPERATOR, "delete_tenant": OPERATOR, "create_tenant_token": OPERATOR,
+    "create_tenant": OPERATOR, "set_tenant_limits": OPERATOR, "list_tenants": OPERATOR, "delete_tenant": OPERATOR,
+    "create_tenant_token": OPERATOR,
     "get_stats": OPERATOR, "get_metrics": OPERATOR, "register_event_type": OPERATOR, "delete_event_type": OPERATOR,
     "get_tenant": THEIRS, "list_tenant_endpoints": THEIRS, "get_endpoint": THEIRS, "update_endpoint": THEIRS,
     "delete_endpoint": THEIRS, "rotate_endpoint_secret": THEIRS, "enable_endpoint": THEIRS,
@@ -28,7 +29,8 @@ ROUTES: dict[str, str] = {
     "list_event_types": COLLECTION, "get_event_type": COLLECTION, "get_health": COLLECTION,
 }  # fmt: skip
 BODIES: dict[str, Any] = {
-    "create_tenant": {"id": "x"}, "update_endpoint": {"description": "x"}, "register_event_type": {"schema": {}},
+    "create_tenant": {"id": "x"}, "set_tenant_limits": {}, "update_endpoint": {"description": "x"},
+    "register_event_type": {"schema": {}},
     "create_endpoint": {"url": "http://127.0.0.1:9/hook"}, "enqueue_event": {"type": "a.b", "data": {}},
 }  # fmt: skip
 

@@ -34,6 +34,14 @@ def test_tenants_through_the_api(api: TestClient, dsp: Dispatcher) -> None:
     assert refused.status_code == 404 and error_code(refused) == "not_found"
     assert dsp.redis.zcard(dsp.keys.fanout) == 1  # the refused array wrote nothing
 
+    limited = api.put("/v1/tenants/acme/limits", json={"max_events_per_day": 1})
+    assert limited.status_code == 200 and limited.json()["max_events_per_day"] == 1
+    over = api.post("/v1/events", json={"type": "order.paid", "data": {}, "tenant": "acme"})
+    assert over.status_code == 429 and error_code(over) == "quota_exceeded"
+    assert 0 < int(over.headers["Retry-After"]) <= 86400
+    assert api.put("/v1/tenants/acme/limits", json={"max_events_per_s": 0}).status_code == 400
+    assert api.put("/v1/tenants/nope/limits", json={}).status_code == 404
+
     deleted = api.delete("/v1/tenants/acme")
     assert deleted.status_code == 200 and deleted.json() == {"purged": 0}
     assert api.get("/v1/endpoints").json()["endpoints"] == []

@@ -164,6 +164,9 @@ def test_tenants_from_the_command_line(
     assert [e["id"] for e in json.loads(ok(run("endpoints", "--json", "--tenant", "acme")))] == [endpoint["id"]]
     assert ok(run("enqueue", "order.paid", "{}", "--tenant", "acme")).strip().startswith("msg_")
     assert ok(run("tenant", "token", "acme")).strip().startswith("wht_")
+    assert json.loads(ok(run("tenant", "limits", "acme", "--max-per-day", "1")))["max_events_per_day"] == 1
+    assert_clean_error(run("enqueue", "order.paid", "{}", "--tenant", "acme"), 1, "1 events per day")
+    assert json.loads(ok(run("tenant", "limits", "acme")))["max_events_per_day"] is None
     assert_clean_error(run("enqueue", "order.paid", "{}", "--tenant", "nope"), 1, "no tenant 'nope'")
     assert_clean_error(run("subscribe", receiver.url, "--tenant", "nope"), 1, "no tenant 'nope'")
     assert json.loads(ok(run("tenant", "delete", "acme"))) == {"deleted": "acme", "purged": 0}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
-from dispatcher import Dispatcher, InvalidInput, InvalidState, TenantNotFound
+from dispatcher import Dispatcher, InvalidInput, InvalidState, QuotaExceeded, TenantNotFound
 from dispatcher.events import CHUNK
 from dispatcher.models import DEFAULT_TENANT
 from dispatcher.worker.runtime import Runtime
@@ -115,3 +115,41 @@ def test_deleting_a_tenant_removes_its_endpoints_and_pending_work(
     with pytest.raises(TenantNotFound):
         dsp.subscribe(rec.url, ["*"], tenant="acme")
     assert ep.id not in {e.id for e in dsp.list_endpoints()}
+
+
+def test_a_tenant_past_its_limits_is_refused_and_nothing_is_written(dsp: Dispatcher, raw_redis: redis.Redis) -> None:
+    dsp.create_tenant("acme", max_events_per_day=5)
+    dsp.create_tenant("globex", max_events_per_s=1000)
+    dsp.enqueue_many([("a.b", {"i": i}) for i in range(4)], tenant="acme")
+    before = raw_redis.zcard(dsp.keys.fanout)
+    with pytest.raises(QuotaExceeded, match=r"5 events per day .*max_events_per_day") as info:
+        dsp.enqueue_many([("a.b", {}), ("a.b", {})], tenant="acme")  # 4 + 2 > 5: the whole batch refused
+    assert 0 < info.value.retry_after_s <= 86400
+    with pytest.raises(QuotaExceeded):  # one tenant over its limit refuses a mixed batch, for every tenant
+        dsp.enqueue_many([{"type": "a.b", "data": {}, "tenant": "globex"}, ("a.b", {}), ("a.b", {})], tenant="acme")
+    assert raw_redis.zcard(dsp.keys.fanout) == before
+    first = dsp.enqueue("a.b", {}, tenant="acme", idempotency_key="k")  # the fifth fits
+    assert dsp.enqueue("a.b", {}, tenant="acme", idempotency_key="k") == first  # a repeat is not a new event
+    with pytest.raises(QuotaExceeded):
+        dsp.enqueue("a.b", {}, tenant="acme")
+    dsp.enqueue("a.b", {})  # the default tenant and others are not held back
+    dsp.enqueue("a.b", {}, tenant="globex")
+    assert dsp.set_tenant_limits("acme", max_events_per_day=None).max_events_per_day is None
+    dsp.enqueue("a.b", {}, tenant="acme")  # limits lifted: accepted at once
+    with pytest.raises(InvalidInput, match="at least 1"):
+        dsp.set_tenant_limits("acme", max_events_per_s=0)
+    with pytest.raises(TenantNotFound):
+        dsp.set_tenant_limits("nope", max_events_per_s=5)
+
+
+def test_a_per_second_limit_counts_within_one_second(dsp: Dispatcher) -> None:
+    dsp.create_tenant("acme", max_events_per_s=3)
+    accepted = refused = 0
+    for _ in range(10):  # ten calls in well under a second (or spread over two: at most 6 then)
+        try:
+            dsp.enqueue("a.b", {}, tenant="acme")
+            accepted += 1
+        except QuotaExceeded as exc:
+            refused += 1
+            assert exc.retry_after_s == 1
+    assert 3 <= accepted <= 6 and refused == 10 - accepted
