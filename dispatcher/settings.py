@@ -169,7 +169,12 @@ class Settings(BaseSettings):
         description="`primary`: `enqueue()` returns once the Redis primary holds the event; `replicated`: once "
         "`ENQUEUE_REPLICAS` replicas hold it too, else it raises `NotReplicated`",
     )
-    enqueue_replicas: int = Field(default=1, ge=1, description="replicas that must hold an event (`replicated`)")
+    enqueue_replicas: int = Field(
+        default=0,
+        ge=0,
+        description="replicas that must hold an event (`replicated`); 0: every replica connected to the primary "
+        "(at least one), the setting that survives any Sentinel promotion",
+    )
     enqueue_replica_timeout_ms: int = Field(
         default=2000, ge=1, description="how long `enqueue()` waits for them before raising `NotReplicated`"
     )

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from dispatcher.settings import Durability, Settings
 from dispatcher.store.keys import Keys
 from dispatcher.store.scripts import Scripts
 
+REPLICAS_CHECK_S = 1.0  # how often a replicated enqueue reads how many replicas the primary has
 PURGE_PAGE = 500  # deliveries per script call when an endpoint's pending work is purged
 
 
@@ -134,6 +136,7 @@ class Queue:
         self._k = keys
         self._scripts = scripts
         self._s = settings
+        self._replicas, self._replicas_at = 1, -REPLICAS_CHECK_S  # replicas of the primary, when last read
 
     # -- producing -----------------------------------------------------------------------------------
     def enqueue(self, events: Sequence[NewEvent]) -> Enqueued:
@@ -168,16 +171,30 @@ class Queue:
         n = len(events)
         return Enqueued([v.decode() for v in out[1 : 1 + n]], [bool(v) for v in out[1 + n :]], bool(out[0]))
 
+    def _replicas_wanted(self) -> int:
+        """``enqueue_replicas``, or (0) every replica the primary has now: read with ``ROLE`` at most once
+        a second, never fewer than one."""
+        if self._s.enqueue_replicas:
+            return self._s.enqueue_replicas
+        now = time.monotonic()
+        if now - self._replicas_at > REPLICAS_CHECK_S:
+            role = self._r.execute_command("ROLE")
+            self._replicas = max(1, len(role[2]) if role and role[0] in (b"master", "master") else 1)
+            self._replicas_at = now
+        return self._replicas
+
     def _enqueue_replicated(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """The enqueue script and ``WAIT`` on one connection (``WAIT`` counts that connection's writes)."""
         s = self._s
+        wanted = self._replicas_wanted()
         pipe = self._r.pipeline(transaction=False)
         self._scripts.run("enqueue", keys, args, client=pipe)
-        pipe.execute_command("WAIT", s.enqueue_replicas, s.enqueue_replica_timeout_ms)
+        pipe.execute_command("WAIT", wanted, s.enqueue_replica_timeout_ms)
         out, confirmed = pipe.execute()
-        if int(confirmed) < s.enqueue_replicas:
+        if int(confirmed) < wanted:
+            self._replicas_at = 0.0  # look at the replicas again next time (one may have gone)
             raise NotReplicated(
-                f"the event is on the Redis primary but {confirmed} of {s.enqueue_replicas} replica(s) confirmed it "
+                f"the event is on the Redis primary but {confirmed} of {wanted} replica(s) confirmed it "
                 f"within {s.enqueue_replica_timeout_ms} ms (DISPATCHER_ENQUEUE_DURABILITY=replicated): not "
                 "acknowledged; enqueue it again with the same idempotency key"
             )

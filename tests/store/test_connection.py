@@ -96,4 +96,12 @@ def test_replicated_enqueue_waits_for_a_replica_and_refuses_without_one(
     wait_until(lambda: replica.client().info("replication").get("master_link_status") == "up", 10)
     event_id = dsp.enqueue("a.b", {"i": 2})
     assert replica.client().exists(Keys(settings.key_prefix).event(event_id))  # the replica has it on return
+    second = redis_topology.server(replica_of=primary)
+    wait_until(lambda: second.client().info("replication").get("master_link_status") == "up", 10)
+    wait_until(lambda: len(primary.client().execute_command("ROLE")[2]) == 2, 10)
+    fresh = Dispatcher(settings)  # reads the replica count anew (a running one re-reads it once a second)
+    event_id = fresh.enqueue("a.b", {"i": 3})
+    fresh.close()
+    # ENQUEUE_REPLICAS=0 (the default): every replica holds it on return, so any promotion keeps it
+    assert all(r.client().exists(Keys(settings.key_prefix).event(event_id)) for r in (replica, second))
     dsp.close()

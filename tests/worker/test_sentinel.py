@@ -82,7 +82,12 @@ def test_a_failover_loses_no_acknowledged_event_and_needs_no_restart(
         lambda: other.client().info("replication").get("master_port") == promoted[0].port, 30, 0.1, "re-replication"
     )
     enqueue_until(400, 60)  # the producer reaches the new primary on its own
-    wait_until(lambda: set(ids_seen(rec)) >= set(acknowledged), 90, what="every acknowledged event delivered")
+    try:
+        wait_until(lambda: set(ids_seen(rec)) >= set(acknowledged), 90, what="every acknowledged event delivered")
+    except AssertionError:
+        missing = len(set(acknowledged) - set(ids_seen(rec)))
+        raise AssertionError(f"{missing} acknowledged events not delivered; the worker's log ends:\n"
+                             + worker.log()[-6000:]) from None  # fmt: skip
     assert refused > 0  # the outage was real: calls were refused with a clear error while no primary answered
     assert worker.process.poll() is None  # the same worker, never restarted
     request = urllib.request.Request(
