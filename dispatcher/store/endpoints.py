@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -23,6 +24,7 @@ from dispatcher.store.scripts import Scripts
 
 MAX_BATCH_LIMIT = 1000
 WRITE_ATTEMPTS = 20  # reads and compare-and-sets of one change while other writers keep changing the endpoint
+CAS_BACKOFF_S = 0.002  # after the n-th lost compare-and-set, wait up to n times this (at most ~0.4 s in all)
 KINDS = {"webhook", POLL_KIND, *robots.ROBOT_KINDS}  # Endpoint.kind values accepted by create()
 
 
@@ -282,7 +284,9 @@ class EndpointStore:
     def _change(self, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint:
         """Apply ``change`` to the endpoint as it is in Redis, atomically: when another writer changed it
         between the read and the write, read it again and apply the change to that."""
-        for _ in range(WRITE_ATTEMPTS):
+        for attempt in range(WRITE_ATTEMPTS):
+            if attempt:  # lost a race: step aside a little (jittered, growing), so racing writers do not livelock
+                time.sleep(random.uniform(0, CAS_BACKOFF_S * attempt))
             raw = self._read(endpoint_id)
             try:
                 current = Endpoint.model_validate_json(raw)

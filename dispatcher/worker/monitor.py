@@ -116,7 +116,6 @@ class TaskFeed:
         self.max_per_s = max_per_s  # attempts a second up to which each is a task (0: no cap); beyond, tallies
         self._window_start = time.monotonic()
         self._window_count = 0
-        self._aggregating = False
         self.pid = os.getpid()
         self.buffer: list[dict[str, Any]] = []
         self.tallies: dict[str, _Tally] = {}
@@ -186,18 +185,16 @@ class TaskFeed:
         self._task(task_id, name, args, repr(kwargs), state, start, end, runtime_s, why, next_at)
 
     def _over_rate(self) -> bool:
-        """Whether this process delivered faster than ``max_per_s`` over its last window (a second or more):
-        then every attempt of the next window is tallied, so Flower's load drops to a task per endpoint per
-        second exactly when one per attempt would be too much."""
+        """Whether this attempt is past ``max_per_s`` in the current window (a second): the first
+        ``max_per_s`` attempts of each window are a task each, the rest are tallied, so Flower never gets
+        more than that plus a task per endpoint per second, even from a burst right after a quiet spell."""
         if not self.max_per_s:
             return False
         now = time.monotonic()
-        elapsed = now - self._window_start
-        if elapsed >= OVERFLOW_WINDOW_S:
-            self._aggregating = self._window_count > self.max_per_s * elapsed
+        if now - self._window_start >= OVERFLOW_WINDOW_S:
             self._window_start, self._window_count = now, 0
         self._window_count += 1
-        return self._aggregating
+        return self._window_count > self.max_per_s * OVERFLOW_WINDOW_S
 
     def _tally(
         self, ep_id: str, name: str, args: str, item: Recorded, start: float, end: float, runtime_s: float, why: str
