@@ -200,9 +200,9 @@ class Settings(BaseSettings):
         default=f"webhook-dispatcher/{__version__}", description="the `User-Agent` of every request"
     )
     http_engine: Literal["reqwest", "aiohttp"] = Field(
-        default="reqwest",
-        description="the HTTP client of deliveries: `reqwest` (Rust, via pyreqwest; faster) or `aiohttp`; both hold "
-        "the same guarantees",
+        default="aiohttp",
+        description="the HTTP client of deliveries: `aiohttp`, or `reqwest` (Rust, via pyreqwest: a fifth less worker "
+        "CPU per delivery); both hold the same guarantees",
     )
 
     # endpoints: caps on what one endpoint may hold
