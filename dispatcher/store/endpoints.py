@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, cast
 
 import orjson
@@ -26,6 +26,15 @@ MAX_BATCH_LIMIT = 1000
 WRITE_ATTEMPTS = 20  # reads and compare-and-sets of one change while other writers keep changing the endpoint
 CAS_BACKOFF_S = 0.002  # after the n-th lost compare-and-set, wait up to n times this (at most ~0.4 s in all)
 KINDS = {"webhook", POLL_KIND, *robots.ROBOT_KINDS}  # Endpoint.kind values accepted by create()
+
+
+def _attempts() -> Iterator[int]:
+    """The tries of one compare-and-set change: after each lost race, step aside a little (jittered, growing),
+    so racing writers do not livelock."""
+    for attempt in range(WRITE_ATTEMPTS):
+        if attempt:
+            time.sleep(random.uniform(0, CAS_BACKOFF_S * attempt))
+        yield attempt
 
 
 def _validate_secret(secret: str | None) -> str:
@@ -264,7 +273,7 @@ class EndpointStore:
 
     def delete(self, endpoint_id: str) -> None:
         """Delete the endpoint and its pull log; its pending deliveries go dead when they come due."""
-        for _ in range(WRITE_ATTEMPTS):  # the record as it is, readable or not
+        for _ in _attempts():  # the record as it is, readable or not
             if self._write(endpoint_id, self._read(endpoint_id), b"") == 1:
                 return
         raise InvalidState(f"endpoint {endpoint_id!r} kept changing while it was being deleted; try again")
@@ -284,9 +293,7 @@ class EndpointStore:
     def _change(self, endpoint_id: str, change: Callable[[Endpoint], Endpoint]) -> Endpoint:
         """Apply ``change`` to the endpoint as it is in Redis, atomically: when another writer changed it
         between the read and the write, read it again and apply the change to that."""
-        for attempt in range(WRITE_ATTEMPTS):
-            if attempt:  # lost a race: step aside a little (jittered, growing), so racing writers do not livelock
-                time.sleep(random.uniform(0, CAS_BACKOFF_S * attempt))
+        for _ in _attempts():
             raw = self._read(endpoint_id)
             try:
                 current = Endpoint.model_validate_json(raw)
