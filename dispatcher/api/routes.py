@@ -60,6 +60,13 @@ def owned_endpoint(dsp: Dispatcher, endpoint_id: str, scope: str | None) -> Endp
     return endpoint
 
 
+def guard_endpoint(dsp: Dispatcher, endpoint_id: str, scope: str | None) -> None:
+    """Before a change: a tenant token may touch its own tenant's endpoint only (404 otherwise); an
+    operator's call reads nothing extra (the change itself answers 404 for a missing endpoint)."""
+    if scope is not None:
+        owned_endpoint(dsp, endpoint_id, scope)
+
+
 def scoped_tenant(tenant: str | None, scope: str | None) -> str | None:
     """The tenant a request writes for: a tenant token's own, never another one (404, no existence leak)."""
     if scope is None:
@@ -102,13 +109,13 @@ def get_endpoint(endpoint_id: str, dsp: Dsp, scope: Scope) -> dict[str, Any]:
 @router.patch("/endpoints/{endpoint_id}", response_model=EndpointOut, tags=["endpoints"])
 def update_endpoint(endpoint_id: str, body: EndpointUpdate, dsp: Dsp, scope: Scope) -> dict[str, Any]:
     """Change the given fields; ``enabled: true`` also clears the disabled reason."""
-    owned_endpoint(dsp, endpoint_id, scope)
+    guard_endpoint(dsp, endpoint_id, scope)
     return dsp.update_endpoint(endpoint_id, **body.model_dump(exclude_unset=True)).masked()
 
 
 @router.delete("/endpoints/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["endpoints"])
 def delete_endpoint(endpoint_id: str, dsp: Dsp, scope: Scope) -> Response:
-    owned_endpoint(dsp, endpoint_id, scope)
+    guard_endpoint(dsp, endpoint_id, scope)
     dsp.unsubscribe(endpoint_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -118,14 +125,14 @@ def rotate_endpoint_secret(
     endpoint_id: str, dsp: Dsp, scope: Scope, body: Annotated[RotateSecret | None, Body()] = None
 ) -> dict[str, Any]:
     """New signing secret, shown once; the old one keeps signing alongside it for ``grace_s`` (1 day)."""
-    owned_endpoint(dsp, endpoint_id, scope)
+    guard_endpoint(dsp, endpoint_id, scope)
     req = body or RotateSecret()
     return with_secret(dsp.rotate_secret(endpoint_id, req.grace_s, req.secret))
 
 
 @router.post("/endpoints/{endpoint_id}/enable", response_model=EndpointOut, tags=["endpoints"])
 def enable_endpoint(endpoint_id: str, dsp: Dsp, scope: Scope) -> dict[str, Any]:
-    owned_endpoint(dsp, endpoint_id, scope)
+    guard_endpoint(dsp, endpoint_id, scope)
     return dsp.enable_endpoint(endpoint_id).masked()
 
 
@@ -133,7 +140,7 @@ def enable_endpoint(endpoint_id: str, dsp: Dsp, scope: Scope) -> dict[str, Any]:
 def disable_endpoint(
     endpoint_id: str, dsp: Dsp, scope: Scope, body: Annotated[DisableEndpoint | None, Body()] = None
 ) -> dict[str, Any]:
-    owned_endpoint(dsp, endpoint_id, scope)
+    guard_endpoint(dsp, endpoint_id, scope)
     return dsp.disable_endpoint(endpoint_id, body.reason if body else None).masked()
 
 
@@ -142,7 +149,7 @@ def disable_endpoint(
 )
 def send_test_event(endpoint_id: str, dsp: Dsp, scope: Scope) -> dict[str, str]:
     """Send a ``webhook.test`` event to this endpoint only, whatever its type filters."""
-    owned_endpoint(dsp, endpoint_id, scope)
+    guard_endpoint(dsp, endpoint_id, scope)
     return {"event_id": dsp.send_test(endpoint_id)}
 
 
@@ -271,7 +278,8 @@ def owned_delivery(dsp: Dispatcher, delivery_id: str, scope: str | None) -> Deli
 )
 def replay_delivery(delivery_id: str, dsp: Dsp, scope: Scope) -> dict[str, int]:
     """Queue a dead delivery again for a fresh round of attempts (409 unless it is dead)."""
-    owned_delivery(dsp, delivery_id, scope)
+    if scope is not None:  # an operator's replay reads nothing extra
+        owned_delivery(dsp, delivery_id, scope)
     return {"replayed": dsp.replay(delivery_id)}
 
 
