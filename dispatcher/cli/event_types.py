@@ -12,8 +12,7 @@ from typing import Any, NoReturn
 
 import click
 
-from dispatcher.cli.config import cli_settings
-from dispatcher.client import Dispatcher
+from dispatcher.cli.config import cli_dispatcher, echo_json
 from dispatcher.errors import InvalidInput
 
 
@@ -37,10 +36,6 @@ def _read_json(path: str, what: str) -> Any:
         raise InvalidInput(f"the {what} file {path!r} is not valid JSON: {' '.join(str(exc).split())}") from None
 
 
-def _echo(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
-
-
 @click.group("event-types")
 def event_types() -> None:
     """The event-type catalog: each type's description, JSON Schema and example. Events of a registered type
@@ -58,25 +53,19 @@ def register(name: str, schema_file: str, example_file: str | None, description:
         raise InvalidInput("only one of --schema and --example can read stdin")
     schema = _read_json(schema_file, "schema")
     example = None if example_file is None else _read_json(example_file, "example")
-    dsp = Dispatcher(cli_settings())
-    try:
+    with cli_dispatcher() as dsp:
         registered = dsp.event_types.register(name, description=description, schema=schema, example=example)
-    finally:
-        dsp.close()
-    _echo(registered.as_dict())
+    echo_json(registered.as_dict())
 
 
 @event_types.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (schemas and examples included).")
 def list_types(as_json: bool) -> None:
     """List registered event types."""
-    dsp = Dispatcher(cli_settings())
-    try:
+    with cli_dispatcher() as dsp:
         found = dsp.event_types.list()
-    finally:
-        dsp.close()
     if as_json:
-        _echo([t.as_dict() for t in found])
+        echo_json([t.as_dict() for t in found])
         return
     if not found:
         click.echo("no event types registered")
@@ -90,21 +79,15 @@ def list_types(as_json: bool) -> None:
 @click.argument("name")
 def show(name: str) -> None:
     """Print event type NAME with its schema and example."""
-    dsp = Dispatcher(cli_settings())
-    try:
+    with cli_dispatcher() as dsp:
         found = dsp.event_types.get(name)
-    finally:
-        dsp.close()
-    _echo(found.as_dict())
+    echo_json(found.as_dict())
 
 
 @event_types.command()
 @click.argument("name")
 def remove(name: str) -> None:
     """Unregister event type NAME: its events are no longer checked."""
-    dsp = Dispatcher(cli_settings())
-    try:
+    with cli_dispatcher() as dsp:
         dsp.event_types.unregister(name)
-    finally:
-        dsp.close()
-    _echo({"removed": name})
+    echo_json({"removed": name})

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -23,13 +22,12 @@ import click
 from pydantic import ValidationError
 
 from dispatcher.cli.bench import bench
-from dispatcher.cli.config import cli_settings
+from dispatcher.cli.config import cli_dispatcher, echo_json
 from dispatcher.cli.event_types import event_types
 from dispatcher.cli.flower import flower
 from dispatcher.cli.processes import api, dev, scheduler, worker
 from dispatcher.cli.pull import listen, subscribe_poll
 from dispatcher.cli.tenants import tenant
-from dispatcher.client import Dispatcher
 from dispatcher.errormap import translate
 from dispatcher.errors import DispatcherError, EventNotFound, InvalidInput, StoreUnavailable
 from dispatcher.models import Delivery, DeliveryState, Endpoint
@@ -104,20 +102,6 @@ class DispatcherGroup(click.Group):
 
 
 # -- helpers ----------------------------------------------------------------------------------
-@contextmanager
-def _dispatcher() -> Iterator[Dispatcher]:
-    """One Settings() and one Dispatcher for the command; closed when it is done."""
-    dsp = Dispatcher(cli_settings())
-    try:
-        yield dsp
-    finally:
-        dsp.close()
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
-
-
 def _when(ts: float | None) -> str:
     if not ts:
         return "-"
@@ -153,7 +137,7 @@ def _last_outcome(d: Delivery) -> str:
 
 def _print_deliveries(found: Sequence[Delivery], as_json: bool, other: str) -> None:
     if as_json:
-        _echo_json([d.model_dump(mode="json") for d in found])
+        echo_json([d.model_dump(mode="json") for d in found])
         return
     head = "EVENT" if other == "event" else "ENDPOINT"
     rows: list[list[object]] = [
@@ -231,9 +215,9 @@ def subscribe(
         options["retry_schedule"] = retry_schedule
     if description is not None:
         options["description"] = description
-    with _dispatcher() as dsp:
+    with cli_dispatcher() as dsp:
         endpoint = dsp.subscribe(url, event_types or ("*",), secret, **options)
-    _echo_json({**endpoint.masked(), "url": endpoint.url, "secret": endpoint.secret})  # robot secret stays masked
+    echo_json({**endpoint.masked(), "url": endpoint.url, "secret": endpoint.secret})  # robot secret stays masked
     for warning in endpoint.warnings:
         click.echo(f"Warning: {warning}", err=True)
     click.echo("Store the secret now: verify signatures with it. It is not shown again.", err=True)
@@ -243,9 +227,9 @@ def subscribe(
 @click.argument("endpoint_id")
 def unsubscribe(endpoint_id: str) -> None:
     """Delete an endpoint; its pending deliveries are dropped when they come due."""
-    with _dispatcher() as dsp:
+    with cli_dispatcher() as dsp:
         dsp.unsubscribe(endpoint_id)
-    _echo_json({"unsubscribed": endpoint_id})
+    echo_json({"unsubscribed": endpoint_id})
 
 
 @cli.command()
@@ -253,10 +237,10 @@ def unsubscribe(endpoint_id: str) -> None:
 @click.option("--tenant", default=None, help="Only this tenant's endpoints.")
 def endpoints(as_json: bool, tenant: str | None) -> None:
     """List endpoints (secrets masked)."""
-    with _dispatcher() as dsp:
+    with cli_dispatcher() as dsp:
         found = dsp.list_endpoints(tenant=tenant)
     if as_json:
-        _echo_json([ep.masked() for ep in found])
+        echo_json([ep.masked() for ep in found])
     else:
         click.echo(_table(["ID", "URL", "TYPES", "ENABLED", "BATCH", "SECRET", "DESCRIPTION"], _endpoint_rows(found)))
 
@@ -265,9 +249,9 @@ def endpoints(as_json: bool, tenant: str | None) -> None:
 @click.argument("endpoint_id")
 def enable(endpoint_id: str) -> None:
     """Enable an endpoint again (prints it, secret masked)."""
-    with _dispatcher() as dsp:
+    with cli_dispatcher() as dsp:
         endpoint = dsp.enable_endpoint(endpoint_id)
-    _echo_json(endpoint.masked())
+    echo_json(endpoint.masked())
 
 
 @cli.command()
@@ -275,9 +259,9 @@ def enable(endpoint_id: str) -> None:
 @click.option("--reason", default=None, help="Why, shown in listings.")
 def disable(endpoint_id: str, reason: str | None) -> None:
     """Disable an endpoint: nothing is sent to it until it is enabled (prints it, secret masked)."""
-    with _dispatcher() as dsp:
+    with cli_dispatcher() as dsp:
         endpoint = dsp.disable_endpoint(endpoint_id, reason)
-    _echo_json(endpoint.masked())
+    echo_json(endpoint.masked())
 
 
 def _reject_constant(name: str) -> NoReturn:
@@ -297,7 +281,7 @@ def enqueue(event_type: str, data: str, event_id: str | None, idempotency_key: s
         payload = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         raise CliInputError(f"event data is not valid JSON: {_one_line(exc)}") from None
-    with _dispatcher() as dsp:
+    with cli_dispatcher() as dsp:
         new_id = dsp.enqueue(event_type, payload, event_id=event_id, idempotency_key=idempotency_key, tenant=tenant)
     click.echo(new_id)
 
@@ -307,7 +291,7 @@ def enqueue(event_type: str, data: str, event_id: str | None, idempotency_key: s
 @_json_option
 def deliveries(event_id: str, as_json: bool) -> None:
     """Show every delivery of an event, with its state and attempts (none until it is fanned out)."""
-    with _dispatcher() as dsp:
+    with cli_dispatcher() as dsp:
         try:
             found = dsp.deliveries(event_id)
         except EventNotFound as exc:
@@ -324,7 +308,7 @@ def deliveries(event_id: str, as_json: bool) -> None:
 @_json_option
 def endpoint_deliveries(endpoint_id: str, state: str | None, limit: int, as_json: bool) -> None:
     """Show an endpoint's deliveries, newest first."""
-    with _dispatcher() as dsp:
+    with cli_dispatcher() as dsp:
         found = dsp.endpoint_deliveries(endpoint_id, state, limit)
     _print_deliveries(found, as_json, "event")
 
@@ -342,9 +326,9 @@ def replay(delivery_id: str | None, endpoint_id: str | None, since: float | None
         raise click.UsageError("give either a DELIVERY_ID or --endpoint ID, not both")
     if since is not None and endpoint_id is None:
         raise click.UsageError("--since only applies with --endpoint")
-    with _dispatcher() as dsp:
+    with cli_dispatcher() as dsp:
         n = dsp.replay(delivery_id, endpoint_id=endpoint_id, since=since)
-    _echo_json({"replayed": n})
+    echo_json({"replayed": n})
 
 
 @cli.command()
@@ -353,10 +337,10 @@ def stats(as_json: bool) -> None:
     """Print throughput, failures, queue depth, pending retries and dead letters (the /metrics figures)."""
     from dispatcher.cli.stats import format_stats
 
-    with _dispatcher() as d:
+    with cli_dispatcher() as d:
         figures = d.stats()
     if as_json:
-        _echo_json(figures)
+        echo_json(figures)
     else:
         click.echo(format_stats(figures))
 
