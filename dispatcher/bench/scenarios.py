@@ -4,6 +4,7 @@ signature checked) with the dispatcher's real worker processes, and set against 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from dispatcher import Dispatcher
@@ -169,27 +170,13 @@ def latency(bench: Bench) -> dict[str, Any]:
     s = bench.sizes
     d = bench.dispatcher()
     bench.subscribe(d, 1, tag="lat")
-    bench.reset()
     n = int(s.latency_rate * s.latency_s)
-    sent: dict[str, float] = {}
-    with bench.progress.task("latency (sending)", n) as task:
-        t0 = time.perf_counter()
-        for i in range(n):
-            delay = t0 + i / s.latency_rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            sent[d.enqueue("bench.latency", {"i": i})] = time.time()
-            if i % 50 == 0:
-                task.update(i)
-        task.update(n)
-    bench.wait_received("latency (drain)", n, 120)
-    arrivals = bench.stats(arrivals=True)["arrivals"]
-    lat = sorted((arrivals[i] - t) * 1000 for i, t in sent.items() if i in arrivals)
+    lat = paced_latencies(bench, "latency", n, s.latency_rate, lambda i: d.enqueue("bench.latency", {"i": i}), 120)
     bench.unsubscribe_all(d)
     d.close()
 
     def pct(p: float) -> float:
-        return round(lat[min(len(lat) - 1, int(len(lat) * p))], 1) if lat else float("nan")
+        return percentile(lat, p)
 
     res = {"events": n, "rate": s.latency_rate, "p50_ms": pct(0.5), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
            "max_ms": round(lat[-1], 1) if lat else None, "missing": n - len(lat)}  # fmt: skip
@@ -197,6 +184,33 @@ def latency(bench: Bench) -> dict[str, Any]:
                f"p95 {res['p95_ms']} ms, p99 {res['p99_ms']} ms, max {res['max_ms']} ms; "
                f"missing {res['missing']}")  # fmt: skip
     return res
+
+
+def paced_latencies(
+    bench: Bench, label: str, n: int, rate: float, send: Callable[[int], str], drain_s: float
+) -> list[float]:
+    """Send ``n`` events at a steady ``rate`` (``send(i)`` enqueues one, returns its id); their enqueue →
+    receiver times in ms, sorted (the receiver is reset first, so only these count)."""
+    bench.reset()
+    sent: dict[str, float] = {}
+    with bench.progress.task(f"{label} (sending)", n) as task:
+        t0 = time.perf_counter()
+        for i in range(n):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent[send(i)] = time.time()
+            if i % 50 == 0:
+                task.update(i)
+        task.update(n)
+    bench.wait_received(f"{label} (drain)", n, drain_s)
+    arrivals = bench.stats(arrivals=True)["arrivals"]
+    return sorted((arrivals[i] - t) * 1000 for i, t in sent.items() if i in arrivals)
+
+
+def percentile(lat: list[float], p: float) -> float:
+    """The ``p`` quantile of sorted latencies, in ms to 0.1 (nan when there are none)."""
+    return round(lat[min(len(lat) - 1, int(len(lat) * p))], 1) if lat else float("nan")
 
 
 def isolation_run(bench: Bench, hang: int) -> dict[str, Any]:

@@ -3,13 +3,13 @@ noisy tenant has a backlog of events to endpoints that hang, in the same run."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from dispatcher import Dispatcher
 from dispatcher.bench.chart import Part
 from dispatcher.bench.harness import SECRET, Bench
 from dispatcher.bench.registry import Figures, step
+from dispatcher.bench.scenarios import paced_latencies, percentile
 
 QUIET, NOISY = "quiet", "noisy"
 
@@ -18,25 +18,9 @@ def quiet_latencies(bench: Bench, d: Dispatcher, label: str) -> list[float]:
     """Send the quiet tenant's events at its steady rate; their enqueue → receiver times in ms, sorted."""
     s = bench.sizes
     n = int(s.tenant_rate * s.tenant_s)
-    bench.reset()
-    sent: dict[str, float] = {}
-    with bench.progress.task(f"tenants ({label}, sending)", n) as task:
-        t0 = time.perf_counter()
-        for i in range(n):
-            delay = t0 + i / s.tenant_rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            sent[d.enqueue("bench.quiet", {"i": i}, tenant=QUIET)] = time.time()
-            if i % 50 == 0:
-                task.update(i)
-        task.update(n)
-    bench.wait_received(f"tenants ({label}, drain)", n, 300)
-    arrivals = bench.stats(arrivals=True)["arrivals"]
-    return sorted((arrivals[i] - t) * 1000 for i, t in sent.items() if i in arrivals)
-
-
-def pct(lat: list[float], p: float) -> float:
-    return round(lat[min(len(lat) - 1, int(len(lat) * p))], 1) if lat else float("nan")
+    return paced_latencies(
+        bench, f"tenants ({label})", n, s.tenant_rate, lambda i: d.enqueue("bench.quiet", {"i": i}, tenant=QUIET), 300
+    )
 
 
 def _chart(r: Figures) -> Part:
@@ -68,7 +52,7 @@ def tenants(bench: Bench) -> dict[str, Any]:
     res: dict[str, Any] = {"backlog_events": s.tenant_backlog, "noisy_endpoints": s.tenant_noisy_endpoints,
                            "rate": s.tenant_rate, "events": n, "pending_at_end": pending}  # fmt: skip
     for name, lat in (("alone", alone), ("with_backlog", during)):
-        res[name] = {"p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99), "missing": n - len(lat)}
+        res[name] = {"p50_ms": percentile(lat, 0.5), "p99_ms": percentile(lat, 0.99), "missing": n - len(lat)}
     res["p99_vs_alone"] = round(res["with_backlog"]["p99_ms"] / max(res["alone"]["p99_ms"], 0.1), 2)
     bench.line(
         f"8 tenants: a quiet tenant at {s.tenant_rate}/s for {s.tenant_s:.0f}s, p50/p99 alone "
