@@ -8,7 +8,7 @@ generated client calls it: ``create_endpoint``, ``enqueue_event``...), so names 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response, status
 from pydantic import Discriminator, Tag
@@ -67,8 +67,13 @@ def guard_endpoint(dsp: Dispatcher, endpoint_id: str, scope: str | None) -> None
         owned_endpoint(dsp, endpoint_id, scope)
 
 
+@overload
+def scoped_tenant(tenant: str, scope: str | None) -> str: ...
+@overload
+def scoped_tenant(tenant: None, scope: str | None) -> str | None: ...
 def scoped_tenant(tenant: str | None, scope: str | None) -> str | None:
-    """The tenant a request writes for: a tenant token's own, never another one (404, no existence leak)."""
+    """The tenant a request reaches: the one it names, or a tenant token's own; another tenant than the
+    token's answers 404 (no existence leak)."""
     if scope is None:
         return tenant
     if tenant is not None and tenant != scope:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, status
 
 from dispatcher.api.auth import require_auth
 from dispatcher.api.errors import ERROR_RESPONSES
-from dispatcher.api.routes import OPERATOR_ONLY, Dsp, Scope
+from dispatcher.api.routes import OPERATOR_ONLY, Dsp, Scope, scoped_tenant
 from dispatcher.api.schemas import (
     EndpointList,
     TenantCreate,
@@ -22,15 +22,8 @@ from dispatcher.api.schemas import (
     TenantOut,
     TenantToken,
 )
-from dispatcher.errors import TenantNotFound
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_auth)], responses=ERROR_RESPONSES, tags=["tenants"])
-
-
-def own(tenant_id: str, scope: str | None) -> str:
-    if scope is not None and tenant_id != scope:
-        raise TenantNotFound(f"no tenant {tenant_id!r}")
-    return tenant_id
 
 
 @router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantOut, dependencies=OPERATOR_ONLY)
@@ -46,7 +39,7 @@ def list_tenants(dsp: Dsp) -> dict[str, Any]:
 
 @router.get("/tenants/{tenant_id}", response_model=TenantOut)
 def get_tenant(tenant_id: str, dsp: Dsp, scope: Scope) -> dict[str, Any]:
-    return dsp.get_tenant(own(tenant_id, scope)).model_dump()
+    return dsp.get_tenant(scoped_tenant(tenant_id, scope)).model_dump()
 
 
 @router.put("/tenants/{tenant_id}/limits", response_model=TenantOut, dependencies=OPERATOR_ONLY)
@@ -64,7 +57,7 @@ def delete_tenant(tenant_id: str, dsp: Dsp) -> dict[str, int]:
 
 @router.get("/tenants/{tenant_id}/endpoints", response_model=EndpointList)
 def list_tenant_endpoints(tenant_id: str, dsp: Dsp, scope: Scope) -> dict[str, Any]:
-    return {"endpoints": [ep.masked() for ep in dsp.list_endpoints(tenant=own(tenant_id, scope))]}
+    return {"endpoints": [ep.masked() for ep in dsp.list_endpoints(tenant=scoped_tenant(tenant_id, scope))]}
 
 
 @router.post(
