@@ -122,7 +122,9 @@ class Dispatcher:
         """Delete a tenant, its endpoints and their pending work (dead at once, "endpoint deleted"); events
         of it still waiting for fan-out find no endpoint. Returns how many deliveries were purged."""
         self.store.tenants.remove(tenant_id)  # first: nothing new is enqueued or subscribed for it
-        return sum(self.unsubscribe(ep.id) for ep in self.endpoints.list() if ep.tenant == tenant_id)
+        purged = sum(self.unsubscribe(ep.id) for ep in self.endpoints.list() if ep.tenant == tenant_id)
+        self.store.queue.drop_lanes(tenant_id)
+        return purged
 
     @translating
     def update_endpoint(self, endpoint_id: str, **changes: Any) -> Endpoint:

@@ -17,6 +17,8 @@ SLOT_REFRESH_S = 1.0
 
 # -- delivery loop ----------------------------------------------------------------------------------
 LATENCY_BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
+# a claim looks at the default tenant's lane and at most this many other tenants' lanes, earliest first
+LANES_PER_CLAIM = 32
 STATS_MINUTE_TTL_S = 7200  # per-minute outcome counters (web page, `dispatcher stats`)
 STATS_MINUTES_SHOWN = 10  # per-minute counters returned by the stats
 

@@ -243,7 +243,7 @@ class Bench:
     def unsubscribe_all(self, d: Dispatcher) -> None:
         for ep in d.list_endpoints():
             d.unsubscribe(ep.id)
-        self.wait(lambda: d.redis.zcard(d.keys.due) == 0 and d.redis.zcard(d.keys.fanout) == 0, 120, "queues to drain")
+        self.wait(lambda: d.store.queue.pending() == 0, 120, "queues to drain")
 
     def recorded(self, d: Dispatcher, endpoint_ids: list[str]) -> int:
         raw = d.redis.hgetall(d.keys.stats_outcomes)

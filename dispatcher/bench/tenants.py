@@ -43,7 +43,7 @@ def tenants(bench: Bench) -> dict[str, Any]:
         d.enqueue_many([("bench.noisy", {"i": i}) for i in range(start, min(s.tenant_backlog, start + 1000))],
                        tenant=NOISY)  # fmt: skip
     during = quiet_latencies(bench, d, "with the backlog")
-    pending = int(d.redis.zcard(d.keys.due)) + int(d.redis.zcard(d.keys.fanout))
+    pending = d.store.queue.pending()
     d.delete_tenant(NOISY)
     d.delete_tenant(QUIET)
     bench.unsubscribe_all(d)

@@ -60,7 +60,7 @@ class Store:
 
     def stats(self, minutes: int = STATS_MINUTES_SHOWN) -> dict[str, Any]:
         """Every operational number, read now (``store.stats.collect_stats``)."""
-        return collect_stats(self.redis, self.keys, self.endpoints, minutes)
+        return collect_stats(self.redis, self.keys, self.endpoints, self.queue, minutes)
 
     def migrate(self) -> int:
         """Convert pending work written by an earlier version (once per Redis; see ``store.migrate``)."""

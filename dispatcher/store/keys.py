@@ -6,6 +6,8 @@ Lua scripts, through ``KEYS``. ARCHITECTURE.md lists each key with what it holds
 
 from __future__ import annotations
 
+from dispatcher.models import DEFAULT_TENANT
+
 
 class Keys:
     """Key names under one prefix (``Settings.key_prefix``)."""
@@ -29,10 +31,16 @@ class Keys:
         # counter bumped on every catalog change; producers reload their compiled schemas when it moves
         self.event_types_version = f"{prefix}event_types:ver"
         # zset: "<event id> <type>[ <endpoint ids or -> <tenant>]" -> due ms; events waiting for fan-out (lease
-        # end while claimed); the last two parts only when the event is addressed or of a tenant
+        # end while claimed); the last two parts only when the event is addressed or of a tenant. The default
+        # tenant's lane: every other tenant's events wait in a lane of their own (``fanout_lane``)
         self.fanout = f"{prefix}fanout"
-        # zset: delivery id -> due ms; new deliveries, retries and claimed leases
+        # zset: delivery id -> due ms; new deliveries, retries and claimed leases (the default tenant's lane;
+        # other tenants': ``due_lane``)
         self.due = f"{prefix}due"
+        # zsets: tenant -> the earliest its fan-out (delivery) lane may hold a due entry, a lower bound put
+        # right by each claim; lists the lanes of tenants other than the default that may hold entries
+        self.fanout_lanes = f"{prefix}fanout:lanes"
+        self.due_lanes = f"{prefix}due:lanes"
         # hash: delivery id -> "<event id> <endpoint id> <attempts> <attempts this round>", while pending
         self.jobs = f"{prefix}jobs"
         # hash: event id -> the exact body POSTed, while a delivery of the event is pending
@@ -60,6 +68,14 @@ class Keys:
     def event(self, event_id: str) -> str:
         """hash: body (exact JSON sent), type, ts, only, deliveries (comma-separated ids after fan-out)."""
         return f"{self.prefix}evt:{event_id}"
+
+    def fanout_lane(self, tenant: str) -> str:
+        """zset: the tenant's events waiting for fan-out, like ``fanout`` (which is the default tenant's)."""
+        return self.fanout if tenant == DEFAULT_TENANT else f"{self.prefix}fanout:t:{tenant}"
+
+    def due_lane(self, tenant: str) -> str:
+        """zset: the tenant's deliveries by due time, like ``due`` (which is the default tenant's)."""
+        return self.due if tenant == DEFAULT_TENANT else f"{self.prefix}due:t:{tenant}"
 
     def tenant_usage(self, tenant: str) -> str:
         """hash: "s" -> "<unix second> <events>", "d" -> "<unix day> <events>": a tenant's accepted events,

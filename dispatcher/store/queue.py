@@ -8,6 +8,11 @@
   ``refs`` counting the event's pending deliveries) hold what sending needs, so a claim is one round trip
   through declared keys only.
 - kick slots (``kick:<stage>:<n>``): a task holds one while it works (see ``dispatcher.kicks``).
+- lanes: both queues are split by tenant. ``fanout`` and ``due`` are the default tenant's lanes; every other
+  tenant's work waits in lanes of its own, listed in an index (``fanout:lanes``, ``due:lanes``: tenant -> the
+  earliest its lane may hold due work). A claim takes an equal share of its limit from each lane (the
+  default's and the earliest ``LANES_PER_CLAIM`` others), then the rest from lanes that had more, so one
+  tenant's backlog never keeps another tenant's work waiting for more than a claim.
 
 ``Queue`` owns those keys and is the only caller of the scripts that move work through them.
 """
@@ -22,7 +27,7 @@ from typing import Any
 
 import redis
 
-from dispatcher.defaults import SLOT_QUEUED_TTL_MS, SLOT_RUNNING_TTL_MS, STATS_MINUTE_TTL_S
+from dispatcher.defaults import LANES_PER_CLAIM, SLOT_QUEUED_TTL_MS, SLOT_RUNNING_TTL_MS, STATS_MINUTE_TTL_S
 from dispatcher.errors import NotReplicated, QuotaExceeded, TenantNotFound
 from dispatcher.events import NewEvent
 from dispatcher.models import DEFAULT_TENANT
@@ -39,6 +44,11 @@ class Stage(enum.StrEnum):
 
     FANOUT = "fanout"
     DELIVER = "deliver"
+
+    @property
+    def script(self) -> str:
+        """The script that claims from the stage's queue."""
+        return "claim_events" if self is Stage.FANOUT else "claim_deliveries"
 
 
 class SlotMode(enum.StrEnum):
@@ -84,8 +94,9 @@ class EventClaim:
     events: list[ClaimedEvent]
 
 
-# id, endpoint id, event id, attempts so far, attempts this round, body (None when the event is gone)
-ClaimedDelivery = tuple[str, str, str, int, int, bytes | None]
+# id, endpoint id, event id, attempts so far, attempts this round, body (None when the event is gone), the
+# tenant whose lane it was claimed from
+ClaimedDelivery = tuple[str, str, str, int, int, bytes | None, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +105,8 @@ class DeliveryClaim:
     version: bytes
     deliveries: list[ClaimedDelivery]
     orphans: list[str] = field(default_factory=list)  # queued ids without a job: dropped from the queue
-    malformed: list[bytes] = field(default_factory=list)  # queued ids whose job does not read: left to ``drop``
+    # queued ids whose job does not read, with their lane's tenant: left to ``drop``
+    malformed: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -126,6 +138,7 @@ class Outcome:
     attempt: bytes  # the attempt's JSON record
     next_ms: int | None  # when it is due again (retrying)
     dead_letter: bool = False  # add it to its endpoint's dead letters
+    tenant: str = DEFAULT_TENANT  # whose delivery lane it is in
 
 
 class Queue:
@@ -142,13 +155,13 @@ class Queue:
     def enqueue(self, events: Sequence[NewEvent]) -> Enqueued:
         """Store events and queue them for fan-out, atomically; the fan-out slot is taken if it was free."""
         k, s = self._k, self._s
-        keys = [k.fanout, k.kick(Stage.FANOUT, 1), k.stats_enqueued, k.tenants]
+        keys = [k.fanout, k.kick(Stage.FANOUT, 1), k.stats_enqueued, k.tenants, k.fanout_lanes]
         args: list[Any] = [s.retention_s, s.idempotency_ttl_s, SLOT_QUEUED_TTL_MS, DEFAULT_TENANT]
         for ev in events:
             keys.append(k.event(ev.id))
             if ev.idempotency_key:
                 keys.append(k.idempotency(ev.idempotency_key))
-            keys.append(k.tenant_usage(ev.tenant))
+            keys += (k.tenant_usage(ev.tenant), k.fanout_lane(ev.tenant))
             args += (ev.id, ev.type, ev.body, ev.only, 1 if ev.idempotency_key else 0, ev.tenant)
         try:
             if s.enqueue_durability is Durability.REPLICATED:
@@ -201,13 +214,33 @@ class Queue:
         return out
 
     # -- fan-out ---------------------------------------------------------------------------------------
+    def _lanes(self, stage: Stage) -> list[str]:
+        """The tenants (other than the default) whose lanes of ``stage`` a claim looks at: the earliest first."""
+        return self._indexed(stage, LANES_PER_CLAIM)
+
+    def _indexed(self, stage: Stage, count: int = 0) -> list[str]:
+        """The tenants the stage's lanes index lists, the earliest first (``count`` of them, 0: all)."""
+        index = self._k.fanout_lanes if stage is Stage.FANOUT else self._k.due_lanes
+        return [t.decode() if isinstance(t, bytes) else str(t) for t in self._r.zrange(index, 0, count - 1)]
+
+    def _claim(self, stage: Stage, fixed: list[str], args: list[Any]) -> Any:
+        """Run a claim script over the lanes the index lists now; once more (the index read anew) when nothing
+        was due in them but a lane not passed may hold due work."""
+        lane = self._k.fanout_lane if stage is Stage.FANOUT else self._k.due_lane
+        for _ in range(3):
+            tenants = self._lanes(stage)
+            out = self._scripts.run(stage.script, [*fixed, *map(lane, tenants)], [*args, *tenants])
+            if not int(out[2]):
+                break
+        return out
+
     def claim_events(self, limit: int, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> EventClaim:
-        """Lease up to ``limit`` due events for fan-out."""
+        """Lease up to ``limit`` due events for fan-out, shared fairly between the tenants' lanes."""
         k = self._k
-        keys = [k.fanout, k.kick(Stage.FANOUT, slot), k.endpoints_version]
-        out = self._scripts.run("claim_events", keys, [limit, self.lease_ms, SLOT_RUNNING_TTL_MS, mode])
+        fixed = [k.fanout, k.kick(Stage.FANOUT, slot), k.endpoints_version, k.fanout_lanes]
+        out = self._claim(Stage.FANOUT, fixed, [limit, self.lease_ms, SLOT_RUNNING_TTL_MS, mode])
         events = []
-        for raw in out[2:]:
+        for raw in out[3:]:
             parts = raw.decode("utf-8", "replace").split(" ")
             only = parts[2].split(",") if len(parts) > 2 and parts[2] != "-" else None
             tenant = parts[3] if len(parts) == 4 else DEFAULT_TENANT
@@ -218,12 +251,12 @@ class Queue:
     def commit_fanout(self, items: Sequence[FanoutItem]) -> FanoutCommitted:
         """Record the deliveries (and pull-log appends) of claimed events."""
         k, s = self._k, self._s
-        keys = [k.fanout, k.due, k.jobs, k.bodies, k.refs]
-        args: list[Any] = [s.retention_s, s.poll_max_events, s.poll_max_age_s * 1000]
+        keys = [k.due_lanes, k.jobs, k.bodies, k.refs]
+        args: list[Any] = [s.retention_s, s.poll_max_events, s.poll_max_age_s * 1000, DEFAULT_TENANT]
         for item in items:
             ev = item.event
-            keys.append(k.event(ev.id))
-            args += (ev.entry, ev.id, len(item.deliveries), len(item.logs))
+            keys += (k.event(ev.id), k.fanout_lane(ev.tenant), k.due_lane(ev.tenant))
+            args += (ev.entry, ev.id, ev.tenant, len(item.deliveries), len(item.logs))
             for endpoint_id, delivery_id in item.deliveries:
                 keys += (k.delivery(delivery_id), k.endpoint_deliveries(endpoint_id))
                 args += (endpoint_id, delivery_id, item.delays.get(delivery_id, 0))
@@ -237,28 +270,34 @@ class Queue:
         return int(self._s.lease_s * 1000)
 
     def claim_deliveries(self, limit: int, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> DeliveryClaim:
-        """Lease up to ``limit`` due deliveries with what sending them needs."""
+        """Lease up to ``limit`` due deliveries with what sending them needs, shared fairly between the
+        tenants' lanes."""
         k = self._k
-        keys = [k.due, k.kick(Stage.DELIVER, slot), k.endpoints_version, k.jobs, k.bodies]
-        out = self._scripts.run("claim_deliveries", keys, [limit, self.lease_ms, SLOT_RUNNING_TTL_MS, mode])
+        fixed = [k.due, k.kick(Stage.DELIVER, slot), k.endpoints_version, k.due_lanes, k.jobs, k.bodies]
+        out = self._claim(Stage.DELIVER, fixed, [limit, self.lease_ms, SLOT_RUNNING_TTL_MS, mode])
         claimed: list[ClaimedDelivery] = []
         orphans: list[str] = []
-        malformed: list[bytes] = []
-        for i in range(2, len(out), 3):
-            raw_id, job = out[i], out[i + 1]
-            if not job:
-                orphans.append(raw_id.decode("utf-8", "replace"))
-                continue
-            try:
-                event_id, endpoint_id, n, r = job.decode().split(" ")
-                claimed.append((raw_id.decode(), endpoint_id, event_id, int(n), int(r), out[i + 2] or None))
-            except ValueError:  # a job (or an id) overwritten by something else
-                malformed.append(raw_id)
+        malformed: list[tuple[bytes, str]] = []
+        i = 3
+        while i < len(out):
+            tenant, count = out[i].decode() or DEFAULT_TENANT, int(out[i + 1])
+            for j in range(i + 2, i + 2 + 3 * count, 3):
+                raw_id, job = out[j], out[j + 1]
+                if not job:
+                    orphans.append(raw_id.decode("utf-8", "replace"))
+                    continue
+                try:
+                    event_id, endpoint_id, n, r = job.decode().split(" ")
+                    row = (raw_id.decode(), endpoint_id, event_id, int(n), int(r), out[j + 2] or None, tenant)
+                    claimed.append(row)
+                except ValueError:  # a job (or an id) overwritten by something else
+                    malformed.append((raw_id, tenant))
+            i += 2 + 3 * count
         return DeliveryClaim(int(out[0]), out[1], claimed, orphans, malformed)
 
     def purge_endpoint(self, endpoint_id: str, reason: str) -> int:
-        """Every pending delivery of an endpoint (its listing, a page at a time) taken off the queue as
-        dead with ``reason``; returns how many. For a deleted endpoint: its work does not linger."""
+        """Every pending delivery of an endpoint (its listing, a page at a time) taken off its lane as dead
+        with ``reason``; returns how many. For a deleted endpoint: its work does not linger."""
         k, purged, start = self._k, 0, 0
         listing = k.endpoint_deliveries(endpoint_id)
         while True:
@@ -268,48 +307,97 @@ class Queue:
             ]
             if not ids:
                 return purged
-            keys = [k.due, k.jobs, k.bodies, k.refs, *(k.delivery(d) for d in ids)]
-            purged += int(self._scripts.run("purge", keys, [self._s.retention_s, reason, *ids]))
+            pipe = self._r.pipeline(transaction=False)
+            for d in ids:
+                pipe.hget(k.delivery(d), "tenant")  # set by fan-out for a tenant other than the default
+            by_tenant: dict[str, list[str]] = {}
+            for d, tenant in zip(ids, pipe.execute(), strict=True):
+                by_tenant.setdefault(tenant.decode() if tenant else DEFAULT_TENANT, []).append(d)
+            for tenant, page in by_tenant.items():
+                keys = [k.due_lane(tenant), k.jobs, k.bodies, k.refs, *(k.delivery(d) for d in page)]
+                purged += int(self._scripts.run("purge", keys, [self._s.retention_s, reason, *page]))
             start += PURGE_PAGE
 
-    def drop(self, delivery_ids: Sequence[str | bytes]) -> None:
-        """Take deliveries whose job cannot be read off the queue (their records stay as they are)."""
-        if delivery_ids:
+    def drop(self, deliveries: Sequence[tuple[str | bytes, str]]) -> None:
+        """Take deliveries whose job cannot be read off the queue, given as (id, tenant); their records stay
+        as they are."""
+        if deliveries:
             pipe = self._r.pipeline(transaction=True)
-            pipe.zrem(self._k.due, *delivery_ids)
-            pipe.hdel(self._k.jobs, *delivery_ids)
+            for delivery_id, tenant in deliveries:
+                pipe.zrem(self._k.due_lane(tenant), delivery_id)
+            pipe.hdel(self._k.jobs, *(delivery_id for delivery_id, _ in deliveries))
             pipe.execute()
 
     def record(self, outcomes: Sequence[Outcome], counters: Mapping[tuple[Counter, str], int], now_ms: int) -> None:
         """Write a batch of attempt outcomes and counter increments in one script call."""
         k, s = self._k, self._s
-        keys = [k.due, k.jobs, k.bodies, k.refs, k.stats_outcomes, k.stats_latency, k.stats_minute(now_ms // 60000)]
+        keys = [k.due_lanes, k.jobs, k.bodies, k.refs, k.stats_outcomes, k.stats_latency,
+                k.stats_minute(now_ms // 60000)]  # fmt: skip
         args: list[Any] = [s.retention_s, now_ms, STATS_MINUTE_TTL_S, len(outcomes)]
         for o in outcomes:
-            keys += (k.delivery(o.delivery_id), k.endpoint_dead(o.endpoint_id))
+            keys += (k.delivery(o.delivery_id), k.endpoint_dead(o.endpoint_id), k.due_lane(o.tenant))
             args += (o.delivery_id, o.event_id, o.endpoint_id, o.state, o.n, o.r, o.attempt,
-                     "" if o.next_ms is None else o.next_ms, 1 if o.dead_letter else 0)  # fmt: skip
+                     "" if o.next_ms is None else o.next_ms, 1 if o.dead_letter else 0,
+                     "" if o.tenant == DEFAULT_TENANT else o.tenant)  # fmt: skip
         for (counter, name), amount in counters.items():
             args += (int(counter), name, amount)
         self._scripts.run("record", keys, args)
 
-    def defer(self, due: Mapping[str, int], holds: Mapping[str, Mapping[str, int]] | None = None) -> None:
-        """Hand claimed deliveries back to the queue, due at the given ms; ``holds`` keeps rate-limit send
-        slots reserved by them (endpoint id -> {delivery id: slot ms}), in the same transaction."""
+    def defer(self, due: Mapping[str, tuple[int, str]], holds: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        """Hand claimed deliveries back to their lanes (delivery id -> (due ms, tenant)); ``holds`` keeps
+        rate-limit send slots reserved by them (endpoint id -> {delivery id: slot ms}), in the same transaction."""
         if not due:
             return
-        if not holds:
-            self._r.zadd(self._k.due, dict(due))
-            return
+        k = self._k
+        lanes: dict[str, dict[str, int]] = {}
+        for delivery_id, (at_ms, tenant) in due.items():
+            lanes.setdefault(tenant, {})[delivery_id] = at_ms
         pipe = self._r.pipeline(transaction=True)
-        for endpoint_id, slots in holds.items():
-            pipe.hset(self._k.rate_limit(endpoint_id), mapping={f"d:{d}": ms for d, ms in slots.items()})
-        pipe.zadd(self._k.due, dict(due))
+        for endpoint_id, slots in (holds or {}).items():
+            pipe.hset(k.rate_limit(endpoint_id), mapping={f"d:{d}": ms for d, ms in slots.items()})
+        for tenant, members in lanes.items():
+            pipe.zadd(k.due_lane(tenant), members)
+            if tenant != DEFAULT_TENANT:
+                pipe.zadd(k.due_lanes, {tenant: min(members.values())}, lt=True)
+        pipe.execute()
+
+    def pending(self) -> int:
+        """Entries in every lane of both queues: events waiting for fan-out and pending deliveries."""
+        k = self._k
+        lanes = [k.fanout, k.due, *map(k.fanout_lane, self._indexed(Stage.FANOUT))]
+        lanes += map(k.due_lane, self._indexed(Stage.DELIVER))
+        pipe = self._r.pipeline(transaction=False)
+        for lane in lanes:
+            pipe.zcard(lane)
+        return sum(int(n) for n in pipe.execute())
+
+    def count_in_lanes(self, stage: Stage, low: str, high: str) -> int:
+        """Entries of every lane of ``stage`` scored within [low, high] (``zcount`` bounds)."""
+        k = self._k
+        lane = k.fanout_lane if stage is Stage.FANOUT else k.due_lane
+        lanes = [lane(DEFAULT_TENANT), *map(lane, self._indexed(stage))]
+        pipe = self._r.pipeline(transaction=False)
+        for name in lanes:
+            pipe.zcount(name, low, high)
+        return sum(int(n) for n in pipe.execute())
+
+    def drop_lanes(self, tenant: str) -> None:
+        """Delete a deleted tenant's lanes (what is left in them: events its endpoints' deletion left to
+        find no endpoint, and nothing else)."""
+        if tenant == DEFAULT_TENANT:
+            return
+        k = self._k
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(k.fanout_lane(tenant), k.due_lane(tenant))
+        pipe.zrem(k.fanout_lanes, tenant)
+        pipe.zrem(k.due_lanes, tenant)
         pipe.execute()
 
     # -- kick slots ------------------------------------------------------------------------------------
-    def _queue(self, stage: Stage) -> str:
-        return self._k.fanout if stage is Stage.FANOUT else self._k.due
+    def _queue(self, stage: Stage) -> tuple[str, str]:
+        """The stage's default lane and its lanes index."""
+        k = self._k
+        return (k.fanout, k.fanout_lanes) if stage is Stage.FANOUT else (k.due, k.due_lanes)
 
     def slot_keys(self, stage: Stage) -> list[str]:
         return [self._k.kick(stage, i) for i in range(1, self._s.kick_parallelism + 1)]
@@ -330,13 +418,15 @@ class Queue:
 
     def handoff(self, stage: Stage, slot: int) -> bool:
         """At the end of a task: keep its slot when work is due (True: publish a follow-up kick), else free it."""
-        keys = [self._queue(stage), self._k.kick(stage, slot)]
-        return bool(self._scripts.run("handoff", keys, [SLOT_QUEUED_TTL_MS]))
+        lane, index = self._queue(stage)
+        return bool(self._scripts.run("handoff", [lane, self._k.kick(stage, slot), index], [SLOT_QUEUED_TTL_MS]))
 
     def keep_slot(self, stage: Stage, slot: int) -> None:
         """A running task says it is alive: its slot lives ``SLOT_RUNNING_TTL_MS`` more."""
         self._r.set(self._k.kick(stage, slot), "1", px=SLOT_RUNNING_TTL_MS)
 
     def count_due(self, stage: Stage, cap: int) -> int:
-        """How many entries of the stage's queue are due now (counted up to ``cap``)."""
-        return int(self._scripts.run("count_due", [self._queue(stage)], [cap]))
+        """How many entries of the stage's lanes are due now (counted up to ``cap``)."""
+        lane = self._k.fanout_lane if stage is Stage.FANOUT else self._k.due_lane
+        keys = [lane(DEFAULT_TENANT), *map(lane, self._lanes(stage))]
+        return int(self._scripts.run("count_due", keys, [cap]))

@@ -143,12 +143,13 @@ class Records:
     def replay(self, delivery_id: str) -> None:
         """Queue a dead delivery again, starting a fresh round of the retry schedule."""
         k = self._k
-        event_id, endpoint_id = (_s(v) for v in self._r.hmget(k.delivery(delivery_id), "evt", "ep"))
+        found = self._r.hmget(k.delivery(delivery_id), "evt", "ep", "tenant")
+        event_id, endpoint_id, tenant = (_s(v) for v in found)
         if not endpoint_id:
             raise DeliveryNotFound(f"no delivery {delivery_id!r}{EXPIRED}")
-        keys = [k.delivery(delivery_id), k.due, k.endpoint_dead(endpoint_id)]
-        keys += (k.jobs, k.bodies, k.refs, k.event(event_id))
-        result = int(self._scripts.run("replay", keys, [delivery_id, event_id, endpoint_id]))
+        keys = [k.delivery(delivery_id), k.due_lane(tenant or DEFAULT_TENANT), k.endpoint_dead(endpoint_id)]
+        keys += (k.jobs, k.bodies, k.refs, k.event(event_id), k.due_lanes)
+        result = int(self._scripts.run("replay", keys, [delivery_id, event_id, endpoint_id, tenant or ""]))
         if result == -1:
             raise DeliveryNotFound(f"no delivery {delivery_id!r}{EXPIRED}")
         if result == 0:

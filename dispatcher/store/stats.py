@@ -17,6 +17,7 @@ from dispatcher.errormap import translated
 from dispatcher.store.endpoints import EndpointStore
 from dispatcher.store.heartbeats import Heartbeats
 from dispatcher.store.keys import Keys
+from dispatcher.store.queue import Queue, Stage
 
 OUTCOMES = ("delivered", "retrying", "dead")
 
@@ -33,7 +34,7 @@ def _text(value: Any) -> str:
 
 
 def collect_stats(
-    client: redis.Redis, keys: Keys, endpoints: EndpointStore, minutes: int = STATS_MINUTES_SHOWN
+    client: redis.Redis, keys: Keys, endpoints: EndpointStore, queue: Queue, minutes: int = STATS_MINUTES_SHOWN
 ) -> dict[str, Any]:
     """Every operational number, read from Redis now; raises ``StoreUnavailable`` when it is down.
 
@@ -52,18 +53,18 @@ def collect_stats(
         pipe.hgetall(k.stats_latency)
         pipe.get(k.stats_enqueued)
         pipe.hgetall(k.stats_poison)
-        pipe.zcount(k.fanout, "-inf", now_ms)
-        pipe.zcount(k.due, "-inf", now_ms)
-        pipe.zcount(k.due, f"({now_ms}", "+inf")
         for ep in listed:
             pipe.zcard(k.endpoint_dead(ep.id))
         for m in minute_ids:
             pipe.hgetall(k.stats_minute(m))
         out = pipe.execute()
         workers = Heartbeats(r, k).live()
-    raw_outcomes, raw_latency, enqueued, raw_poison, fanout_due, deliver_due, scheduled = out[:7]
-    dead_counts = out[7 : 7 + len(listed)]
-    minute_rows = out[7 + len(listed) :]
+        fanout_due = queue.count_in_lanes(Stage.FANOUT, "-inf", str(now_ms))
+        deliver_due = queue.count_in_lanes(Stage.DELIVER, "-inf", str(now_ms))
+        scheduled = queue.count_in_lanes(Stage.DELIVER, f"({now_ms}", "+inf")
+    raw_outcomes, raw_latency, enqueued, raw_poison = out[:4]
+    dead_counts = out[4 : 4 + len(listed)]
+    minute_rows = out[4 + len(listed) :]
 
     # totals count every delivery ever made; the rows only live endpoints (a deleted endpoint's fields
     # are folded into "~deleted:<state>" with it, and one recorded after its deletion is not shown)

@@ -11,7 +11,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from dispatcher.models import DeliveryState
+from dispatcher.models import DEFAULT_TENANT, DeliveryState
 from dispatcher.retry import next_delay
 from dispatcher.settings import Settings
 from dispatcher.worker.targets import Target
@@ -27,6 +27,7 @@ class Job:
     n: int  # attempts made so far
     r: int  # attempts made in this round (replay starts a new round)
     body: bytes | None  # None: the event expired
+    tenant: str = DEFAULT_TENANT  # whose delivery lane it was claimed from (and goes back to)
     slot_ms: int = 0  # rate-limited endpoints: not to be sent before this (Redis clock, ms)
 
 

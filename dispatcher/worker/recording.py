@@ -103,7 +103,7 @@ class Recorder:
             for job in jobs:
                 n = attempt["n"] = job.n + 1
                 row = (job.id, job.event_id, job.endpoint_id, state, n, job.r + 1, orjson.dumps(attempt), next_ms)
-                rows.append(RecordedOutcome(*row, dead_letter))
+                rows.append(RecordedOutcome(*row, dead_letter, job.tenant))
             recorded.append(Recorded(jobs, target, outcome, decision))
         self._queue.record(rows, counters, now_ms)  # raises when Redis is down: nothing is lost, try again
         self.pending = []

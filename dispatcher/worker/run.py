@@ -108,7 +108,7 @@ class DeliveryRun:
             rt.poison.deliveries(claim.orphans, "queued without a job")
         if claim.malformed:
             rt.store.queue.drop(claim.malformed)
-            rt.poison.deliveries([d.decode("utf-8", "replace") for d in claim.malformed], "their job does not read")
+            rt.poison.deliveries([d.decode("utf-8", "replace") for d, _ in claim.malformed], "their job does not read")
         if not claim.deliveries:
             return []
         rt.refresh_endpoints(claim.version)
@@ -229,7 +229,7 @@ class DeliveryRun:
         if not jobs:
             return
         now = self.redis_now_ms()
-        due = {job.id: max(now + delay, job.slot_ms) for job, delay in jobs}
+        due = {job.id: (max(now + delay, job.slot_ms), job.tenant) for job, delay in jobs}
         self.rt.store.queue.defer(due, ratelimit.holds([job for job, _ in jobs]))
         self.summary.counts["deferred"] += len(jobs)
 

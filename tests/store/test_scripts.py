@@ -17,7 +17,7 @@ from dispatcher.defaults import SLOT_QUEUED_TTL_MS, SLOT_RUNNING_TTL_MS, STATS_M
 from dispatcher.errors import CursorExpired
 from dispatcher.events import NewEvent
 from dispatcher.ids import delivery_id
-from dispatcher.models import Endpoint
+from dispatcher.models import DEFAULT_TENANT, Endpoint
 from dispatcher.settings import Settings
 from dispatcher.store import Store
 from dispatcher.store import pull_log as pull_log_module
@@ -292,7 +292,7 @@ def test_claim_deliveries_leases_them_with_what_sending_needs(
     k = store.keys
     raw_redis.zadd(k.due, {d2: 4_000_000_000_000})  # not due yet
     claim = store.queue.claim_deliveries(10)
-    assert claim.deliveries == [(d1, EP1, ev.id, 0, 0, ev.body)] and claim.orphans == []
+    assert claim.deliveries == [(d1, EP1, ev.id, 0, 0, ev.body, DEFAULT_TENANT)] and claim.orphans == []
     assert raw_redis.zscore(k.due, d1) == claim.now_ms + store.queue.lease_ms
     assert store.queue.claim_deliveries(10).deliveries == []  # leased: hidden
     raw_redis.zadd(k.due, {d1: 0, d2: 1})
@@ -317,7 +317,7 @@ def test_a_delivery_whose_body_is_gone_is_claimed_without_one(
     ev = new_event()
     (did,) = fan_out(store, [ev])[ev.id]
     raw_redis.hdel(store.keys.bodies, ev.id)
-    assert store.queue.claim_deliveries(10).deliveries == [(did, EP1, ev.id, 0, 0, None)]
+    assert store.queue.claim_deliveries(10).deliveries == [(did, EP1, ev.id, 0, 0, None, DEFAULT_TENANT)]
 
 
 # -- record -------------------------------------------------------------------------------------------
@@ -443,7 +443,7 @@ def test_replay_queues_a_dead_delivery_again_and_brings_its_body_back(
     assert raw_redis.hget(k.jobs, did) == f"{ev.id} {EP1} 2 0".encode()
     assert raw_redis.zcard(k.endpoint_dead(EP1)) == 0
     assert raw_redis.hget(k.refs, ev.id) == b"1" and raw_redis.hget(k.bodies, ev.id) == ev.body
-    assert store.queue.claim_deliveries(10).deliveries == [(did, EP1, ev.id, 2, 0, ev.body)]
+    assert store.queue.claim_deliveries(10).deliveries == [(did, EP1, ev.id, 2, 0, ev.body, DEFAULT_TENANT)]
 
 
 def test_replay_counts_the_body_once_more_when_another_delivery_still_holds_it(
@@ -467,7 +467,7 @@ def test_the_replay_script_refuses_what_is_not_dead_or_not_as_read(
 
     def replay(event_id: str, endpoint_id: str, delivery: str = did) -> int:
         keys = [k.delivery(delivery), k.due, k.endpoint_dead(endpoint_id), k.jobs, k.bodies, k.refs, k.event(event_id)]
-        return int(store.scripts.run("replay", keys, [delivery, event_id, endpoint_id]))
+        return int(store.scripts.run("replay", [*keys, k.due_lanes], [delivery, event_id, endpoint_id, ""]))
 
     assert replay(ev.id, EP1) == 0  # pending: not dead
     store.queue.record([outcome(did, ev.id, "dead", 1, dead_letter=True)], {}, redis_ms())

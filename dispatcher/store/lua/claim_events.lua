@@ -1,25 +1,30 @@
--- claim_events: lease due queue entries for fan-out (hidden until the lease ends) and read the endpoints'
--- version, so the caller matches them against endpoints at least as new as the events.
--- KEYS[1] fanout      zset    queue entry ("<id> <type>[ <only>]") -> due ms, or lease end while claimed
+-- claim_events: lease due queue entries for fan-out, over the tenants' lanes (hidden until the lease ends),
+-- and read the endpoints' version, so the caller matches them against endpoints at least as new as the events.
+-- KEYS[1] fanout      zset    the default tenant's lane: queue entry ("<id> <type>[ <only>[ <tenant>]]") -> due
+--                             ms, or lease end while claimed
 -- KEYS[2] slot        string  the caller's kick slot
 -- KEYS[3] version     string  the endpoints' version counter
+-- KEYS[4] lanes       zset    tenant -> the earliest its lane may hold a due entry
+-- KEYS[5..] lanes     zset    other tenants' lanes to claim from (like KEYS[1])
 -- ARGV[1] limit  ARGV[2] lease_ms  ARGV[3] slot_ttl_ms
 -- ARGV[4] slot mode: 'none' (no slot held), 'keep' (refresh it), 'release_if_empty' (free it when nothing is due)
--- Returns {now_ms, version ('' if none), entries...}
+-- ARGV[5..] the tenant of each of KEYS[5..]
+-- Returns {now_ms, version ('' if none), 1 when nothing was due in the lanes passed but a lane not passed may
+-- hold due work (the slot is kept: claim again with the index read anew) else 0, entries...}
 --#include now
+--#include lanes
 local version = redis.call('GET', KEYS[3]) or ''
-local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local claimed = claim_lanes(tonumber(ARGV[1]), now + tonumber(ARGV[2]), 5, 5)
 local mode = ARGV[4]
-if #entries == 0 then
-  if mode == 'release_if_empty' then redis.call('DEL', KEYS[2])
-  elseif mode == 'keep' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
-  return {now, version}
+local out = {now, version, 0}
+for _, lane in ipairs(claimed) do
+  for _, entry in ipairs(lane[3]) do out[#out + 1] = entry end
 end
-local until_ms = now + tonumber(ARGV[2])
-local out = {now, version}
-for _, entry in ipairs(entries) do
-  redis.call('ZADD', KEYS[1], until_ms, entry)
-  out[#out + 1] = entry
+if #out == 3 then
+  if due_elsewhere() then out[3] = 1 end
+  if mode == 'release_if_empty' and out[3] == 0 then redis.call('DEL', KEYS[2])
+  elseif mode ~= 'none' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+  return out
 end
 if mode ~= 'none' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) end
 return out

@@ -1,5 +1,10 @@
--- count_due: how many members of a queue are due now, by Redis' clock.
--- KEYS[1] queue       zset    member -> due ms
+-- count_due: how many members of a queue's lanes are due now, by Redis' clock.
+-- KEYS[1..] lanes     zset    member -> due ms (the default tenant's lane and the others passed)
 -- ARGV[1] cap (count no further)
 --#include now
-return #redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local cap, n = tonumber(ARGV[1]), 0
+for _, lane in ipairs(KEYS) do
+  if n >= cap then break end
+  n = n + #redis.call('ZRANGEBYSCORE', lane, '-inf', now, 'LIMIT', 0, cap - n)
+end
+return n

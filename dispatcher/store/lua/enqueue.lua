@@ -1,12 +1,14 @@
 -- enqueue: store events and queue them for fan-out, all or nothing; an id or idempotency key seen before
 -- returns the first event's id and writes nothing for it.
--- KEYS[1] fanout      zset    queue entry -> due ms
+-- KEYS[1] fanout      zset    queue entry -> due ms (the default tenant's lane)
 -- KEYS[2] slot        string  the fan-out kick slot taken when something was queued
 -- KEYS[3] enqueued    string  counter of events accepted
 -- KEYS[4] tenants     hash    tenant id -> tenant JSON (an event's tenant must be there, or be ARGV[4]);
 --                             its max_events_per_s / max_events_per_day, when set, bound what is accepted
--- KEYS[5..] per event: its event hash, then its idempotency key when it has one, then its tenant's usage
---   hash ("s" -> "<unix second> <events>", "d" -> "<unix day> <events>")
+-- KEYS[5] lanes       zset    tenant -> the earliest its fan-out lane may hold a due entry (other tenants)
+-- KEYS[6..] per event: its event hash, then its idempotency key when it has one, then its tenant's usage
+--   hash ("s" -> "<unix second> <events>", "d" -> "<unix day> <events>"), then its tenant's fan-out lane
+--   (KEYS[1]'s name for the default tenant)
 -- ARGV[1] retention_s        ARGV[2] idempotency_ttl_s     ARGV[3] slot_ttl_ms    ARGV[4] the default tenant
 -- ARGV[5..] per event, 6 each: id, type, body, only (endpoint ids or ''), has_idempotency_key (0/1), tenant;
 --   its queue entry is "<id> <type>", "<id> <type> <only>" or, of another tenant than the default,
@@ -20,7 +22,7 @@ local retention, idem_ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ids, fresh = {}, {}
 local writes = {}
 local pending_idem = {}  -- idempotency keys taken by an earlier event of this batch
-local k = 5
+local k = 6
 local limits = {[ARGV[4]] = false}  -- tenant -> {per_s, per_day} (the default tenant: false, no limits)
 local usage = {}  -- tenant -> {KEYS index of its usage hash, events this second, events this day, new events}
 local second, day = math.floor(now / 1000), math.floor(now / 86400000)
@@ -31,7 +33,7 @@ for i = 5, #ARGV, 6 do  -- read everything first
   k = k + 1
   if has_idem == '1' then idem_key = KEYS[k]; k = k + 1 end
   local usage_at = k  -- KEYS index of the tenant's usage hash
-  k = k + 1
+  k = k + 2  -- and its lane
   if limits[tenant] == nil then
     local raw = redis.call('HGET', KEYS[4], tenant)
     if not raw then return redis.error_reply('unknown tenant ' .. tenant) end
@@ -74,13 +76,14 @@ for tenant, u in pairs(usage) do  -- a tenant over a limit: nothing is written, 
   end
 end
 local added = 0
-k = 5
+k = 6
 for i = 5, #ARGV, 6 do
   local event_key = KEYS[k]
   local idem_key = nil
   k = k + 1
   if ARGV[i + 4] == '1' then idem_key = KEYS[k]; k = k + 1 end
-  k = k + 1  -- the tenant's usage hash
+  local lane = KEYS[k + 1]  -- after the tenant's usage hash
+  k = k + 2
   if writes[event_key] == i then
     local id, typ, body, only, tenant = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 5]
     redis.call('HSET', event_key, 'body', body, 'type', typ, 'ts', now)
@@ -95,7 +98,8 @@ for i = 5, #ARGV, 6 do
       entry = entry .. ' ' .. tenant
     end
     redis.call('EXPIRE', event_key, retention)
-    redis.call('ZADD', KEYS[1], now, entry)
+    redis.call('ZADD', lane, now, entry)
+    if tenant ~= ARGV[4] then redis.call('ZADD', KEYS[5], 'LT', now, tenant) end
     if idem_key then redis.call('SET', idem_key, id, 'EX', idem_ttl) end
     added = added + 1
   end

@@ -1,16 +1,16 @@
 -- fanout_commit: record the deliveries of claimed events and take the events off the fan-out queue.
 -- An event already fanned out (a worker that lost its lease) or expired is only taken off the queue, so a
 -- redone fan-out creates nothing twice and appends nothing twice to a pull log.
--- KEYS[1] fanout      zset    the fan-out queue
--- KEYS[2] due         zset    delivery id -> due ms
--- KEYS[3] jobs        hash    delivery id -> "<event id> <endpoint id> <attempts> <attempts this round>"
--- KEYS[4] bodies      hash    event id -> body, while a delivery of the event is pending
--- KEYS[5] refs        hash    event id -> pending deliveries of the event (its body goes when none is left)
--- KEYS[6..] per event: its event hash; then per delivery: the delivery hash and its endpoint's delivery
---   listing; then per pull log: the endpoint's stream
--- ARGV[1] retention_s  ARGV[2] poll_max_events  ARGV[3] poll_max_age_ms
--- ARGV[4..] per event: queue entry, event id, deliveries D, pull logs L, then D x (endpoint id, delivery id,
---   delay ms: a delivery to an endpoint known to be slow is born due later, at the pace it can take)
+-- KEYS[1] lanes       zset    tenant -> the earliest its delivery lane may hold a due delivery (other tenants)
+-- KEYS[2] jobs        hash    delivery id -> "<event id> <endpoint id> <attempts> <attempts this round>"
+-- KEYS[3] bodies      hash    event id -> body, while a delivery of the event is pending
+-- KEYS[4] refs        hash    event id -> pending deliveries of the event (its body goes when none is left)
+-- KEYS[5..] per event: its event hash, its tenant's fan-out lane (holding its queue entry) and delivery lane
+--   (delivery id -> due ms); then per delivery: the delivery hash and its endpoint's delivery listing; then
+--   per pull log: the endpoint's stream
+-- ARGV[1] retention_s  ARGV[2] poll_max_events  ARGV[3] poll_max_age_ms  ARGV[4] the default tenant
+-- ARGV[5..] per event: queue entry, event id, tenant, deliveries D, pull logs L, then D x (endpoint id,
+--   delivery id, delay ms: a delivery to an endpoint known to hang is born due later, at the pace it can take)
 -- A log entry holds prev (the entry before it: a reader whose cursor is older than the first entry's prev
 -- has lost entries to trimming), id, type, ts and body. Retention at append: about poll_max_events entries
 -- (MAXLEN ~, whole macro nodes) and none older than poll_max_age (MINID, exact).
@@ -26,14 +26,15 @@ local poisoned = {}
 local function ok(reply)  -- a redis.pcall reply that is not an error
   return not (type(reply) == 'table' and reply.err)
 end
-local k = 6
-local i = 4
+local k = 5
+local i = 5
 while i <= #ARGV do
-  local entry, id = ARGV[i], ARGV[i + 1]
-  local count, streams = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  i = i + 4
-  local event_key = KEYS[k]
-  k = k + 1
+  local entry, id, tenant = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local count, streams = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+  i = i + 5
+  local event_key, fanout_lane, due_lane = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  k = k + 3
+  local first_due = nil
   local ts = redis.pcall('HGET', event_key, 'ts')
   local fresh = false
   if not ok(ts) then
@@ -49,10 +50,12 @@ while i <= #ARGV do
     k = k + 2
     if fresh and ok(redis.pcall('HSET', delivery_key, 'evt', id, 'ep', ep, 'state', 'pending', 'n', 0, 'r', 0,
                                 'created', now, 'next', ts + delay)) then
+      if tenant ~= ARGV[4] then redis.call('HSET', delivery_key, 'tenant', tenant) end
       redis.call('EXPIRE', delivery_key, retention)
       redis.pcall('ZADD', listing_key, now, did)
-      redis.call('ZADD', KEYS[2], ts + delay, did)
-      redis.call('HSET', KEYS[3], did, id .. ' ' .. ep .. ' 0 0')
+      redis.call('ZADD', due_lane, ts + delay, did)
+      if not first_due or ts + delay < first_due then first_due = ts + delay end
+      redis.call('HSET', KEYS[2], did, id .. ' ' .. ep .. ' 0 0')
       listings[listing_key] = true
       ids[#ids + 1] = did
     end
@@ -63,8 +66,9 @@ while i <= #ARGV do
     created = created + #ids
     local ev = redis.call('HMGET', event_key, 'type', 'body')
     if #ids > 0 then
-      redis.call('HSET', KEYS[4], id, ev[2] or '')
-      redis.call('HINCRBY', KEYS[5], id, #ids)
+      redis.call('HSET', KEYS[3], id, ev[2] or '')
+      redis.call('HINCRBY', KEYS[4], id, #ids)
+      if tenant ~= ARGV[4] then redis.call('ZADD', KEYS[1], 'LT', first_due, tenant) end
     end
     for _ = 1, streams do
       local stream_key = KEYS[k]
@@ -84,7 +88,7 @@ while i <= #ARGV do
   else
     k = k + streams
   end
-  redis.call('ZREM', KEYS[1], entry)
+  redis.call('ZREM', fanout_lane, entry)
 end
 for listing_key, _ in pairs(listings) do
   redis.pcall('ZREMRANGEBYSCORE', listing_key, '-inf', now - retention * 1000)

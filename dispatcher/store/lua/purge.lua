@@ -1,6 +1,6 @@
 -- purge: take pending deliveries off the queue as dead, with a reason (their endpoint was deleted), and
 -- release their events' bodies. Deliveries no longer pending (no job) are left as they are.
--- KEYS[1] due         zset    delivery id -> due ms
+-- KEYS[1] due         zset    the endpoint's tenant's delivery lane: delivery id -> due ms
 -- KEYS[2] jobs        hash    delivery id -> "<event id> <endpoint id> <attempts> <attempts this round>"
 -- KEYS[3] bodies      hash    event id -> body, while a delivery of the event is pending
 -- KEYS[4] refs        hash    event id -> pending deliveries of the event

@@ -2,24 +2,26 @@
 -- counters. A final state (delivered, dead) takes the delivery off the queue and releases its event's body.
 -- An outcome for a delivery whose job is gone (another worker finished it after this one's lease ran out)
 -- keeps its attempt in the record and changes nothing else: a finished delivery never comes back.
--- KEYS[1] due         zset    delivery id -> due ms
+-- KEYS[1] lanes       zset    tenant -> the earliest its delivery lane may hold a due delivery (other tenants)
 -- KEYS[2] jobs        hash    delivery id -> "<event id> <endpoint id> <attempts> <attempts this round>"
 -- KEYS[3] bodies      hash    event id -> body, while a delivery of the event is pending
 -- KEYS[4] refs        hash    event id -> pending deliveries of the event
 -- KEYS[5] outcomes    hash    "<endpoint id>:<state>" -> count
 -- KEYS[6] latency     hash    latency bucket / "sum_ms" / "count" -> count
 -- KEYS[7] minute      hash    state -> count in this minute (expires after ARGV[3] s)
--- KEYS[8..] per outcome: the delivery hash, then its endpoint's dead-letter set
+-- KEYS[8..] per outcome: the delivery hash, its endpoint's dead-letter set, then its tenant's delivery lane
+--   (delivery id -> due ms)
 -- ARGV[1] retention_s  ARGV[2] now_ms  ARGV[3] minute_ttl_s  ARGV[4] outcomes J
 -- ARGV[5..] J x (delivery id, event id, endpoint id, state, attempts n, attempts this round r, attempt JSON,
---   next due ms ('' when none), dead-letter it (0/1)), then counters as (KEYS index, field, amount)
+--   next due ms ('' when none), dead-letter it (0/1), tenant ('' for the default)), then counters as (KEYS
+--   index, field, amount)
 local retention = tonumber(ARGV[1])
 local i = 5
 local k = 8
 for _ = 1, tonumber(ARGV[4]) do
   local did, eid, ep, state, n, r = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local attempt, nxt, dead_letter = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
-  local delivery_key, dead_key = KEYS[k], KEYS[k + 1]
+  local attempt, nxt, dead_letter, tenant = ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
+  local delivery_key, dead_key, lane = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local live = redis.call('HEXISTS', KEYS[2], did) == 1
   -- pcall: a delivery record overwritten by something else loses its attempt, never the batch
   if live then
@@ -29,10 +31,11 @@ for _ = 1, tonumber(ARGV[4]) do
   end
   redis.call('EXPIRE', delivery_key, retention)
   if live and state == 'retrying' then
-    redis.call('ZADD', KEYS[1], nxt, did)
+    redis.call('ZADD', lane, nxt, did)
+    if tenant ~= '' then redis.call('ZADD', KEYS[1], 'LT', nxt, tenant) end
     redis.call('HSET', KEYS[2], did, eid .. ' ' .. ep .. ' ' .. n .. ' ' .. r)
   elseif live then
-    redis.call('ZREM', KEYS[1], did)
+    redis.call('ZREM', lane, did)
     redis.call('HDEL', KEYS[2], did)
     if redis.call('HINCRBY', KEYS[4], eid, -1) <= 0 then
       redis.call('HDEL', KEYS[4], eid)
@@ -40,8 +43,8 @@ for _ = 1, tonumber(ARGV[4]) do
     end
     if dead_letter == '1' then redis.pcall('ZADD', dead_key, ARGV[2], did) end
   end
-  i = i + 9
-  k = k + 2
+  i = i + 10
+  k = k + 3
 end
 while i <= #ARGV do
   redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])

@@ -1,0 +1,46 @@
+-- lanes: the claim claim_events and claim_deliveries share (`--#include lanes`, after `now`): lease up to
+-- `limit` due members over the default tenant's lane and the other tenants' lanes the caller passed, each
+-- lane first up to an equal share of the limit, then what is left of it in the order given, so one tenant's
+-- backlog never keeps another tenant's work waiting more than a claim. Every lane passed then has its
+-- entry in the lanes index put right: its earliest score, or no entry when it is empty.
+-- KEYS[1] lane        zset    the default tenant's lane: member -> due ms, or lease end while claimed
+-- KEYS[2] slot        string  (the including script's)
+-- KEYS[3] version     string  (the including script's)
+-- KEYS[4] index       zset    tenant -> the earliest its lane may hold a due member (a lower bound)
+-- KEYS[5..] lanes     zset    the script's own keys, then from KEYS[first] the other tenants' lanes, their
+--                             tenants from ARGV[first_arg]
+-- claim_lanes(limit, until_ms, first, first_arg) returns {{position in KEYS, tenant or '', members}...}
+-- (lanes that gave nothing left out), and due_elsewhere() whether a lane not passed may hold due work.
+local function claim_lanes(limit, until_ms, first, first_arg)
+  local lanes = {{1, ''}}
+  for p = first, #KEYS do lanes[#lanes + 1] = {p, ARGV[first_arg + p - first]} end
+  local share = math.max(1, math.ceil(limit / #lanes))
+  local got, left = {}, limit
+  for pass = 1, 2 do
+    for i, lane in ipairs(lanes) do
+      if left <= 0 then break end
+      local want = pass == 1 and math.min(share, left) or left
+      if pass == 1 or (got[i] and #got[i] == share) then  -- the second pass: lanes that had more
+        local members = redis.call('ZRANGEBYSCORE', KEYS[lane[1]], '-inf', now, 'LIMIT', 0, want)
+        for _, m in ipairs(members) do
+          redis.call('ZADD', KEYS[lane[1]], until_ms, m)
+          got[i] = got[i] or {}
+          got[i][#got[i] + 1] = m
+        end
+        left = left - #members
+      end
+    end
+  end
+  local out = {}
+  for i, lane in ipairs(lanes) do
+    if i > 1 then
+      local head = redis.call('ZRANGE', KEYS[lane[1]], 0, 0, 'WITHSCORES')
+      if head[2] then redis.call('ZADD', KEYS[4], head[2], lane[2]) else redis.call('ZREM', KEYS[4], lane[2]) end
+    end
+    if got[i] then out[#out + 1] = {lane[1], lane[2], got[i]} end
+  end
+  return out
+end
+local function due_elsewhere()
+  return #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) > 0
+end
