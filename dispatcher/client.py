@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import redis
 
-from dispatcher.defaults import STATS_MINUTES_SHOWN
+from dispatcher.defaults import DEFAULT_PUBLIC_URL, STATS_MINUTES_SHOWN
 from dispatcher.errormap import translating
-from dispatcher.errors import InvalidState
+from dispatcher.errors import InvalidInput, InvalidState
 from dispatcher.event_types import EventTypes
 from dispatcher.events import CHUNK, NewEvent, build_event, build_many
 from dispatcher.kicks import Kicker
-from dispatcher.models import DEFAULT_TENANT, Delivery, DeliveryState, Endpoint, Tenant
-from dispatcher.settings import Settings
+from dispatcher.models import DEFAULT_TENANT, Delivery, DeliveryState, Endpoint, PortalLink, Tenant
+from dispatcher.settings import PUBLIC_URL, Settings
 from dispatcher.store import Store
 from dispatcher.store.queue import Stage
 
@@ -116,6 +117,19 @@ class Dispatcher:
     def issue_tenant_token(self, tenant_id: str) -> str:
         """A new API token that reaches only this tenant's resources (shown once; deleting the tenant revokes it)."""
         return self.store.tenants.issue_token(tenant_id)
+
+    @translating
+    def portal_link(self, tenant_id: str, base_url: str | None = None) -> PortalLink:
+        """A link to the tenant's consumer portal: ``<base>/portal/<token>``, opened once within
+        ``portal_link_ttl_s``; it then logs that browser in to this tenant only. ``base_url``: where the API is
+        reached (default: ``public_url``, else ``http://127.0.0.1:8000``). Only the token's digest is stored."""
+        base = (base_url or self.settings.public_url or DEFAULT_PUBLIC_URL).rstrip("/")
+        if not PUBLIC_URL.fullmatch(base):
+            raise InvalidInput(f"the portal's base URL must be http(s)://host[:port] without a path, not {base!r}")
+        self.store.tenants.get(tenant_id)  # TenantNotFound
+        ttl_s = self.settings.portal_link_ttl_s
+        token = self.store.portal.create_link(tenant_id, ttl_s)
+        return PortalLink(tenant=tenant_id, url=f"{base}/portal/{token}", expires_at=time.time() + ttl_s)
 
     @translating
     def delete_tenant(self, tenant_id: str) -> int:

@@ -26,3 +26,6 @@ STATS_MINUTES_SHOWN = 10  # per-minute counters returned by the stats
 EVENT_TYPE_SCHEMA_MAX_BYTES = 64 * 1024  # a registered JSON Schema, encoded
 EVENT_TYPE_DESCRIPTION_MAX_CHARS = 1000
 BUILTIN_EVENT_TYPES = frozenset({"webhook.test", "endpoint.disabled"})  # sent by send_test and worker.health
+
+# -- the consumer portal ------------------------------------------------------------------------------
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"  # where `dispatcher api` listens by default (portal links' base)

@@ -32,6 +32,14 @@ class Tenant(BaseModel):
     max_events_per_day: int | None = None  # ...per UTC day
 
 
+class PortalLink(BaseModel):
+    """A link that opens the consumer portal of one tenant: once, before ``expires_at`` (unix seconds)."""
+
+    tenant: str
+    url: str = Field(repr=False)  # holds the single-use token
+    expires_at: float
+
+
 class PreviousSecret(BaseModel):
     """A rotated-out secret that keeps signing until ``expires_at`` (unix seconds)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -72,6 +73,10 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+# the consumer portal's public address, and one CSP frame-ancestors source (no ';' or ',': nothing else
+# can be smuggled into the header)
+PUBLIC_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
+FRAME_SOURCE = re.compile(r"'self'|'none'|(https?://)?(\*\.)?[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*(:(\d{1,5}|\*))?|https?:")
 FROM_SETTING = "DISPATCHER_REDIS_URL"
 FROM_DEVSTACK = "dev stack"
 NO_REDIS = "no Redis configured: set DISPATCHER_REDIS_URL=redis://host:6379/0, or start `dispatcher dev`"
@@ -271,6 +276,22 @@ class Settings(BaseSettings):
         description="`/openapi.json` needs an API key too (off: public, so client generators can fetch it)",
     )
 
+    # the consumer portal (``dispatcher.api.portal``)
+    public_url: str | None = Field(
+        default=None,
+        description="the API's address as people reach it, for portal links (none: the address the request came "
+        "to; the CLI's default `http://127.0.0.1:8000`)",
+    )
+    portal_link_ttl_s: int = Field(default=600, ge=1, description="a portal link must be opened within this, once")
+    portal_session_ttl_s: int = Field(
+        default=8 * 3600, ge=1, description="how long a portal opened by a link stays logged in to its tenant"
+    )
+    portal_frame_ancestors: str = Field(
+        default="'self'",
+        description="the sites that may embed the portal in an iframe (CSP `frame-ancestors` sources, "
+        "space-separated, e.g. `https://app.example.com`)",
+    )
+
     # pull consumers (kind "poll" and ``also_poll`` endpoints; ``dispatcher.api.pull``)
     poll_max_events: int = Field(default=100_000, ge=1, description="about how many events a pull log keeps")
     poll_max_age_s: int = Field(default=7 * 24 * 3600, ge=1, description="pull log entries older than this are trimmed")
@@ -302,6 +323,29 @@ class Settings(BaseSettings):
     @classmethod
     def _api_keys(cls, value: object) -> tuple[str, ...]:
         return parse_api_keys(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not PUBLIC_URL.fullmatch(value):
+            raise ValueError(
+                "public_url must be an http:// or https:// address without a path, e.g. https://hooks.example.com"
+            )
+        return value
+
+    @field_validator("portal_frame_ancestors")
+    @classmethod
+    def _frame_ancestors(cls, value: str) -> str:
+        sources = value.split()
+        if not sources or not all(FRAME_SOURCE.fullmatch(src) for src in sources):
+            raise ValueError(
+                "portal_frame_ancestors must be CSP frame-ancestors sources separated by spaces: 'self', 'none' "
+                "or origins such as https://app.example.com or https://*.example.com"
+            )
+        return " ".join(sources)
 
     @field_validator("retry_jitter")
     @classmethod

@@ -6,6 +6,7 @@ Routes (all JSON, all behind an API key except ``/healthz``, ``/openapi.json`` (
 - ``/v1/...``: endpoints, events, deliveries, replay, stats (``dispatcher.api.routes``)
 - ``/v1/endpoints/{id}/poll`` and ``.../stream``: pull consumers, long-poll and WebSocket (``dispatcher.api.pull``)
 - ``/`` and ``/web/...``: the web page (``dispatcher.api.web``)
+- ``/portal/...``: one tenant's consumer portal, opened by a single-use link (``dispatcher.api.portal``)
 - ``/metrics``: Prometheus, read from Redis at scrape time (``dispatcher.api.prometheus``)
 - ``/openapi.json``: the OpenAPI document; operation ids are the handlers' names (``create_endpoint``...)
 - ``/healthz``: 200 when Redis answers (live workers listed, none is only a warning), else 503
@@ -28,12 +29,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dispatcher.api.auth import Auth, operator_only, require_auth
 from dispatcher.api.errors import ERROR_RESPONSES, error_response, install_error_handlers
 from dispatcher.api.guard import AllowedHosts, GuardedH11Protocol, RedactCredentials
+from dispatcher.api.portal import install_portal
 from dispatcher.api.prometheus import DispatcherCollector
 from dispatcher.api.pull import close_pull, install_pull
 from dispatcher.api.routes import router as v1_router
 from dispatcher.api.schemas import Health
 from dispatcher.api.tenants import router as tenants_router
-from dispatcher.api.web import install_web
+from dispatcher.api.web import content_security_policy, install_web
 from dispatcher.client import Dispatcher
 from dispatcher.errormap import translated
 from dispatcher.errors import ConfigError, StoreError
@@ -42,10 +44,7 @@ from dispatcher.version import __version__
 
 log = logging.getLogger(__name__)
 
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
+CONTENT_SECURITY_POLICY = content_security_policy()
 
 
 ApiConfigError = ConfigError  # the name it had before ConfigError covered every process
@@ -82,7 +81,9 @@ class BodyLimit:
 
 
 class SecurityHeaders:
-    """Headers on every answer: no sniffing, no framing, no caching (answers can hold secrets), a CSP."""
+    """Headers on every answer: no sniffing, no framing, no caching (answers can hold secrets), a CSP. An
+    answer that sets its own CSP (the consumer portal, framed by ``portal_frame_ancestors``) gets no
+    ``X-Frame-Options``: its ``frame-ancestors`` decides."""
 
     HEADERS = (
         (b"x-content-type-options", b"nosniff"),
@@ -104,6 +105,8 @@ class SecurityHeaders:
             if msg["type"] == "http.response.start":
                 headers = list(msg.get("headers", []))
                 present = {name.lower() for name, _ in headers}
+                if b"content-security-policy" in present:  # a page with its own framing rule (the portal)
+                    present.add(b"x-frame-options")
                 headers.extend(h for h in self.HEADERS if h[0] not in present)
                 if not static and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
@@ -144,7 +147,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
     )
     app.state.settings = settings
     app.state.dispatcher = dsp
-    app.state.auth = Auth(settings, dsp.store.sessions, dsp.store.tenants)
+    app.state.auth = Auth(settings, dsp.store)
     registry = CollectorRegistry()
     registry.register(DispatcherCollector(dsp))
     app.state.registry = registry
@@ -157,6 +160,7 @@ def create_app(settings: Settings, dispatcher: Dispatcher | None = None) -> Fast
     app.include_router(tenants_router)
     install_pull(app, settings)  # async long-poll and WebSocket routes of pull consumers
     install_web(app)
+    install_portal(app)
 
     @app.get("/healthz", response_model=Health, tags=["monitoring"], responses={503: ERROR_RESPONSES[503]})
     def get_health() -> Any:

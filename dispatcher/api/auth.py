@@ -12,6 +12,11 @@
   another site cannot act with the user's cookie.
 - Any state-changing request without an ``Authorization`` header is also refused when the browser
   says it comes from another site (``Sec-Fetch-Site``/``Origin``), which covers the no-auth mode.
+- The consumer portal (``api/portal.py``) has a cookie of its own, ``dispatcher_portal``, holding a session
+  scoped to one tenant. It counts only on requests that carry ``X-Dispatcher-Portal: <that tenant>`` (the
+  portal's script sends it on every call), so a browser logged in to both the operator's page and a portal never
+  mixes them up; such a request is that tenant's, exactly as with a tenant token (``request.state.tenant``),
+  and its changes need the CSRF header too.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ from fastapi.security import APIKeyCookie, HTTPBearer
 
 from dispatcher.api.errors import ApiError
 from dispatcher.api.guard import FailedAuth
+from dispatcher.errors import TenantNotFound
 from dispatcher.settings import Settings
-from dispatcher.store.sessions import Sessions
-from dispatcher.store.tenants import TENANT_TOKEN_PREFIX, TenantStore
+from dispatcher.store import Store
+from dispatcher.store.tenants import TENANT_TOKEN_PREFIX
 
 SESSION_COOKIE = "dispatcher_session"
+PORTAL_COOKIE = "dispatcher_portal"
+PORTAL_HEADER = "x-dispatcher-portal"
 CSRF_HEADER = "x-dispatcher-csrf"
 SESSION_TTL_S = 12 * 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -50,11 +58,13 @@ def _digest(value: str) -> bytes:
 class Auth:
     """The configured keys, the web page's sessions and the checks made on every request."""
 
-    def __init__(self, settings: Settings, sessions: Sessions, tenants: TenantStore) -> None:
+    def __init__(self, settings: Settings, store: Store) -> None:
         self._keys = tuple(settings.api_keys)
         self._digests = tuple(_digest(k) for k in self._keys)
-        self._sessions = sessions
-        self._tenants = tenants
+        self._sessions = store.sessions
+        self._tenants = store.tenants
+        self._portal = store.portal
+        self.portal_session_ttl_s = settings.portal_session_ttl_s
         self.open = not self._keys and settings.api_insecure_no_auth
         self.failures = FailedAuth(settings.api_auth_failures_per_minute)
 
@@ -77,6 +87,33 @@ class Auth:
 
     def end_session(self, token: str) -> None:
         self._sessions.delete(token)
+
+    # -- consumer portal sessions ---------------------------------------------------------------
+    def open_portal(self, link_token: str) -> tuple[str, str] | None:
+        """Consume a portal link: (tenant, new portal session id), or None when the link is unknown, expired
+        or used already, or its tenant was deleted since (nothing is written then)."""
+        tenant = self._portal.consume_link(link_token)
+        if tenant is None or not self._tenant_exists(tenant):
+            return None
+        return tenant, self._portal.create_session(tenant, self.portal_session_ttl_s)
+
+    def portal_tenant(self, session_id: str) -> str | None:
+        """The tenant of a live portal session (a session whose tenant was deleted is ended)."""
+        tenant = self._portal.session_tenant(session_id)
+        if tenant is not None and not self._tenant_exists(tenant):
+            self._portal.end_session(session_id)
+            return None
+        return tenant
+
+    def end_portal(self, session_id: str) -> None:
+        self._portal.end_session(session_id)
+
+    def _tenant_exists(self, tenant: str) -> bool:
+        try:
+            self._tenants.get(tenant)
+        except TenantNotFound:
+            return False
+        return True
 
     # -- per request ----------------------------------------------------------------------------
     def refuse(self, request: Request | WebSocket, message: str) -> ApiError:
@@ -107,6 +144,9 @@ class Auth:
             if self.open or self.check_key(credential):
                 return "open" if self.open else "bearer"
             raise self.refuse(request, "invalid API key")
+        portal = request.headers.get(PORTAL_HEADER)
+        if portal is not None:  # the portal's own calls: its tenant, whatever the mode
+            return self._authenticate_portal(request, portal, unsafe)
         if self.open:
             return "open"
         cookie = request.cookies.get(SESSION_COOKIE)
@@ -117,6 +157,18 @@ class Auth:
         if unsafe:
             require_csrf_header(request)
         return "session"
+
+    def _authenticate_portal(self, request: Request, page_tenant: str, unsafe: bool) -> Principal:
+        """A portal page's call: its cookie's session must be live and of the tenant the page shows (another
+        portal opened since in this browser replaced the cookie: this page is over)."""
+        cookie = request.cookies.get(PORTAL_COOKIE)
+        tenant = self.portal_tenant(cookie) if cookie is not None else None
+        if tenant is None or not hmac.compare_digest(tenant.encode(), page_tenant.encode()):
+            raise unauthorized("the portal session has expired or ended: open a new portal link")
+        if unsafe:
+            require_csrf_header(request)
+        request.state.tenant = tenant
+        return "tenant"
 
     def logged_in(self, request: Request) -> bool:
         """Whether the web page's cookie (or the no-auth mode) lets this browser in."""

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from dispatcher.api.errors import ApiError, error_response
+from dispatcher.store.portal import PORTAL_LINK_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +172,15 @@ class AllowedHosts:
 _CREDENTIAL_PARAM = re.compile(r"((?:^|[?&])(?:api_key|key|token|access_token|secret|sig|sign)=)[^&]*", re.I)
 
 
+_PORTAL_LINK = re.compile(rf"(/portal/{PORTAL_LINK_PREFIX})[^?#\s]*")
+
+
 class RedactCredentials(logging.Filter):
-    """Masks credential query parameters in uvicorn's access log lines."""
+    """Masks credential query parameters, and the token of a portal link's path, in uvicorn's access log lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args: Any = record.args
         if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            record.args = (*args[:2], _CREDENTIAL_PARAM.sub(r"\1***", args[2]), *args[3:])
+            masked = _PORTAL_LINK.sub(r"\1***", _CREDENTIAL_PARAM.sub(r"\1***", args[2]))
+            record.args = (*args[:2], masked, *args[3:])
         return True

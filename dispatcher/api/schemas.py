@@ -189,6 +189,12 @@ class TenantToken(BaseModel):
     token: str = Field(description="wht_...: shown this once; send it as 'Authorization: Bearer <token>'")
 
 
+class PortalLinkOut(BaseModel):
+    tenant: str
+    url: str = Field(description="<base>/portal/whpl_...: opens the tenant's consumer portal once, before expires_at")
+    expires_at: float = Field(description="unix seconds")
+
+
 class TenantDeleted(BaseModel):
     purged: int = Field(description="pending deliveries of its endpoints, now dead ('endpoint deleted')")
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, Depends, Request, status
 
 from dispatcher.api.auth import require_auth
 from dispatcher.api.errors import ERROR_RESPONSES
 from dispatcher.api.routes import OPERATOR_ONLY, Dsp, Scope, scoped_tenant
 from dispatcher.api.schemas import (
     EndpointList,
+    PortalLinkOut,
     TenantCreate,
     TenantDeleted,
     TenantLimits,
@@ -70,3 +71,17 @@ def create_tenant_token(tenant_id: str, dsp: Dsp) -> dict[str, str]:
     """A token for the tenant's own backend: it reaches that tenant's endpoints, events, deliveries, replay
     and pull logs only. Shown once (only its digest is stored); deleting the tenant revokes it."""
     return {"tenant": tenant_id, "token": dsp.issue_tenant_token(tenant_id)}
+
+
+@router.post(
+    "/tenants/{tenant_id}/portal-link",
+    status_code=status.HTTP_201_CREATED,
+    response_model=PortalLinkOut,
+    dependencies=OPERATOR_ONLY,
+)
+def create_portal_link(tenant_id: str, dsp: Dsp, request: Request) -> dict[str, Any]:
+    """A link to the tenant's consumer portal, for the platform to hand to its customer (or put in an iframe):
+    opened once within ``portal_link_ttl_s``, it logs that browser in to this tenant's endpoints only, for
+    ``portal_session_ttl_s``. Its address starts with ``public_url`` (else the address this request came to)."""
+    base = dsp.settings.public_url or str(request.base_url)
+    return dsp.portal_link(tenant_id, base).model_dump()

@@ -5,6 +5,8 @@ logs in, posts forms to the ``/v1`` API with the page's cookie session and the C
 refreshes the endpoint list (``GET /web/endpoints``, an HTML fragment) and the per-minute counters
 (``GET /v1/stats``) every few seconds.
 
+The consumer portal (``dispatcher.api.portal``) is this same page for one tenant: ``page(..., portal=tenant)``.
+
 A ``poll`` endpoint created through the form also gets its pull token, once: the page posts the secret it
 was just shown to ``POST /web/pull-token``, which derives the token (``dispatcher.signing.endpoint_token``)
 and stores nothing.
@@ -29,15 +31,15 @@ from dispatcher.api.auth import (
     SESSION_TTL_S,
     client_address,
     get_auth,
-    operator_only,
     refuse_cross_site,
     require_auth,
     require_csrf_header,
+    tenant_scope,
 )
 from dispatcher.api.schemas import Strict
 from dispatcher.client import Dispatcher
 from dispatcher.errors import InvalidInput
-from dispatcher.models import Attempt, Delivery, Endpoint
+from dispatcher.models import DEFAULT_TENANT, Attempt, Delivery, Endpoint, Tenant
 from dispatcher.settings import Settings
 from dispatcher.signing import endpoint_token
 
@@ -106,8 +108,9 @@ def endpoint_view(endpoint: Endpoint, deliveries: list[Delivery], dead_letters: 
     return EndpointView(endpoint, deliveries, dead_letters, attempts[0] if attempts else None, failing_since)
 
 
-def endpoint_views(dsp: Dispatcher) -> list[EndpointView]:
-    endpoints = list(reversed(dsp.list_endpoints()))[:PAGE_ENDPOINTS]  # ids sort by creation time
+def endpoint_views(dsp: Dispatcher, tenant: str | None = None) -> list[EndpointView]:
+    """The newest endpoints with their recent deliveries: every tenant's, or (``tenant``) that one's only."""
+    endpoints = list(reversed(dsp.list_endpoints(tenant=tenant)))[:PAGE_ENDPOINTS]  # ids sort by creation time
     dead = dsp.records.dead_counts([ep.id for ep in endpoints])
     return [
         endpoint_view(ep, dsp.endpoint_deliveries(ep.id, limit=PAGE_DELIVERIES), int(n))
@@ -142,8 +145,32 @@ def poll_retention(settings: Settings) -> str:
     return f"kept up to {span}, at most about {settings.poll_max_events:,} events"
 
 
-def render(name: str, **context: Any) -> HTMLResponse:
-    return HTMLResponse(templates.get_template(name).render(**context))
+def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    return HTMLResponse(templates.get_template(name).render(**context), status_code=status_code)
+
+
+def content_security_policy(frame_ancestors: str = "'none'") -> str:
+    """The pages' CSP: nothing but this origin's own files; framed only by ``frame_ancestors``."""
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        f"base-uri 'none'; form-action 'self'; frame-ancestors {frame_ancestors}"
+    )
+
+
+def page(dsp: Dispatcher, open_mode: bool, portal: Tenant | None = None) -> HTMLResponse:
+    """The whole page: the operator's (every tenant's endpoints, the live counters, each tenant's portal) or,
+    with ``portal``, one tenant's consumer portal (its endpoints only, no operator controls)."""
+    return render(
+        "index.html",
+        views=endpoint_views(dsp, portal.id if portal is not None else None),
+        event_types=event_type_views(dsp),
+        poll_retention=poll_retention(dsp.settings),
+        open_mode=open_mode,
+        portal=portal,
+        tenants=[] if portal is not None else [t for t in dsp.list_tenants() if t.id != DEFAULT_TENANT],
+        refresh_ms=REFRESH_MS,
+        page_endpoints=PAGE_ENDPOINTS,
+    )
 
 
 class Login(Strict):
@@ -174,31 +201,22 @@ def index(request: Request) -> HTMLResponse:
     auth = get_auth(request)
     if not auth.logged_in(request):
         return render("login.html")
-    dsp = _dispatcher(request)
-    return render(
-        "index.html",
-        views=endpoint_views(dsp),
-        event_types=event_type_views(dsp),
-        poll_retention=poll_retention(dsp.settings),
-        open_mode=auth.open,
-        refresh_ms=REFRESH_MS,
-        page_endpoints=PAGE_ENDPOINTS,
-    )
+    return page(_dispatcher(request), auth.open)
 
 
-@router.get("/web/endpoints", response_class=HTMLResponse, dependencies=[Depends(require_auth), Depends(operator_only)])
+@router.get("/web/endpoints", response_class=HTMLResponse, dependencies=[Depends(require_auth)])
 def endpoints_fragment(request: Request) -> HTMLResponse:
-    """The endpoint list alone, for the page's periodic refresh."""
+    """The endpoint list alone, for the page's periodic refresh (a portal's: its tenant's endpoints only)."""
     dsp = _dispatcher(request)
     return render(
         "_endpoints.html",
-        views=endpoint_views(dsp),
+        views=endpoint_views(dsp, tenant_scope(request)),
         poll_retention=poll_retention(dsp.settings),
         page_endpoints=PAGE_ENDPOINTS,
     )
 
 
-@router.post("/web/pull-token", dependencies=[Depends(require_auth), Depends(operator_only)])
+@router.post("/web/pull-token", dependencies=[Depends(require_auth)])
 def pull_token(body: PullTokenIn) -> PullTokenOut:
     """The pull token a secret derives for an endpoint: a pure computation, nothing is read or stored.
 

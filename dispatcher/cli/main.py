@@ -27,7 +27,7 @@ from dispatcher.cli.event_types import event_types
 from dispatcher.cli.flower import flower
 from dispatcher.cli.processes import api, dev, scheduler, worker
 from dispatcher.cli.pull import listen, subscribe_poll
-from dispatcher.cli.tenants import tenant
+from dispatcher.cli.tenants import portal_link, tenant
 from dispatcher.errormap import translate
 from dispatcher.errors import DispatcherError, EventNotFound, InvalidInput, StoreUnavailable
 from dispatcher.models import Delivery, DeliveryState, Endpoint
@@ -355,6 +355,7 @@ cli.add_command(flower)
 cli.add_command(bench)
 cli.add_command(event_types)
 cli.add_command(tenant)
+cli.add_command(portal_link)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

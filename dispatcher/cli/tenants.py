@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -62,3 +63,17 @@ def delete(tenant_id: str) -> None:
     """Delete tenant TENANT_ID, its endpoints and their pending deliveries."""
     with cli_dispatcher() as dsp:
         echo_json({"deleted": tenant_id, "purged": dsp.delete_tenant(tenant_id)})
+
+
+@click.command("portal-link")
+@click.argument("tenant_id")
+@click.option(
+    "--base-url", default=None, metavar="URL", help="Where browsers reach the API (default: DISPATCHER_PUBLIC_URL)."
+)
+def portal_link(tenant_id: str, base_url: str | None) -> None:
+    """Print a link to TENANT_ID's consumer portal: it opens once, within DISPATCHER_PORTAL_LINK_TTL_S."""
+    with cli_dispatcher() as dsp:
+        link = dsp.portal_link(tenant_id, base_url)
+    click.echo(link.url)
+    until = datetime.fromtimestamp(link.expires_at, UTC).strftime("%H:%M:%S UTC")
+    click.echo(f"Opens {tenant_id}'s portal once, until {until}; it is a credential: send it privately.", err=True)

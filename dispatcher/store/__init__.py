@@ -3,7 +3,7 @@
 ``Store(settings)`` connects once and holds one object per concern, each owning its keys:
 ``queue`` (fan-out and delivery queues, kick slots), ``endpoints``, ``records`` (deliveries, replay),
 ``ratelimits``, ``failing`` (endpoint health streaks), ``heartbeats`` (live workers),
-``event_types`` (the event-type catalog); ``stats()``
+``event_types`` (the event-type catalog), ``tenants``, ``portal`` (consumer portal links and sessions); ``stats()``
 reads every operational number. Key names come from ``keys.Keys``; Lua from ``lua/`` via ``scripts``.
 """
 
@@ -24,6 +24,7 @@ from dispatcher.store.keys import Keys
 from dispatcher.store.migrate import migrate
 from dispatcher.store.pacing import Pacing
 from dispatcher.store.poison import PoisonCounts
+from dispatcher.store.portal import PortalSessions
 from dispatcher.store.queue import Queue
 from dispatcher.store.ratelimits import RateLimits
 from dispatcher.store.records import Records
@@ -57,6 +58,7 @@ class Store:
         self.pacing = Pacing(self.redis, self.keys)
         self.event_types = EventTypeStore(self.redis, self.keys)
         self.tenants = TenantStore(self.redis, self.keys)
+        self.portal = PortalSessions(self.redis, self.keys)
 
     def stats(self, minutes: int = STATS_MINUTES_SHOWN) -> dict[str, Any]:
         """Every operational number, read now (``store.stats.collect_stats``)."""

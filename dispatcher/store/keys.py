@@ -115,6 +115,15 @@ class Keys:
         """string with a TTL: a web page login session -> the hex SHA-256 of the API key it logged in with."""
         return f"{self.prefix}session:{session_id}"
 
+    def portal_link(self, link_digest: str) -> str:
+        """string with a TTL: an unused portal link (the hex SHA-256 of its token) -> its tenant id; read and
+        deleted at once (GETDEL) when the link is opened."""
+        return f"{self.prefix}portal:link:{link_digest}"
+
+    def portal_session(self, session_id: str) -> str:
+        """string with a TTL: a consumer portal session -> the tenant it is scoped to."""
+        return f"{self.prefix}portal:session:{session_id}"
+
     def kick(self, stage: str, slot: int) -> str:
         """string with a short TTL: kick slot ``slot`` (1..kick_parallelism) of ``fanout`` or ``deliver``.
         Slot 0 is never taken: it stands for "no slot" where a script needs a key anyway."""

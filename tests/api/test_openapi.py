@@ -55,6 +55,7 @@ OPERATION_IDS = {
     "delete_tenant",
     "list_tenant_endpoints",
     "create_tenant_token",
+    "create_portal_link",
     "set_tenant_limits",
     "create_endpoint",
     "list_endpoints",
@@ -311,6 +312,8 @@ def test_generated_client_drives_every_operation_of_a_live_api(
     assert limited.max_events_per_day == 1000 and limited.max_events_per_s is None
     token = call("create_tenant_token", 201, "acme")
     assert isinstance(token, m.TenantToken) and token.token.startswith("wht_")
+    link = call("create_portal_link", 201, "acme")
+    assert isinstance(link, m.PortalLinkOut) and link.url.startswith(f"{api_server.url}/portal/whpl_")
     scoped = generated.AuthenticatedClient(base_url=api_server.url, token=token.token)
     assert [e.id for e in call("list_endpoints", 200, on=scoped).endpoints] == [theirs.id]
     assert call("delete_tenant", 200, "acme").purged == 0

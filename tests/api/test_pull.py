@@ -156,7 +156,7 @@ def test_who_may_read_a_log(api_factory: Callable[..., TestClient], api_settings
     assert_error(anon.get(poll_url("ep_nope"), headers=mine), 403, "forbidden")
     assert_error(api.get(poll_url("ep_nope")), 404, "not_found")
     session = api_factory(headers={})
-    session.cookies.set(SESSION_COOKIE, Auth(api_settings, dsp.store.sessions, dsp.store.tenants).issue_session(KEY))
+    session.cookies.set(SESSION_COOKIE, Auth(api_settings, dsp.store).issue_session(KEY))
     assert session.get(poll_url(poll.id)).status_code == 200
 
 

@@ -138,7 +138,7 @@ def test_either_configured_key_works(api_factory: Callable[..., TestClient]) -> 
 def test_auth_compares_keys_in_constant_time_and_sessions_live_in_redis(
     settings: Settings, dsp: Dispatcher, raw_redis: redis.Redis
 ) -> None:
-    auth = Auth(with_keys(settings), dsp.store.sessions, dsp.store.tenants)
+    auth = Auth(with_keys(settings), dsp.store)
     assert auth.check_key(KEY) and auth.check_key(OTHER_KEY)
     assert not auth.check_key(KEY[:-1]) and not auth.check_key("")
     token = auth.issue_session(KEY)
@@ -149,7 +149,7 @@ def test_auth_compares_keys_in_constant_time_and_sessions_live_in_redis(
     assert raw_redis.get(stored) != KEY.encode() and SESSION_TTL_S - 5 <= raw_redis.ttl(stored) <= SESSION_TTL_S
     assert not auth.check_session("not-a-session") and not auth.check_session("")
     # the key it logged in with leaves the settings: the session stops working and is deleted
-    revoked = Auth(settings.model_copy(update={"api_keys": (OTHER_KEY,)}), dsp.store.sessions, dsp.store.tenants)
+    revoked = Auth(settings.model_copy(update={"api_keys": (OTHER_KEY,)}), dsp.store)
     assert not revoked.check_session(token)
     assert not raw_redis.exists(stored)
     assert not auth.check_session(token)  # gone for the old configuration too

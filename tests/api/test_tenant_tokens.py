@@ -19,7 +19,7 @@ COLLECTION = "collection"  # lists or creates within the caller's own tenant
 
 ROUTES: dict[str, str] = {
     "create_tenant": OPERATOR, "set_tenant_limits": OPERATOR, "list_tenants": OPERATOR, "delete_tenant": OPERATOR,
-    "create_tenant_token": OPERATOR,
+    "create_tenant_token": OPERATOR, "create_portal_link": OPERATOR,
     "get_stats": OPERATOR, "get_metrics": OPERATOR, "register_event_type": OPERATOR, "delete_event_type": OPERATOR,
     "get_tenant": THEIRS, "list_tenant_endpoints": THEIRS, "get_endpoint": THEIRS, "update_endpoint": THEIRS,
     "delete_endpoint": THEIRS, "rotate_endpoint_secret": THEIRS, "enable_endpoint": THEIRS,

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 COMMANDS = [
     "api",
     "tenant",
+    "portal-link",
     "stats",
     "subscribe",
     "unsubscribe",
@@ -169,9 +170,14 @@ def test_tenants_from_the_command_line(
     assert json.loads(ok(run("tenant", "limits", "acme")))["max_events_per_day"] is None
     assert_clean_error(run("enqueue", "order.paid", "{}", "--tenant", "nope"), 1, "no tenant 'nope'")
     assert_clean_error(run("subscribe", receiver.url, "--tenant", "nope"), 1, "no tenant 'nope'")
+    link = ok(run("portal-link", "acme", "--base-url", "https://hooks.example.com/")).strip()
+    assert re.fullmatch(r"https://hooks\.example\.com/portal/whpl_[A-Za-z0-9_-]{43}", link), link
+    assert ok(run("portal-link", "acme")).strip().startswith("http://127.0.0.1:8000/portal/whpl_")
+    assert_clean_error(run("portal-link", "acme", "--base-url", "hooks.example.com"), 2, "must be http(s)://host")
     assert json.loads(ok(run("tenant", "delete", "acme"))) == {"deleted": "acme", "purged": 0}
     assert json.loads(ok(run("endpoints", "--json"))) == []
     assert_clean_error(run("tenant", "delete", "acme"), 1, "no tenant 'acme'")
+    assert_clean_error(run("portal-link", "acme"), 1, "no tenant 'acme'")
 
 
 # -- events ----------------------------------------------------------------------------------------

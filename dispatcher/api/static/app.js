@@ -1,11 +1,24 @@
 // webhook-dispatcher web page: login, register an endpoint, actions, periodic refresh.
 // Every state-changing request carries the X-Dispatcher-CSRF header; the session cookie is HttpOnly.
+// The consumer portal is this page for one tenant (<body data-portal="TENANT">): every call then carries
+// X-Dispatcher-Portal: TENANT, which makes the API use the portal's session, scoped to that tenant.
 "use strict";
 
 const CSRF_HEADER = "X-Dispatcher-CSRF";
+const PORTAL_HEADER = "X-Dispatcher-Portal";
+
+function portalTenant() {
+  return document.body ? document.body.dataset.portal || "" : "";
+}
+
+function baseHeaders() {
+  const headers = { [CSRF_HEADER]: "1" };
+  if (portalTenant()) headers[PORTAL_HEADER] = portalTenant();
+  return headers;
+}
 
 async function api(method, path, body) {
-  const init = { method, credentials: "same-origin", headers: { [CSRF_HEADER]: "1", Accept: "application/json" } };
+  const init = { method, credentials: "same-origin", headers: { ...baseHeaders(), Accept: "application/json" } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -58,7 +71,7 @@ async function refreshEndpoints() {
   if (refreshing) return;
   refreshing = true;
   try {
-    const resp = await fetch("/web/endpoints", { credentials: "same-origin" });
+    const resp = await fetch("/web/endpoints", { credentials: "same-origin", headers: baseHeaders() });
     if (resp.status === 401) { window.location.reload(); return; }
     if (resp.ok) document.getElementById("endpoints").innerHTML = await resp.text();
   } catch (e) {
@@ -252,6 +265,11 @@ const ACTIONS = {
     const out = await api("POST", `/v1/endpoints/${encodeURIComponent(id)}/replay?state=dead`);
     return `${out.replayed} dead deliveries queued again.`;
   },
+  rotate: async (id) => {
+    if (!window.confirm("Rotate the signing secret? The old one keeps signing alongside the new one for a day.")) return "";
+    const ep = await api("POST", `/v1/endpoints/${encodeURIComponent(id)}/rotate-secret`);
+    return `New signing secret of ${ep.id}, shown only this once (the old one also signs for a day): ${ep.secret}`;
+  },
   delete: async (id, button) => {
     if (!window.confirm(`Delete the endpoint ${button.dataset.url}? Its pending deliveries will go dead.`)) return "";
     await api("DELETE", `/v1/endpoints/${encodeURIComponent(id)}`);
@@ -280,9 +298,28 @@ function setupActions() {
   });
 }
 
-function setupLogout(button) {
+function setupLogout(button, path) {
   button.addEventListener("click", async () => {
-    try { await api("POST", "/web/logout"); } finally { window.location.reload(); }
+    try { await api("POST", path); } finally { window.location.reload(); }
+  });
+}
+
+// The operator's "Open portal" buttons: a single-use link for the tenant, opened in a new tab.
+function setupTenants(section) {
+  const error = document.getElementById("tenants-error");
+  section.addEventListener("click", async (ev) => {
+    const button = ev.target.closest("button[data-portal-tenant]");
+    if (!button) return;
+    show(error, "");
+    button.disabled = true;
+    try {
+      const link = await api("POST", `/v1/tenants/${encodeURIComponent(button.dataset.portalTenant)}/portal-link`);
+      window.open(link.url, "_blank", "noopener");
+    } catch (err) {
+      if (!sessionLost(err)) show(error, err.message);
+    } finally {
+      button.disabled = false;
+    }
   });
 }
 
@@ -294,8 +331,13 @@ document.addEventListener("DOMContentLoaded", () => {
   setupSubscribe(subscribe);
   setupActions();
   const logout = document.getElementById("logout");
-  if (logout) setupLogout(logout);
+  if (logout) setupLogout(logout, "/web/logout");
+  const portalLogout = document.getElementById("portal-logout");
+  if (portalLogout) setupLogout(portalLogout, "/portal/logout");
+  const tenants = document.getElementById("tenants");
+  if (tenants) setupTenants(tenants);
+  const counters = document.getElementById("counters") !== null;  // the operator's only
   const every = parseInt(document.body.dataset.refreshMs || "3000", 10);
-  refreshCounters();
-  setInterval(() => { refreshEndpoints(); refreshCounters(); }, every);
+  if (counters) refreshCounters();
+  setInterval(() => { refreshEndpoints(); if (counters) refreshCounters(); }, every);
 });
