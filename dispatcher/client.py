@@ -18,7 +18,7 @@ from dispatcher.kicks import Kicker
 from dispatcher.models import DEFAULT_TENANT, Delivery, DeliveryState, Endpoint, PortalLink, Tenant
 from dispatcher.settings import PUBLIC_URL, Settings
 from dispatcher.store import Store
-from dispatcher.store.queue import Stage
+from dispatcher.store.work import Stage
 
 log = logging.getLogger(__name__)
 

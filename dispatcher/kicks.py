@@ -22,9 +22,11 @@ from celery import Celery
 from dispatcher.brokers import is_amqp
 from dispatcher.errormap import translated
 from dispatcher.errors import BrokerUnavailable, ConfigError, StoreError
-from dispatcher.settings import Settings, redact_url
+from dispatcher.redis_choice import redact_url
+from dispatcher.settings import Settings
 from dispatcher.store.connection import SENTINEL_SCHEME, celery_broker, parse_sentinel
-from dispatcher.store.queue import Queue, Stage
+from dispatcher.store.queue import Queue
+from dispatcher.store.work import Stage
 
 log = logging.getLogger(__name__)
 

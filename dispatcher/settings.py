@@ -5,18 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from dispatcher.brokers import check_broker_url
-from dispatcher.devstack import DevStackInfo, devstack_path, read_devstack
 from dispatcher.errors import ConfigError
+from dispatcher.redis_choice import RedisChoice, choose_redis
 from dispatcher.version import __version__
 
 log = logging.getLogger(__name__)
@@ -57,69 +54,10 @@ def parse_api_keys(value: object) -> tuple[str, ...]:
     return tuple(k for k in items if k)
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe to print."""
-    try:
-        parts = urlsplit(url)
-        password, user, host, port = parts.password, parts.username, parts.hostname, parts.port
-    except ValueError:
-        return "<unparseable url>"
-    if password is None:
-        return url
-    host = host or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user or ''}:***@{host}" + (f":{port}" if port is not None else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 # the consumer portal's public address, and one CSP frame-ancestors source (no ';' or ',': nothing else
 # can be smuggled into the header)
 PUBLIC_URL = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+")
 FRAME_SOURCE = re.compile(r"'self'|'none'|(https?://)?(\*\.)?[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*(:(\d{1,5}|\*))?|https?:")
-FROM_SETTING = "DISPATCHER_REDIS_URL"
-FROM_DEVSTACK = "dev stack"
-NO_REDIS = "no Redis configured: set DISPATCHER_REDIS_URL=redis://host:6379/0, or start `dispatcher dev`"
-
-
-@dataclass(frozen=True)
-class RedisChoice:
-    """The Redis a process uses and where that came from: ``source`` is ``DISPATCHER_REDIS_URL`` or
-    ``dev stack`` (then ``devstack`` is the announcement read from ``devstack_file``)."""
-
-    url: str
-    source: str
-    devstack: DevStackInfo | None = None
-    devstack_file: Path | None = None
-
-    @property
-    def from_devstack(self) -> bool:
-        return self.source == FROM_DEVSTACK
-
-    def describe(self) -> str:
-        """One line for logs: the URL (password masked) and where it came from."""
-        if self.devstack is not None:
-            return (
-                f"{redact_url(self.url)} (the Redis of `dispatcher dev`, pid {self.devstack.pid}, found in "
-                f"{self.devstack_file}; set DISPATCHER_REDIS_URL to use another)"
-            )
-        return f"{redact_url(self.url)} (from {self.source})"
-
-
-def choose_redis(redis_url: str | None, devstack_file: str | None = None) -> RedisChoice:
-    """The Redis to use: ``redis_url`` when set, else the running ``dispatcher dev``'s (announced in
-    ``devstack_path(devstack_file)``), else ``ConfigError`` naming ``DISPATCHER_REDIS_URL``: never a guess."""
-    if redis_url:
-        return RedisChoice(redis_url, FROM_SETTING)
-    path = devstack_path(devstack_file)
-    info = read_devstack(path)
-    if info is not None and info.alive():
-        choice = RedisChoice(info.redis_url, FROM_DEVSTACK, info, path)
-        log.info("Redis: %s", choice.describe())
-        return choice
-    if info is not None:
-        raise ConfigError(f"{NO_REDIS} (the one announced in {path}, pid {info.pid}, no longer runs)")
-    raise ConfigError(f"{NO_REDIS} (a running one is found through {path})")
 
 
 class Durability(StrEnum):
@@ -419,24 +357,3 @@ def check_api_config(settings: Settings) -> None:
             "DISPATCHER_API_INSECURE_NO_AUTH needs DISPATCHER_API_ALLOWED_HOSTS (e.g. 127.0.0.1:8000,localhost:8000): "
             "without keys, a Host allow-list is what stops another site's page from reaching the API by DNS rebinding"
         )
-
-
-def _shown(value: object) -> str:
-    if value is None or value == ():
-        return "(none)"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple):
-        return ",".join(_shown(v) for v in value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def settings_table() -> str:
-    """The README's settings table, made from ``Settings`` (a test holds the README to it)."""
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for name, info in Settings.model_fields.items():
-        default = "`webhook-dispatcher/<version>`" if name == "user_agent" else f"`{_shown(info.default)}`"
-        rows.append(f"| `{name.upper()}` | {default} | {info.description} |")
-    return "\n".join(rows)

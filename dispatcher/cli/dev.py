@@ -34,7 +34,7 @@ from typing import IO, Any, TextIO
 from dispatcher.cli.embedded import EmbeddedRedis, reachable
 from dispatcher.devstack import announce, devstack_path, remove_devstack
 from dispatcher.errors import DispatcherError
-from dispatcher.settings import redact_url
+from dispatcher.redis_choice import redact_url
 
 READY_LINE = "dispatcher dev is ready"
 WORKER_READY_MARK = " ready."  # celery logs "celery@host ready." once it consumes

@@ -17,7 +17,8 @@ from dispatcher.errormap import translated
 from dispatcher.store.endpoints import EndpointStore
 from dispatcher.store.heartbeats import Heartbeats
 from dispatcher.store.keys import Keys
-from dispatcher.store.queue import Queue, Stage
+from dispatcher.store.queue import Queue
+from dispatcher.store.work import Stage
 
 OUTCOMES = ("delivered", "retrying", "dead")
 

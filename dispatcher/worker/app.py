@@ -16,7 +16,8 @@ from celery.exceptions import CPendingDeprecationWarning
 from dispatcher.errormap import translated
 from dispatcher.errors import ConfigError, StoreError
 from dispatcher.kicks import Kicker, check_broker, make_celery
-from dispatcher.settings import Settings, redact_url
+from dispatcher.redis_choice import redact_url
+from dispatcher.settings import Settings
 from dispatcher.store import Store
 from dispatcher.store.heartbeats import Heartbeats
 from dispatcher.worker.scheduler import run_scheduler

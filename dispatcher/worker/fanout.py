@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from dispatcher.ids import delivery_id
 from dispatcher.models import POLL_KIND
-from dispatcher.store.queue import FanoutItem, SlotMode, Stage
+from dispatcher.store.work import FanoutItem, SlotMode, Stage
 from dispatcher.worker.limits import MAX_SLOW_DEFER_MS
 from dispatcher.worker.runtime import Runtime
 

@@ -18,8 +18,9 @@ import orjson
 from dispatcher.defaults import LATENCY_BUCKETS_MS
 from dispatcher.models import DeliveryState
 from dispatcher.settings import Settings
-from dispatcher.store.queue import Counter, Queue
-from dispatcher.store.queue import Outcome as RecordedOutcome
+from dispatcher.store.queue import Queue
+from dispatcher.store.work import Counter
+from dispatcher.store.work import Outcome as RecordedOutcome
 from dispatcher.worker.jobs import Decision, Job, Outcome, decide
 from dispatcher.worker.targets import Target
 

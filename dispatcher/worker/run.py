@@ -22,7 +22,7 @@ from dispatcher.defaults import SLOT_REFRESH_S
 from dispatcher.errormap import translated
 from dispatcher.errors import StoreUnavailable
 from dispatcher.models import DeliveryState
-from dispatcher.store.queue import SlotMode, Stage
+from dispatcher.store.work import SlotMode, Stage
 from dispatcher.worker import http, monitor, ratelimit
 from dispatcher.worker.fanout import fanout_once
 from dispatcher.worker.jobs import Job, Outcome, Skip
@@ -203,9 +203,12 @@ class DeliveryRun:
         return len(self.inflight) - slow, slow
 
     def busy(self) -> int:
-        """The fast lane's load: requests in flight and chunks waiting, of endpoints that are not slow."""
+        """The fast lane's load: requests in flight to endpoints that are not slow, and of the chunks waiting
+        for each such endpoint its next round (up to its limit). Counting every chunk held for an endpoint
+        would let a few endpoints that hang, before they are found slow, stop this process claiming anything
+        for anyone (another tenant's work included) for as long as finding it takes."""
         limits = self.rt.limits
-        waiting = sum(len(q) for ep_id, q in self.waiting.items() if not limits.slow(ep_id))
+        waiting = sum(min(len(q), limits.get(ep_id)) for ep_id, q in self.waiting.items() if not limits.slow(ep_id))
         return self.lanes()[0] + waiting
 
     def waiting_count(self) -> int:

@@ -14,7 +14,7 @@ from dispatcher.client import Dispatcher
 from dispatcher.kicks import Kicker
 from dispatcher.settings import Settings
 from dispatcher.store import Store
-from dispatcher.store.queue import Stage
+from dispatcher.store.work import Stage
 from dispatcher.worker.engines import Engine, make_engine
 from dispatcher.worker.health import EndpointHealth
 from dispatcher.worker.limits import EndpointLimits

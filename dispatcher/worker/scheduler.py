@@ -19,7 +19,8 @@ from types import FrameType
 from dispatcher.errormap import translated
 from dispatcher.errors import BrokerUnavailable, ConfigError, StoreError
 from dispatcher.kicks import Kicker, check_broker, make_celery
-from dispatcher.settings import Settings, redact_url
+from dispatcher.redis_choice import redact_url
+from dispatcher.settings import Settings
 from dispatcher.store import Store
 
 log = logging.getLogger(__name__)

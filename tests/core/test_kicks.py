@@ -19,7 +19,7 @@ from dispatcher.errors import BrokerUnavailable
 from dispatcher.kicks import TASK_DELIVER, TASK_FANOUT, Kicker, make_celery
 from dispatcher.settings import Settings
 from dispatcher.store import Store
-from dispatcher.store.queue import Stage
+from dispatcher.store.work import Stage
 
 PARALLELISM = 3
 

@@ -122,9 +122,11 @@ def test_bad_key_prefix(prefix: str) -> None:
 
 
 def test_readme_settings_table_is_the_generated_one(repo_root: Path) -> None:
-    from dispatcher.settings import settings_table
+    from dispatcher.settings_table import settings_table
 
     readme = (repo_root / "README.md").read_text()
     block = readme.split("<!-- settings-table -->\n", 1)[1].split("\n<!-- /settings-table -->", 1)[0]
-    assert block == settings_table(), "README's settings table is stale: paste dispatcher.settings.settings_table()"
+    assert block == settings_table(), (
+        "README's settings table is stale: paste settings_table()"
+    )
     assert "| `ENDPOINT_INFLIGHT` | `32` |" in block  # the default the code uses, not an older one

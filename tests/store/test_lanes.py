@@ -17,7 +17,7 @@ from dispatcher.events import NewEvent
 from dispatcher.ids import delivery_id
 from dispatcher.models import DEFAULT_TENANT
 from dispatcher.store import Store
-from dispatcher.store.queue import FanoutItem, Outcome, SlotMode, Stage
+from dispatcher.store.work import FanoutItem, Outcome, SlotMode, Stage
 
 NOISY, QUIET = "noisy", "quiet"
 
@@ -66,7 +66,8 @@ def test_a_claim_shares_its_limit_and_a_backlog_cannot_keep_another_lane_waiting
     store.queue.enqueue([quiet])  # queued after the whole backlog
     first = store.queue.claim_events(100)
     assert quiet.id in ids_of(first.events)  # in the very first claim, not after 300 others
-    assert len(first.events) == 100  # the share the quiet lane did not use went to the lane with more
+    assert len(first.events) == 51  # while another lane has work, the backlog gets its share: a smaller batch
+    assert len(store.queue.claim_events(100).events) == 100  # alone again: the whole limit
 
 
 def test_a_lone_backlog_still_fills_every_claim(

@@ -15,7 +15,7 @@ from dispatcher import Dispatcher
 from dispatcher.errors import CursorExpired, InvalidCursor
 from dispatcher.settings import Settings
 from dispatcher.store.pull_log import PullLog, parse_cursor
-from dispatcher.store.queue import FanoutItem
+from dispatcher.store.work import FanoutItem
 from dispatcher.worker.fanout import run_fanout
 from dispatcher.worker.runtime import Runtime
 

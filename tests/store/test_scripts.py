@@ -23,8 +23,8 @@ from dispatcher.store import Store
 from dispatcher.store import pull_log as pull_log_module
 from dispatcher.store.keys import Keys
 from dispatcher.store.pull_log import PullLog
-from dispatcher.store.queue import Counter, FanoutItem, Outcome, SlotMode, Stage
 from dispatcher.store.ratelimits import HOLD_TTL_MS
+from dispatcher.store.work import Counter, FanoutItem, Outcome, SlotMode, Stage
 
 EP1, EP2 = "ep_one", "ep_two"
 

@@ -32,7 +32,7 @@ from dispatcher import Dispatcher
 from dispatcher.errors import ConfigError
 from dispatcher.kicks import celery_config
 from dispatcher.settings import Settings
-from dispatcher.store.queue import Stage
+from dispatcher.store.work import Stage
 
 if TYPE_CHECKING:
     from tests.conftest import Flower, Receiver, SchedulerProcess, Worker

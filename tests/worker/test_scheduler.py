@@ -19,7 +19,7 @@ from dispatcher.cli.embedded import EmbeddedRedis
 from dispatcher.kicks import TASK_DELIVER, TASK_FANOUT, Kicker, make_celery
 from dispatcher.settings import Settings
 from dispatcher.store import Store
-from dispatcher.store.queue import Stage
+from dispatcher.store.work import Stage
 from dispatcher.worker.scheduler import run_scheduler
 
 INTERVAL_S = 0.02

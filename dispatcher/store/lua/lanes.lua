@@ -1,7 +1,8 @@
 -- lanes: the claim claim_events and claim_deliveries share (`--#include lanes`, after `now`): lease up to
--- `limit` due members over the default tenant's lane and the other tenants' lanes the caller passed, each
--- lane first up to an equal share of the limit, then what is left of it in the order given, so one tenant's
--- backlog never keeps another tenant's work waiting more than a claim. Every lane passed then has its
+-- `limit` due members over the default tenant's lane and the other tenants' lanes the caller passed: each
+-- lane with anything due up to an equal share of the limit (the whole limit when it is the only one). So
+-- one tenant's backlog never keeps another tenant's work waiting more than a claim, and while others have
+-- work too, its claims stay at its share (a smaller batch, done sooner). Every lane passed then has its
 -- entry in the lanes index put right: its earliest score, or no entry when it is empty.
 -- KEYS[1] lane        zset    the default tenant's lane: member -> due ms, or lease end while claimed
 -- KEYS[2] slot        string  (the including script's)
@@ -12,24 +13,17 @@
 -- claim_lanes(limit, until_ms, first, first_arg) returns {{position in KEYS, tenant or '', members}...}
 -- (lanes that gave nothing left out), and due_elsewhere() whether a lane not passed may hold due work.
 local function claim_lanes(limit, until_ms, first, first_arg)
-  local lanes = {{1, ''}}
+  local lanes, active = {{1, ''}}, {}
   for p = first, #KEYS do lanes[#lanes + 1] = {p, ARGV[first_arg + p - first]} end
-  local share = math.max(1, math.ceil(limit / #lanes))
-  local got, left = {}, limit
-  for pass = 1, 2 do
-    for i, lane in ipairs(lanes) do
-      if left <= 0 then break end
-      local want = pass == 1 and math.min(share, left) or left
-      if pass == 1 or (got[i] and #got[i] == share) then  -- the second pass: lanes that had more
-        local members = redis.call('ZRANGEBYSCORE', KEYS[lane[1]], '-inf', now, 'LIMIT', 0, want)
-        for _, m in ipairs(members) do
-          redis.call('ZADD', KEYS[lane[1]], until_ms, m)
-          got[i] = got[i] or {}
-          got[i][#got[i] + 1] = m
-        end
-        left = left - #members
-      end
-    end
+  for i, lane in ipairs(lanes) do
+    if redis.call('ZCOUNT', KEYS[lane[1]], '-inf', now) > 0 then active[#active + 1] = i end
+  end
+  local share = #active == 1 and limit or math.ceil(limit / math.max(1, #active))
+  local got = {}
+  for _, i in ipairs(active) do
+    local members = redis.call('ZRANGEBYSCORE', KEYS[lanes[i][1]], '-inf', now, 'LIMIT', 0, share)
+    for _, m in ipairs(members) do redis.call('ZADD', KEYS[lanes[i][1]], until_ms, m) end
+    got[i] = members
   end
   local out = {}
   for i, lane in ipairs(lanes) do
