@@ -17,6 +17,8 @@ from dispatcher.store.work import FanoutItem, SlotMode, Stage
 from dispatcher.worker.limits import MAX_SLOW_DEFER_MS
 from dispatcher.worker.runtime import Runtime
 
+FANOUT_SLICE_S = 0.5  # how long a fan-out task works before queueing itself behind the kicks sent meanwhile
+
 
 @dataclass
 class FanoutResult:
@@ -78,10 +80,13 @@ def pace_hanging_endpoints(rt: Runtime, hanging: dict[str, list[tuple[FanoutItem
 
 
 def run_fanout(rt: Runtime, slot: int = 0) -> FanoutResult:
-    """Fan out until no event is due or the task budget is spent; wakes delivery as it goes."""
+    """Fan out until no event is due or the task's slice is spent; wakes delivery as it goes. The slice is
+    short (``FANOUT_SLICE_S``): a long fan-out (one tenant's big backlog) hands its process over to the
+    delivery kicks queued behind it every so often, instead of keeping every process from delivering
+    anybody's webhooks until it is done."""
     s = rt.settings
     result = FanoutResult()
-    deadline = time.monotonic() + s.task_budget_s
+    deadline = time.monotonic() + min(s.task_budget_s, FANOUT_SLICE_S)
     mode = SlotMode.RELEASE_IF_EMPTY if slot else SlotMode.NONE
     while True:
         events, created = fanout_once(rt, slot, mode)
