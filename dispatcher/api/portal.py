@@ -28,10 +28,8 @@ from dispatcher.api.auth import (
     PORTAL_COOKIE,
     client_address,
     get_auth,
-    refuse_cross_site,
-    require_csrf_header,
 )
-from dispatcher.api.web import content_security_policy, page, render
+from dispatcher.api.web import content_security_policy, end_cookie_session, page, render
 from dispatcher.client import Dispatcher
 from dispatcher.settings import Settings
 
@@ -99,14 +97,7 @@ def portal(request: Request) -> Response:
 
 @router.post("/portal/logout", status_code=204)
 def portal_logout(request: Request) -> Response:
-    refuse_cross_site(request)
-    require_csrf_header(request)
-    cookie = request.cookies.get(PORTAL_COOKIE)
-    if cookie is not None:
-        get_auth(request).end_portal(cookie)
-    response = Response(status_code=204)
-    response.delete_cookie(PORTAL_COOKIE, path="/", httponly=True)
-    return response
+    return end_cookie_session(request, PORTAL_COOKIE, get_auth(request).end_portal)
 
 
 def install_portal(app: FastAPI) -> None:

@@ -15,6 +15,7 @@ and stores nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -253,16 +254,22 @@ def login(request: Request, body: Login) -> Response:
     return response
 
 
-@router.post("/web/logout", status_code=204)
-def logout(request: Request) -> Response:
+def end_cookie_session(request: Request, name: str, end: Callable[[str], None], **cookie: Any) -> Response:
+    """A logout: same-site, with the CSRF header; the session in cookie ``name`` ends here (``end``), not
+    only in this browser, and the cookie is deleted (``cookie``: its attributes)."""
     refuse_cross_site(request)
     require_csrf_header(request)
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie is not None:
-        get_auth(request).end_session(cookie)  # the session ends here, not only in this browser
+    value = request.cookies.get(name)
+    if value is not None:
+        end(value)
     response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    response.delete_cookie(name, path="/", httponly=True, **cookie)
     return response
+
+
+@router.post("/web/logout", status_code=204)
+def logout(request: Request) -> Response:
+    return end_cookie_session(request, SESSION_COOKIE, get_auth(request).end_session, samesite="strict")
 
 
 def install_web(app: FastAPI) -> None:

@@ -30,10 +30,12 @@ class FanoutResult:
         return {"events": self.events, "deliveries": self.deliveries, "batches": self.batches}
 
 
-def fanout_once(rt: Runtime, slot: int = 0, mode: SlotMode = SlotMode.NONE) -> tuple[int, int]:
-    """Claim up to ``fanout_batch`` events and record their deliveries; returns (events, deliveries)."""
+def fanout_once(
+    rt: Runtime, slot: int = 0, mode: SlotMode = SlotMode.NONE, limit: int | None = None
+) -> tuple[int, int]:
+    """Claim up to ``limit`` (``fanout_batch``) events and record their deliveries; returns (events, deliveries)."""
     queue = rt.store.queue
-    claim = queue.claim_events(rt.settings.fanout_batch, slot, mode)
+    claim = queue.claim_events(limit or rt.settings.fanout_batch, slot, mode)
     if not claim.events:
         return 0, 0
     cache = rt.cache

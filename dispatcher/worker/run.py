@@ -4,8 +4,9 @@ One ``deliver_loop`` is one Celery task (``dispatcher.deliver``): it keeps up to
 requests in flight on one keep-alive HTTP pool, claiming more from Redis as requests finish, and
 writes the outcomes back in batches (``recording``). Requests to one endpoint are capped by
 ``EndpointLimits`` so a slow endpoint cannot take every slot; what it cannot take soon goes back to
-Redis, spread over the time it would need. The loop also fans out due events every ``FANOUT_EVERY_S``,
-so a busy worker never leaves new events waiting behind its own long-running task.
+Redis, spread over the time it would need. The loop also fans out due events every ``FANOUT_EVERY_S``
+(in smaller batches, and never more than half of its time), so a busy worker never leaves new events
+waiting behind its own long-running task, nor other deliveries behind a big fan-out.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ FLUSH_INTERVAL_S = 0.02
 DEFER_MS = 200  # how long a delivery over its endpoint's in-flight cap waits before it is due again
 MAX_DEFER_MS = 30_000  # a surplus handed back is spread over at most this long (slow endpoints: MAX_SLOW_DEFER_MS)
 FANOUT_EVERY_S = 0.01
+# the loop fans out batches of fanout_batch / this, so a big fan-out (one tenant's backlog) never holds the
+# claims and sends of everybody else's deliveries for long
+LOOP_FANOUT_SHARE = 4
 LINGER_POLL_S = 0.01
 STORE_RETRY_S = 0.1  # Redis unreachable: how often the loop tries again
 STORE_PATIENCE_S = 30.0  # and how long before the task gives up (its leases bring the deliveries back)
@@ -71,6 +75,10 @@ class DeliveryRun:
         self.summary = Summary()
         self.clock_ms = 0  # Redis' clock at the last claim
         self.clock_mono = 0.0
+        # past the task's budget: no new request to a slow endpoint (its chunks go back to Redis), so the
+        # slow requests in flight are over by the hard deadline and a hanging endpoint never keeps the task
+        # from claiming anybody's work while it waits for them
+        self.closing = False
         self.recorder = Recorder(rt.settings, rt.store.queue)
         self._hook_outcomes()
 
@@ -171,7 +179,7 @@ class DeliveryRun:
         endpoint's when the slow lane is full, any one held for a third of its lease, so no claimed
         delivery is ever held here until another worker may claim it."""
         limits = self.rt.limits
-        slow_room = self.rt.settings.deliver_inflight - self.lanes()[1]
+        slow_room = 0 if self.closing else self.rt.settings.deliver_inflight - self.lanes()[1]
         stale = time.monotonic() - self.rt.settings.lease_s / 3
         back: list[tuple[Job, int]] = []
         for ep_id in list(self.waiting):
@@ -307,10 +315,12 @@ async def deliver_loop(
     counts = b.summary.counts
     deadline = time.monotonic() + (s.task_budget_s if budget_s is None else budget_s)
     # past the budget the task only finishes what is in flight; while a slow request keeps it here
-    # anyway it goes on claiming (so it is never idle waiting), but not past one more timeout
+    # anyway it goes on claiming (so it is never idle waiting), but not past one more timeout, and it starts
+    # no new slow request (``closing``): those in flight are over by then, so it ends soon after
     hard_deadline = deadline + s.timeout_s
     idle_since: float | None = None
     last_flush = last_fanout = last_keep = time.monotonic()
+    fanout_took = 0.0
     last_share = 0.0
     threshold = max(1, s.deliver_inflight // 4)
     released = False
@@ -326,9 +336,11 @@ async def deliver_loop(
                     rt.store.queue.keep_slot(Stage.DELIVER, slot)
                     last_keep = now
                 working = now < deadline or (bool(b.inflight) and now < hard_deadline)
-                if now - last_fanout >= FANOUT_EVERY_S and working:
-                    last_fanout = now
-                    events, created = fanout_once(rt)
+                b.closing = now >= deadline
+                if now - last_fanout >= max(FANOUT_EVERY_S, fanout_took) and working:
+                    events, created = fanout_once(rt, limit=max(1, s.fanout_batch // LOOP_FANOUT_SHARE))
+                    last_fanout = time.monotonic()  # as long again for claims and sends: at most half for fan-out
+                    fanout_took = last_fanout - now
                     counts["fanned_out"] += created
                     if events:
                         idle_since = None
