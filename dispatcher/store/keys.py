@@ -125,6 +125,7 @@ class Keys:
         return f"{self.prefix}portal:session:{session_id}"
 
     def kick(self, stage: str, slot: int) -> str:
-        """string with a short TTL: kick slot ``slot`` (1..kick_parallelism) of ``fanout`` or ``deliver``.
+        """string with a short TTL: kick slot ``slot`` (1..kick_parallelism) of ``fanout`` or ``deliver``: ``q``
+        while its kick waits for a process, ``r`` while a task runs with it.
         Slot 0 is never taken: it stands for "no slot" where a script needs a key anyway."""
         return f"{self.prefix}kick:{stage}:{slot}"

@@ -332,7 +332,12 @@ class Queue:
 
     def keep_slot(self, stage: Stage, slot: int) -> None:
         """A running task says it is alive: its slot lives ``SLOT_RUNNING_TTL_MS`` more."""
-        self._r.set(self._k.kick(stage, slot), "1", px=SLOT_RUNNING_TTL_MS)
+        self._r.set(self._k.kick(stage, slot), "r", px=SLOT_RUNNING_TTL_MS)
+
+    def kick_waiting(self, stage: Stage) -> bool:
+        """Whether a kick of ``stage`` is queued and no task has picked it up yet (its slot says ``q``; a
+        running task's says ``r``)."""
+        return b"q" in self._r.mget(self.slot_keys(stage))
 
     def count_due(self, stage: Stage, cap: int) -> int:
         """How many entries of the stage's lanes are due now (counted up to ``cap``)."""

@@ -83,12 +83,13 @@ def pace_hanging_endpoints(rt: Runtime, hanging: dict[str, list[tuple[FanoutItem
 
 def run_fanout(rt: Runtime, slot: int = 0) -> FanoutResult:
     """Fan out until no event is due or the task's slice is spent; wakes delivery as it goes. The slice is
-    short (``FANOUT_SLICE_S``): a long fan-out (one tenant's big backlog) hands its process over to the
-    delivery kicks queued behind it every so often, instead of keeping every process from delivering
-    anybody's webhooks until it is done."""
+    short (``FANOUT_SLICE_S``) and ends early when a delivery kick is waiting for a process: a long fan-out
+    (one tenant's big backlog) hands its process over to delivery instead of keeping every process from
+    delivering anybody's webhooks until it is done. A direct call (no ``slot``: nothing to hand over to)
+    works for the whole task budget."""
     s = rt.settings
     result = FanoutResult()
-    deadline = time.monotonic() + min(s.task_budget_s, FANOUT_SLICE_S)
+    deadline = time.monotonic() + (min(s.task_budget_s, FANOUT_SLICE_S) if slot else s.task_budget_s)
     mode = SlotMode.RELEASE_IF_EMPTY if slot else SlotMode.NONE
     while True:
         events, created = fanout_once(rt, slot, mode)
@@ -99,7 +100,8 @@ def run_fanout(rt: Runtime, slot: int = 0) -> FanoutResult:
         result.batches += 1
         if created:
             rt.kick(Stage.DELIVER, -(-created // s.deliver_inflight))
-        if time.monotonic() > deadline:
+        # a delivery kick waits for a process: let it have this one (queued again behind it)
+        if time.monotonic() > deadline or (slot and rt.store.queue.kick_waiting(Stage.DELIVER)):
             if slot and rt.store.queue.handoff(Stage.FANOUT, slot) and rt.kicker:
                 rt.kicker.publish(Stage.FANOUT, slot)
             return result

@@ -126,7 +126,5 @@ def test_readme_settings_table_is_the_generated_one(repo_root: Path) -> None:
 
     readme = (repo_root / "README.md").read_text()
     block = readme.split("<!-- settings-table -->\n", 1)[1].split("\n<!-- /settings-table -->", 1)[0]
-    assert block == settings_table(), (
-        "README's settings table is stale: paste settings_table()"
-    )
+    assert block == settings_table(), "README's settings table is stale: paste settings_table()"
     assert "| `ENDPOINT_INFLIGHT` | `32` |" in block  # the default the code uses, not an older one

@@ -21,7 +21,7 @@ local out = {now, version, 0}
 if #claimed == 0 then
   if due_elsewhere() then out[3] = 1 end
   if mode == 'release_if_empty' and out[3] == 0 then redis.call('DEL', KEYS[2])
-  elseif mode ~= 'none' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+  elseif mode ~= 'none' then redis.call('SET', KEYS[2], 'r', 'PX', ARGV[3]) end
   return out
 end
 for _, lane in ipairs(claimed) do
@@ -41,5 +41,5 @@ for _, lane in ipairs(claimed) do
     out[#out + 1] = bodies[i] or ''
   end
 end
-if mode ~= 'none' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) end
+if mode ~= 'none' then redis.call('SET', KEYS[2], 'r', 'PX', ARGV[3]) end
 return out

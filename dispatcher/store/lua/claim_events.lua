@@ -23,8 +23,8 @@ end
 if #out == 3 then
   if due_elsewhere() then out[3] = 1 end
   if mode == 'release_if_empty' and out[3] == 0 then redis.call('DEL', KEYS[2])
-  elseif mode ~= 'none' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+  elseif mode ~= 'none' then redis.call('SET', KEYS[2], 'r', 'PX', ARGV[3]) end
   return out
 end
-if mode ~= 'none' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[3]) end
+if mode ~= 'none' then redis.call('SET', KEYS[2], 'r', 'PX', ARGV[3]) end
 return out

@@ -113,7 +113,7 @@ end
 local kick = 0
 if added > 0 then
   redis.call('INCRBY', KEYS[3], added)
-  if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then kick = 1 end
+  if redis.call('SET', KEYS[2], 'q', 'NX', 'PX', ARGV[3]) then kick = 1 end
 end
 local out = {kick}
 for _, v in ipairs(ids) do out[#out + 1] = v end

@@ -8,7 +8,7 @@
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
 if #due == 0 then due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 1) end
 if #due > 0 then
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+  redis.call('SET', KEYS[2], 'q', 'PX', ARGV[1])
   return 1
 end
 redis.call('DEL', KEYS[2])

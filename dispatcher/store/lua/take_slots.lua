@@ -6,6 +6,6 @@ local taken = {}
 local want = tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
   if #taken >= want then break end
-  if redis.call('SET', key, '1', 'NX', 'PX', ARGV[1]) then taken[#taken + 1] = i end
+  if redis.call('SET', key, 'q', 'NX', 'PX', ARGV[1]) then taken[#taken + 1] = i end
 end
 return taken
