@@ -45,7 +45,8 @@ def tenants(bench: Bench) -> dict[str, Any]:
         d.enqueue_many([("bench.noisy", {"i": i}) for i in range(start, min(s.tenant_backlog, start + 1000))],
                        tenant=NOISY)  # fmt: skip
     during = quiet_latencies(bench, d, "during the backlog's fan-out")
-    bench.wait(lambda: d.store.queue.count_in_lanes(Stage.FANOUT, "-inf", "+inf") == 0, 600, "the backlog fanned out")
+    queued = d.store.queue.count_in_lanes
+    bench.wait(lambda: queued(Stage.FANOUT, ("-inf", "+inf")) == [0], 600, "the backlog fanned out")
     pending_before = d.store.queue.pending()
     fanned = quiet_latencies(bench, d, "with the backlog")
     pending = d.store.queue.pending()

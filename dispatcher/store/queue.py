@@ -10,9 +10,9 @@
 - kick slots (``kick:<stage>:<n>``): a task holds one while it works (see ``dispatcher.kicks``).
 - lanes: both queues are split by tenant. ``fanout`` and ``due`` are the default tenant's lanes; every other
   tenant's work waits in lanes of its own, listed in an index (``fanout:lanes``, ``due:lanes``: tenant -> the
-  earliest its lane may hold due work). A claim takes an equal share of its limit from each lane (the
-  default's and the earliest ``LANES_PER_CLAIM`` others), then the rest from lanes that had more, so one
-  tenant's backlog never keeps another tenant's work waiting for more than a claim.
+  earliest its lane may hold due work). A claim shares its limit equally among the lanes with due work (the
+  default's and the earliest ``LANES_PER_CLAIM`` others; a lane alone gets all of it), so one tenant's
+  backlog never keeps another tenant's work waiting for more than a claim.
 
 ``Queue`` owns those keys and is the only caller of the scripts that move work through them.
 """
@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -123,21 +123,27 @@ class Queue:
         return out
 
     # -- fan-out ---------------------------------------------------------------------------------------
-    def _lanes(self, stage: Stage) -> list[str]:
-        """The tenants (other than the default) whose lanes of ``stage`` a claim looks at: the earliest first."""
-        return self._indexed(stage, LANES_PER_CLAIM)
+    def _lane_keys(self, stage: Stage) -> tuple[Callable[[str], str], str]:
+        """The stage's lane name for a tenant (``fanout_lane`` / ``due_lane``) and its lanes index."""
+        k = self._k
+        return (k.fanout_lane, k.fanout_lanes) if stage is Stage.FANOUT else (k.due_lane, k.due_lanes)
 
     def _indexed(self, stage: Stage, count: int = 0) -> list[str]:
         """The tenants the stage's lanes index lists, the earliest first (``count`` of them, 0: all)."""
-        index = self._k.fanout_lanes if stage is Stage.FANOUT else self._k.due_lanes
+        _, index = self._lane_keys(stage)
         return [t.decode() if isinstance(t, bytes) else str(t) for t in self._r.zrange(index, 0, count - 1)]
 
+    def _lanes(self, stage: Stage, count: int = 0) -> list[str]:
+        """The stage's lanes: the default tenant's, then those the index lists (``count`` of them, 0: all)."""
+        lane, _ = self._lane_keys(stage)
+        return [lane(DEFAULT_TENANT), *map(lane, self._indexed(stage, count))]
+
     def _claim(self, stage: Stage, fixed: list[str], args: list[Any]) -> Any:
-        """Run a claim script over the lanes the index lists now; once more (the index read anew) when nothing
-        was due in them but a lane not passed may hold due work."""
-        lane = self._k.fanout_lane if stage is Stage.FANOUT else self._k.due_lane
+        """Run a claim script over the lanes the index lists now (the earliest ``LANES_PER_CLAIM``); up to twice
+        more, the index read anew, when nothing was due in them but a lane not passed may hold due work."""
+        lane, _ = self._lane_keys(stage)
         for _ in range(3):
-            tenants = self._lanes(stage)
+            tenants = self._indexed(stage, LANES_PER_CLAIM)
             out = self._scripts.run(stage.script, [*fixed, *map(lane, tenants)], [*args, *tenants])
             if not int(out[2]):
                 break
@@ -272,23 +278,18 @@ class Queue:
 
     def pending(self) -> int:
         """Entries in every lane of both queues: events waiting for fan-out and pending deliveries."""
-        k = self._k
-        lanes = [k.fanout, k.due, *map(k.fanout_lane, self._indexed(Stage.FANOUT))]
-        lanes += map(k.due_lane, self._indexed(Stage.DELIVER))
-        pipe = self._r.pipeline(transaction=False)
-        for lane in lanes:
-            pipe.zcard(lane)
-        return sum(int(n) for n in pipe.execute())
+        return sum(self.count_in_lanes(stage, ("-inf", "+inf"))[0] for stage in Stage)
 
-    def count_in_lanes(self, stage: Stage, low: str, high: str) -> int:
-        """Entries of every lane of ``stage`` scored within [low, high] (``zcount`` bounds)."""
-        k = self._k
-        lane = k.fanout_lane if stage is Stage.FANOUT else k.due_lane
-        lanes = [lane(DEFAULT_TENANT), *map(lane, self._indexed(stage))]
+    def count_in_lanes(self, stage: Stage, *ranges: tuple[str, str]) -> list[int]:
+        """Per (low, high) range (``zcount`` bounds), the entries of every lane of ``stage`` scored within it,
+        read with one look at the lanes index and one round trip."""
+        lanes = self._lanes(stage)
         pipe = self._r.pipeline(transaction=False)
-        for name in lanes:
-            pipe.zcount(name, low, high)
-        return sum(int(n) for n in pipe.execute())
+        for low, high in ranges:
+            for name in lanes:
+                pipe.zcount(name, low, high)
+        counts = [int(n) for n in pipe.execute()]
+        return [sum(counts[i : i + len(lanes)]) for i in range(0, len(counts), len(lanes))]
 
     def drop_lanes(self, tenant: str) -> None:
         """Delete a deleted tenant's lanes (what is left in them: events its endpoints' deletion left to
@@ -303,11 +304,6 @@ class Queue:
         pipe.execute()
 
     # -- kick slots ------------------------------------------------------------------------------------
-    def _queue(self, stage: Stage) -> tuple[str, str]:
-        """The stage's default lane and its lanes index."""
-        k = self._k
-        return (k.fanout, k.fanout_lanes) if stage is Stage.FANOUT else (k.due, k.due_lanes)
-
     def slot_keys(self, stage: Stage) -> list[str]:
         return [self._k.kick(stage, i) for i in range(1, self._s.kick_parallelism + 1)]
 
@@ -327,8 +323,9 @@ class Queue:
 
     def handoff(self, stage: Stage, slot: int) -> bool:
         """At the end of a task: keep its slot when work is due (True: publish a follow-up kick), else free it."""
-        lane, index = self._queue(stage)
-        return bool(self._scripts.run("handoff", [lane, self._k.kick(stage, slot), index], [SLOT_QUEUED_TTL_MS]))
+        lane, index = self._lane_keys(stage)
+        keys = [lane(DEFAULT_TENANT), self._k.kick(stage, slot), index]
+        return bool(self._scripts.run("handoff", keys, [SLOT_QUEUED_TTL_MS]))
 
     def keep_slot(self, stage: Stage, slot: int) -> None:
         """A running task says it is alive: its slot lives ``SLOT_RUNNING_TTL_MS`` more."""
@@ -341,6 +338,4 @@ class Queue:
 
     def count_due(self, stage: Stage, cap: int) -> int:
         """How many entries of the stage's lanes are due now (counted up to ``cap``)."""
-        lane = self._k.fanout_lane if stage is Stage.FANOUT else self._k.due_lane
-        keys = [lane(DEFAULT_TENANT), *map(lane, self._lanes(stage))]
-        return int(self._scripts.run("count_due", keys, [cap]))
+        return int(self._scripts.run("count_due", self._lanes(stage, LANES_PER_CLAIM), [cap]))

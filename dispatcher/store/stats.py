@@ -60,9 +60,8 @@ def collect_stats(
             pipe.hgetall(k.stats_minute(m))
         out = pipe.execute()
         workers = Heartbeats(r, k).live()
-        fanout_due = queue.count_in_lanes(Stage.FANOUT, "-inf", str(now_ms))
-        deliver_due = queue.count_in_lanes(Stage.DELIVER, "-inf", str(now_ms))
-        scheduled = queue.count_in_lanes(Stage.DELIVER, f"({now_ms}", "+inf")
+        (fanout_due,) = queue.count_in_lanes(Stage.FANOUT, ("-inf", str(now_ms)))
+        deliver_due, scheduled = queue.count_in_lanes(Stage.DELIVER, ("-inf", str(now_ms)), (f"({now_ms}", "+inf"))
     raw_outcomes, raw_latency, enqueued, raw_poison = out[:4]
     dead_counts = out[4 : 4 + len(listed)]
     minute_rows = out[4 + len(listed) :]

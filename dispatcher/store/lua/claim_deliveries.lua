@@ -16,14 +16,7 @@
 --#include lanes
 local version = redis.call('GET', KEYS[3]) or ''
 local claimed = claim_lanes(tonumber(ARGV[1]), now + tonumber(ARGV[2]), 7, 5)
-local mode = ARGV[4]
-local out = {now, version, 0}
-if #claimed == 0 then
-  if due_elsewhere() then out[3] = 1 end
-  if mode == 'release_if_empty' and out[3] == 0 then redis.call('DEL', KEYS[2])
-  elseif mode ~= 'none' then redis.call('SET', KEYS[2], 'r', 'PX', ARGV[3]) end
-  return out
-end
+local out = {now, version, settle_slot(#claimed > 0)}
 for _, lane in ipairs(claimed) do
   local ids = lane[3]
   local jobs = redis.call('HMGET', KEYS[5], unpack(ids))
@@ -41,5 +34,4 @@ for _, lane in ipairs(claimed) do
     out[#out + 1] = bodies[i] or ''
   end
 end
-if mode ~= 'none' then redis.call('SET', KEYS[2], 'r', 'PX', ARGV[3]) end
 return out

@@ -15,16 +15,8 @@
 --#include lanes
 local version = redis.call('GET', KEYS[3]) or ''
 local claimed = claim_lanes(tonumber(ARGV[1]), now + tonumber(ARGV[2]), 5, 5)
-local mode = ARGV[4]
-local out = {now, version, 0}
+local out = {now, version, settle_slot(#claimed > 0)}
 for _, lane in ipairs(claimed) do
   for _, entry in ipairs(lane[3]) do out[#out + 1] = entry end
 end
-if #out == 3 then
-  if due_elsewhere() then out[3] = 1 end
-  if mode == 'release_if_empty' and out[3] == 0 then redis.call('DEL', KEYS[2])
-  elseif mode ~= 'none' then redis.call('SET', KEYS[2], 'r', 'PX', ARGV[3]) end
-  return out
-end
-if mode ~= 'none' then redis.call('SET', KEYS[2], 'r', 'PX', ARGV[3]) end
 return out

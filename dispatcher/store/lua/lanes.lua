@@ -5,13 +5,15 @@
 -- work too, its claims stay at its share (a smaller batch, done sooner). Every lane passed then has its
 -- entry in the lanes index put right: its earliest score, or no entry when it is empty.
 -- KEYS[1] lane        zset    the default tenant's lane: member -> due ms, or lease end while claimed
--- KEYS[2] slot        string  (the including script's)
+-- KEYS[2] slot        string  the caller's kick slot (settle_slot): ARGV[3] its TTL ms, ARGV[4] the slot mode
 -- KEYS[3] version     string  (the including script's)
 -- KEYS[4] index       zset    tenant -> the earliest its lane may hold a due member (a lower bound)
 -- KEYS[5..] lanes     zset    the script's own keys, then from KEYS[first] the other tenants' lanes, their
 --                             tenants from ARGV[first_arg]
 -- claim_lanes(limit, until_ms, first, first_arg) returns {{position in KEYS, tenant or '', members}...}
--- (lanes that gave nothing left out), and due_elsewhere() whether a lane not passed may hold due work.
+-- (lanes that gave nothing left out); settle_slot(claimed) leaves the caller's slot running ('r', unless the
+-- mode is 'none'), or frees it ('release_if_empty') when nothing was claimed and no lane not passed may hold
+-- due work, and returns 1 when such a lane may (the caller claims again with the index read anew), else 0.
 local function claim_lanes(limit, until_ms, first, first_arg)
   local lanes, active = {{1, ''}}, {}
   for p = first, #KEYS do lanes[#lanes + 1] = {p, ARGV[first_arg + p - first]} end
@@ -35,6 +37,10 @@ local function claim_lanes(limit, until_ms, first, first_arg)
   end
   return out
 end
-local function due_elsewhere()
-  return #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) > 0
+local function settle_slot(claimed)
+  local elsewhere = not claimed and #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) > 0
+  local mode = ARGV[4]
+  if mode == 'release_if_empty' and not claimed and not elsewhere then redis.call('DEL', KEYS[2])
+  elseif mode ~= 'none' then redis.call('SET', KEYS[2], 'r', 'PX', ARGV[3]) end
+  return elsewhere and 1 or 0
 end
