@@ -89,13 +89,13 @@ class Auth:
         self._sessions.delete(token)
 
     # -- consumer portal sessions ---------------------------------------------------------------
-    def open_portal(self, link_token: str) -> tuple[str, str] | None:
-        """Consume a portal link: (tenant, new portal session id), or None when the link is unknown, expired
-        or used already, or its tenant was deleted since (nothing is written then)."""
+    def open_portal(self, link_token: str) -> str | None:
+        """Consume a portal link: a new portal session id of its tenant, or None when the link is unknown,
+        expired or used already, or its tenant was deleted since (nothing is written then)."""
         tenant = self._portal.consume_link(link_token)
         if tenant is None or not self._tenant_exists(tenant):
             return None
-        return tenant, self._portal.create_session(tenant, self.portal_session_ttl_s)
+        return self._portal.create_session(tenant, self.portal_session_ttl_s)
 
     def portal_tenant(self, session_id: str) -> str | None:
         """The tenant of a live portal session (a session whose tenant was deleted is ended)."""

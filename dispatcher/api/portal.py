@@ -29,8 +29,8 @@ from dispatcher.api.auth import (
     client_address,
     get_auth,
 )
+from dispatcher.api.routes import get_dispatcher
 from dispatcher.api.web import content_security_policy, end_cookie_session, page, render
-from dispatcher.client import Dispatcher
 from dispatcher.settings import Settings
 
 LINK_GONE = (
@@ -64,11 +64,10 @@ def open_portal(token: str, request: Request) -> Response:
     auth = get_auth(request)
     settings = _settings(request)
     auth.failures.check(client_address(request))
-    opened = auth.open_portal(token)
-    if opened is None:
+    session_id = auth.open_portal(token)
+    if session_id is None:
         auth.failures.failed(client_address(request))
         return _framed(render("portal_closed.html", status_code=410, message=LINK_GONE), settings)
-    _, session_id = opened
     response = RedirectResponse("/portal", status_code=303)
     response.headers.append("set-cookie", _portal_cookie(session_id, settings, _secure(request, settings)))
     return _framed(response, settings)
@@ -90,8 +89,7 @@ def portal(request: Request) -> Response:
     tenant_id = auth.portal_tenant(cookie) if cookie is not None else None
     if tenant_id is None:
         return _framed(render("portal_closed.html", status_code=401, message=SESSION_OVER), settings)
-    dsp = request.app.state.dispatcher
-    assert isinstance(dsp, Dispatcher)
+    dsp = get_dispatcher(request)
     return _framed(page(dsp, auth.open, portal=dsp.get_tenant(tenant_id)), settings)
 
 

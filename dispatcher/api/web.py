@@ -37,6 +37,7 @@ from dispatcher.api.auth import (
     require_csrf_header,
     tenant_scope,
 )
+from dispatcher.api.routes import get_dispatcher
 from dispatcher.api.schemas import Strict
 from dispatcher.client import Dispatcher
 from dispatcher.errors import InvalidInput
@@ -190,25 +191,19 @@ class PullTokenOut(BaseModel):
 router = APIRouter(include_in_schema=False)
 
 
-def _dispatcher(request: Request) -> Dispatcher:
-    dsp = request.app.state.dispatcher
-    assert isinstance(dsp, Dispatcher)
-    return dsp
-
-
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request) -> HTMLResponse:
     """The login form, or (logged in) the whole page."""
     auth = get_auth(request)
     if not auth.logged_in(request):
         return render("login.html")
-    return page(_dispatcher(request), auth.open)
+    return page(get_dispatcher(request), auth.open)
 
 
 @router.get("/web/endpoints", response_class=HTMLResponse, dependencies=[Depends(require_auth)])
 def endpoints_fragment(request: Request) -> HTMLResponse:
     """The endpoint list alone, for the page's periodic refresh (a portal's: its tenant's endpoints only)."""
-    dsp = _dispatcher(request)
+    dsp = get_dispatcher(request)
     return render(
         "_endpoints.html",
         views=endpoint_views(dsp, tenant_scope(request)),
