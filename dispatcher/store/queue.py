@@ -5,8 +5,9 @@
   entry to come back by itself. The entry carries what matching needs, so a claim reads nothing else.
 - ``due`` (zset): delivery ids by due time (new, retrying, or leased while an attempt runs). Alongside it,
   ``jobs`` (delivery id -> event, endpoint, attempt counts) and ``bodies`` (event id -> body, with
-  ``refs`` counting the event's pending deliveries) hold what sending needs, so a claim is one round trip
-  through declared keys only.
+  ``refs`` counting the event's pending deliveries when it has more than one; an event's only delivery
+  releases its body by itself) hold what sending needs, so a claim is one round trip through declared keys
+  only.
 - kick slots (``kick:<stage>:<n>``): a task holds one while it works (see ``dispatcher.kicks``).
 - lanes: both queues are split by tenant. ``fanout`` and ``due`` are the default tenant's lanes; every other
   tenant's work waits in lanes of its own, listed in an index (``fanout:lanes``, ``due:lanes``: tenant -> the
@@ -59,6 +60,7 @@ class Queue:
         self._scripts = scripts
         self._s = settings
         self._replicas, self._replicas_at = 1, -REPLICAS_CHECK_S  # replicas of the primary, when last read
+        self._heads: dict[Stage, list[str]] = {}  # per stage, the lanes index's head the last claim returned
 
     # -- producing -----------------------------------------------------------------------------------
     def enqueue(self, events: Sequence[NewEvent]) -> Enqueued:
@@ -139,12 +141,18 @@ class Queue:
         return [lane(DEFAULT_TENANT), *map(lane, self._indexed(stage, count))]
 
     def _claim(self, stage: Stage, fixed: list[str], args: list[Any]) -> Any:
-        """Run a claim script over the lanes the index lists now (the earliest ``LANES_PER_CLAIM``); up to twice
-        more, the index read anew, when nothing was due in them but a lane not passed may hold due work."""
+        """Run a claim script over the lanes of the tenants the index listed first (``LANES_PER_CLAIM`` of them)
+        when the last claim returned its head: one round trip. Up to twice more, with the head it returns,
+        when those were not the lanes it lists now, or when nothing was due in them but a lane not passed may
+        hold due work; the last try claims over the lanes it is given, whatever the index lists by then."""
         lane, _ = self._lane_keys(stage)
-        for _ in range(3):
-            tenants = self._indexed(stage, LANES_PER_CLAIM)
-            out = self._scripts.run(stage.script, [*fixed, *map(lane, tenants)], [*args, *tenants])
+        tenants = self._heads.get(stage, [])
+        for attempt in range(3):
+            check = 1 if attempt < 2 else 0
+            out = self._scripts.run(
+                stage.script, [*fixed, *map(lane, tenants)], [*args, LANES_PER_CLAIM, check, *tenants]
+            )
+            tenants = self._heads[stage] = [t.decode() for t in out[3]]
             if not int(out[2]):
                 break
         return out
@@ -155,7 +163,7 @@ class Queue:
         fixed = [k.fanout, k.kick(Stage.FANOUT, slot), k.endpoints_version, k.fanout_lanes]
         out = self._claim(Stage.FANOUT, fixed, [limit, self.lease_ms, SLOT_RUNNING_TTL_MS, mode])
         events = []
-        for raw in out[3:]:
+        for raw in out[4:]:
             parts = raw.decode("utf-8", "replace").split(" ")
             only = parts[2].split(",") if len(parts) > 2 and parts[2] != "-" else None
             tenant = parts[3] if len(parts) == 4 else DEFAULT_TENANT
@@ -193,7 +201,7 @@ class Queue:
         claimed: list[ClaimedDelivery] = []
         orphans: list[str] = []
         malformed: list[tuple[bytes, str]] = []
-        i = 3
+        i = 4
         while i < len(out):
             tenant, count = out[i].decode() or DEFAULT_TENANT, int(out[i + 1])
             for j in range(i + 2, i + 2 + 3 * count, 3):
@@ -202,7 +210,10 @@ class Queue:
                     orphans.append(raw_id.decode("utf-8", "replace"))
                     continue
                 try:
-                    event_id, endpoint_id, n, r = job.decode().split(" ")
+                    parts = job.decode().split(" ")  # a fifth part, "s": the event's only delivery
+                    if len(parts) == 5 and parts[4] == "s":
+                        parts.pop()
+                    event_id, endpoint_id, n, r = parts
                     row = (raw_id.decode(), endpoint_id, event_id, int(n), int(r), out[j + 2] or None, tenant)
                     claimed.append(row)
                 except ValueError:  # a job (or an id) overwritten by something else

@@ -331,11 +331,35 @@ def test_a_retrying_outcome_reschedules_and_updates_the_job(
     store.queue.record([outcome(did, ev.id, "retrying", 1, next_ms=now + 5000)], {}, now)
     k = store.keys
     assert raw_redis.zscore(k.due, did) == now + 5000
-    assert raw_redis.hget(k.jobs, did) == f"{ev.id} {EP1} 1 1".encode()
+    assert raw_redis.hget(k.jobs, did) == f"{ev.id} {EP1} 1 1 s".encode()  # s: still its event's only delivery
     record = hash_of(raw_redis, k.delivery(did))
     assert (record["state"], record["n"], record["r"], record["next"]) == ("retrying", "1", "1", str(now + 5000))
     assert orjson.loads(record["a1"])["status"] == 500
+    assert not raw_redis.hexists(k.refs, ev.id) and raw_redis.hget(k.bodies, ev.id) == ev.body
+
+
+def test_an_events_only_delivery_holds_its_body_uncounted_and_releases_it_when_final(
+    store: Store, raw_redis: redis.Redis, new_event: Callable[..., NewEvent], redis_ms: Callable[[], int]
+) -> None:
+    """One delivery: no count in ``refs`` to write and decrement; its final outcome releases the body alone,
+    and a replay of it counts the body like any other."""
+    ev, other = new_event(), new_event()
+    (did,) = fan_out(store, [ev])[ev.id]
+    d1, _ = fan_out(store, [other], (EP1, EP2))[other.id]
+    k = store.keys
+    assert raw_redis.hget(k.jobs, did) == f"{ev.id} {EP1} 0 0 s".encode()
+    assert raw_redis.hget(k.jobs, d1) == f"{other.id} {EP1} 0 0".encode()
+    assert not raw_redis.hexists(k.refs, ev.id) and raw_redis.hget(k.refs, other.id) == b"2"
+    claimed = {d[0]: d for d in store.queue.claim_deliveries(10).deliveries}
+    assert claimed[did] == (did, EP1, ev.id, 0, 0, ev.body, DEFAULT_TENANT)
+    store.queue.record([outcome(did, ev.id, "dead", 1, dead_letter=True)], {}, redis_ms())
+    assert not raw_redis.hexists(k.bodies, ev.id) and not raw_redis.hexists(k.refs, ev.id)
+    assert raw_redis.hget(k.bodies, other.id) == other.body  # another event's body is not touched
+    store.records.replay(did)
+    assert raw_redis.hget(k.jobs, did) == f"{ev.id} {EP1} 1 0".encode()
     assert raw_redis.hget(k.refs, ev.id) == b"1" and raw_redis.hget(k.bodies, ev.id) == ev.body
+    store.queue.record([outcome(did, ev.id, "delivered", 2, status=200)], {}, redis_ms())
+    assert not raw_redis.hexists(k.bodies, ev.id) and not raw_redis.hexists(k.refs, ev.id)
 
 
 def test_final_outcomes_release_the_body_with_the_last_pending_delivery(
@@ -670,3 +694,8 @@ def test_purge_takes_an_endpoints_pending_deliveries_off_as_dead(
     assert gone.attempts[-1].status is None and gone.next_attempt_at is None
     assert store.queue.purge_endpoint(EP2, "endpoint deleted") == 3
     assert not raw_redis.exists(k.due, k.jobs, k.bodies, k.refs)  # nothing left behind
+    only = new_event()
+    fan_out(store, [only])  # its only delivery: the body is not counted in refs
+    assert raw_redis.hexists(k.bodies, only.id)
+    assert store.queue.purge_endpoint(EP1, "endpoint deleted") == 1
+    assert not raw_redis.exists(k.due, k.jobs, k.bodies, k.refs)  # its body went with it

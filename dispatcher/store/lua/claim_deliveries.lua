@@ -8,15 +8,22 @@
 -- KEYS[6] bodies      hash    event id -> the exact body to POST (while a delivery of it is pending)
 -- KEYS[7..] lanes     zset    other tenants' lanes to claim from (like KEYS[1])
 -- ARGV[1] limit  ARGV[2] lease_ms  ARGV[3] slot_ttl_ms  ARGV[4] slot mode ('none' | 'keep' | 'release_if_empty')
--- ARGV[5..] the tenant of each of KEYS[7..]
--- Returns {now_ms, version, elsewhere (as claim_events), then per lane that gave deliveries: its tenant ('' for
--- the default), how many, and per delivery: id, job, body ('' when gone)}. A queued id without a job (a
--- record from nowhere) is dropped from its lane and returned with an empty job, for the caller to report.
+-- ARGV[5] how many of the index's first tenants a claim looks at  ARGV[6] 1: claim only if KEYS[7..] are
+--   their lanes, 0: claim over the lanes passed as they are (as claim_events)
+-- ARGV[7..] the tenant of each of KEYS[7..]
+-- Returns {now_ms, version, 0 | 1 | 2 and the index's head (as claim_events), then per lane that gave
+-- deliveries: its tenant ('' for the default), how many, and per delivery: id, job, body ('' when gone)}. A
+-- queued id without a job (a record from nowhere) is dropped from its lane and returned with an empty job, for
+-- the caller to report.
 --#include now
 --#include lanes
 local version = redis.call('GET', KEYS[3]) or ''
-local claimed = claim_lanes(tonumber(ARGV[1]), now + tonumber(ARGV[2]), 7, 5)
-local out = {now, version, settle_slot(#claimed > 0)}
+local head = index_head(tonumber(ARGV[5]))
+if ARGV[6] == '1' and lanes_stale(head, 7, 7) then return {now, version, 2, head} end
+local claimed = claim_lanes(tonumber(ARGV[1]), now + tonumber(ARGV[2]), 7, 7)
+local flag = settle_slot(#claimed > 0)
+if #KEYS >= 7 then head = index_head(tonumber(ARGV[5])) end  -- the claim put the lanes' entries right
+local out = {now, version, flag, head}
 for _, lane in ipairs(claimed) do
   local ids = lane[3]
   local jobs = redis.call('HMGET', KEYS[5], unpack(ids))

@@ -8,14 +8,21 @@
 -- KEYS[5..] lanes     zset    other tenants' lanes to claim from (like KEYS[1])
 -- ARGV[1] limit  ARGV[2] lease_ms  ARGV[3] slot_ttl_ms
 -- ARGV[4] slot mode: 'none' (no slot held), 'keep' (refresh it), 'release_if_empty' (free it when nothing is due)
--- ARGV[5..] the tenant of each of KEYS[5..]
--- Returns {now_ms, version ('' if none), 1 when nothing was due in the lanes passed but a lane not passed may
--- hold due work (the slot is kept: claim again with the index read anew) else 0, entries...}
+-- ARGV[5] how many of the index's first tenants a claim looks at  ARGV[6] 1: claim only if KEYS[5..] are
+--   their lanes (lanes_stale), 0: claim over the lanes passed as they are
+-- ARGV[7..] the tenant of each of KEYS[5..]
+-- Returns {now_ms, version ('' if none), 0 | 1 when nothing was due in the lanes passed but a lane not passed
+-- may hold due work (the slot is kept: claim again with the head returned) | 2 when the lanes passed were
+-- stale (nothing claimed, the slot untouched), the index's head after the claim (tenants), entries...}
 --#include now
 --#include lanes
 local version = redis.call('GET', KEYS[3]) or ''
-local claimed = claim_lanes(tonumber(ARGV[1]), now + tonumber(ARGV[2]), 5, 5)
-local out = {now, version, settle_slot(#claimed > 0)}
+local head = index_head(tonumber(ARGV[5]))
+if ARGV[6] == '1' and lanes_stale(head, 5, 7) then return {now, version, 2, head} end
+local claimed = claim_lanes(tonumber(ARGV[1]), now + tonumber(ARGV[2]), 5, 7)
+local flag = settle_slot(#claimed > 0)
+if #KEYS >= 5 then head = index_head(tonumber(ARGV[5])) end  -- the claim put the lanes' entries right
+local out = {now, version, flag, head}
 for _, lane in ipairs(claimed) do
   for _, entry in ipairs(lane[3]) do out[#out + 1] = entry end
 end

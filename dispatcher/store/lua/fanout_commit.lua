@@ -2,9 +2,11 @@
 -- An event already fanned out (a worker that lost its lease) or expired is only taken off the queue, so a
 -- redone fan-out creates nothing twice and appends nothing twice to a pull log.
 -- KEYS[1] lanes       zset    tenant -> the earliest its delivery lane may hold a due delivery (other tenants)
--- KEYS[2] jobs        hash    delivery id -> "<event id> <endpoint id> <attempts> <attempts this round>"
+-- KEYS[2] jobs        hash    delivery id -> "<event id> <endpoint id> <attempts> <attempts this round>[ s]"
+--                             (" s": the event's only delivery; its body is released with it, not counted)
 -- KEYS[3] bodies      hash    event id -> body, while a delivery of the event is pending
--- KEYS[4] refs        hash    event id -> pending deliveries of the event (its body goes when none is left)
+-- KEYS[4] refs        hash    event id -> pending deliveries of an event of more than one (its body goes when
+--                             none is left)
 -- KEYS[5..] per event: its event hash, its tenant's fan-out lane (holding its queue entry) and delivery lane
 --   (delivery id -> due ms); then per delivery: the delivery hash and its endpoint's delivery listing; then
 --   per pull log: the endpoint's stream
@@ -35,14 +37,15 @@ while i <= #ARGV do
   local event_key, fanout_lane, due_lane = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   k = k + 3
   local first_due = nil
-  local ts = redis.pcall('HGET', event_key, 'ts')
-  local fresh = false
-  if not ok(ts) then
+  local ev = redis.pcall('HMGET', event_key, 'ts', 'deliveries', 'type', 'body')
+  local fresh, ts = false, now
+  if not ok(ev) then
     poisoned[#poisoned + 1] = id
-  elseif ts then
-    fresh = redis.call('HEXISTS', event_key, 'deliveries') == 0
-    ts = tonumber(ts) or now
+  elseif ev[1] then
+    fresh = not ev[2]
+    ts = tonumber(ev[1]) or now
   end
+  local job_tail = count == 1 and ' 0 0 s' or ' 0 0'
   local ids = {}
   for j = 0, count - 1 do
     local ep, did, delay = ARGV[i + 3 * j], ARGV[i + 3 * j + 1], tonumber(ARGV[i + 3 * j + 2]) or 0
@@ -55,7 +58,7 @@ while i <= #ARGV do
       redis.pcall('ZADD', listing_key, now, did)
       redis.call('ZADD', due_lane, ts + delay, did)
       if not first_due or ts + delay < first_due then first_due = ts + delay end
-      redis.call('HSET', KEYS[2], did, id .. ' ' .. ep .. ' 0 0')
+      redis.call('HSET', KEYS[2], did, id .. ' ' .. ep .. job_tail)
       listings[listing_key] = true
       ids[#ids + 1] = did
     end
@@ -64,10 +67,9 @@ while i <= #ARGV do
   if fresh then
     redis.call('HSET', event_key, 'deliveries', table.concat(ids, ','))
     created = created + #ids
-    local ev = redis.call('HMGET', event_key, 'type', 'body')
     if #ids > 0 then
-      redis.call('HSET', KEYS[3], id, ev[2] or '')
-      redis.call('HINCRBY', KEYS[4], id, #ids)
+      redis.call('HSET', KEYS[3], id, ev[4] or '')
+      if count > 1 then redis.call('HINCRBY', KEYS[4], id, #ids) end
       if tenant ~= ARGV[4] then redis.call('ZADD', KEYS[1], 'LT', first_due, tenant) end
     end
     for _ = 1, streams do
@@ -80,7 +82,7 @@ while i <= #ARGV do
       end
       if prev then
         logs[stream_key] = redis.call('XADD', stream_key, 'MAXLEN', '~', max_events, '*',
-                                      'prev', prev, 'id', id, 'type', ev[1] or '', 'ts', ts, 'body', ev[2] or '')
+                                      'prev', prev, 'id', id, 'type', ev[3] or '', 'ts', ts, 'body', ev[4] or '')
       else
         poisoned[#poisoned + 1] = id
       end

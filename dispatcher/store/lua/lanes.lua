@@ -4,16 +4,33 @@
 -- one tenant's backlog never keeps another tenant's work waiting more than a claim, and while others have
 -- work too, its claims stay at its share (a smaller batch, done sooner). Every lane passed then has its
 -- entry in the lanes index put right: its earliest score, or no entry when it is empty.
+-- The caller passes the lanes of the tenants the index listed first when it last looked (the head a claim
+-- returns), so a claim is one round trip; a claim checks them against the index and, when they are not
+-- what it lists now, claims nothing and returns the index's head to claim again with.
 -- KEYS[1] lane        zset    the default tenant's lane: member -> due ms, or lease end while claimed
 -- KEYS[2] slot        string  the caller's kick slot (settle_slot): ARGV[3] its TTL ms, ARGV[4] the slot mode
 -- KEYS[3] version     string  (the including script's)
 -- KEYS[4] index       zset    tenant -> the earliest its lane may hold a due member (a lower bound)
 -- KEYS[5..] lanes     zset    the script's own keys, then from KEYS[first] the other tenants' lanes, their
 --                             tenants from ARGV[first_arg]
+-- index_head(count) returns the index's first `count` tenants; lanes_stale(head, first, first_arg) is true
+-- when the lanes passed are not those tenants' lanes (in any order).
 -- claim_lanes(limit, until_ms, first, first_arg) returns {{position in KEYS, tenant or '', members}...}
 -- (lanes that gave nothing left out); settle_slot(claimed) leaves the caller's slot running ('r', unless the
 -- mode is 'none'), or frees it ('release_if_empty') when nothing was claimed and no lane not passed may hold
--- due work, and returns 1 when such a lane may (the caller claims again with the index read anew), else 0.
+-- due work, and returns 1 when such a lane may (the caller claims again with the index's new head), else 0.
+local function index_head(count)
+  return redis.call('ZRANGE', KEYS[4], 0, count - 1)
+end
+local function lanes_stale(head, first, first_arg)
+  if #head ~= #KEYS - first + 1 then return true end
+  local passed = {}
+  for p = first, #KEYS do passed[ARGV[first_arg + p - first]] = true end
+  for _, tenant in ipairs(head) do
+    if not passed[tenant] then return true end
+  end
+  return false
+end
 local function claim_lanes(limit, until_ms, first, first_arg)
   local lanes, active = {{1, ''}}, {}
   for p = first, #KEYS do lanes[#lanes + 1] = {p, ARGV[first_arg + p - first]} end
