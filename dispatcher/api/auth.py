@@ -97,6 +97,12 @@ class Auth:
             return None
         return self._portal.create_session(tenant, self.portal_session_ttl_s)
 
+    def portal_link_open(self, link_token: str) -> bool:
+        """Whether a portal link can still be opened (known, not expired or used, its tenant still there);
+        looking writes nothing and leaves the link as it is."""
+        tenant = self._portal.link_tenant(link_token)
+        return tenant is not None and self._tenant_exists(tenant)
+
     def portal_tenant(self, session_id: str) -> str | None:
         """The tenant of a live portal session (a session whose tenant was deleted is ended)."""
         tenant = self._portal.session_tenant(session_id)

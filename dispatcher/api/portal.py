@@ -4,9 +4,13 @@ The operator (or the platform's backend) asks ``POST /v1/tenants/{id}/portal-lin
 ID``) and hands the link to the tenant's user, or sets it as an iframe's ``src`` on the platform's own
 settings page:
 
-- ``GET /portal/<token>`` consumes the link (gone from Redis in the same command: a second visit, or one
+- ``GET /portal/<token>`` only looks at the link: a page whose form (submitted by the page's script at once,
+  or by its button) posts to the same address. A chat app or mail scanner that fetches the link to preview
+  it therefore does not use it up.
+- ``POST /portal/<token>`` consumes the link (gone from Redis in the same command: a second use, or one
   after ``portal_link_ttl_s``, gets a 410 page and writes nothing), sets the ``dispatcher_portal`` cookie
-  (a session scoped to the tenant, ``portal_session_ttl_s``) and redirects to ``/portal``.
+  (a session scoped to the tenant, ``portal_session_ttl_s``) and redirects to ``/portal``. A post from
+  another site's page (its ``Origin``) is refused.
 - ``GET /portal`` is the operator's page rendered for that tenant (``web.page(..., portal=tenant)``): its
   endpoints only, no counters or tenant list. Its script calls the same ``/v1`` routes with
   ``X-Dispatcher-Portal: <tenant>``, which makes them that tenant's (``auth.Auth._authenticate_portal``).
@@ -20,6 +24,8 @@ so embedding needs HTTPS.
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -37,6 +43,7 @@ LINK_GONE = (
     "This portal link has expired or was used already: each link opens the portal once, within minutes. "
     "Ask the platform for a new one."
 )
+CROSS_SITE = "This portal link can only be opened from its own page: open the link itself in your browser."
 SESSION_OVER = "Your portal session has ended (it expires after a while). Open the portal again from the platform."
 
 router = APIRouter(include_in_schema=False)
@@ -58,16 +65,56 @@ def _secure(request: Request, settings: Settings) -> bool:
     return request.url.scheme == "https" or (settings.public_url or "").startswith("https://")
 
 
+def _gone(request: Request, settings: Settings) -> Response:
+    """A used, expired or unknown link: a 410 page, counted as a failed attempt of the client."""
+    get_auth(request).failures.failed(client_address(request))
+    return _framed(render("portal_closed.html", status_code=410, message=LINK_GONE), settings)
+
+
+def _same_site(request: Request, settings: Settings) -> bool:
+    """A post made by a page of this server (its own address, or ``public_url``), or by no page at all.
+
+    Browsers say where a post comes from in ``Sec-Fetch-Site``; in ``Origin`` too, unless the page's
+    referrer policy (``no-referrer`` here) makes it ``null``."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return True
+    own = {str(request.base_url).rstrip("/")}
+    if settings.public_url:
+        public = urlsplit(settings.public_url)
+        own.add(f"{public.scheme}://{public.netloc}")
+    return origin in own
+
+
+@router.post("/portal/logout", status_code=204)  # before /portal/{token}: that would take it
+def portal_logout(request: Request) -> Response:
+    return end_cookie_session(request, PORTAL_COOKIE, get_auth(request).end_portal)
+
+
 @router.get("/portal/{token}")
+def portal_link(token: str, request: Request) -> Response:
+    """A portal link, looked at: the page that opens it (a POST); a used or expired one: a 410 page."""
+    auth = get_auth(request)
+    settings = _settings(request)
+    auth.failures.check(client_address(request))
+    if not auth.portal_link_open(token):
+        return _gone(request, settings)
+    return _framed(render("portal_open.html", action=f"/portal/{token}"), settings)
+
+
+@router.post("/portal/{token}")
 def open_portal(token: str, request: Request) -> Response:
     """Consume a portal link: a session for its tenant, then the portal; a used or expired one: a 410 page."""
     auth = get_auth(request)
     settings = _settings(request)
     auth.failures.check(client_address(request))
+    if not _same_site(request, settings):
+        return _framed(render("portal_closed.html", status_code=403, message=CROSS_SITE), settings)
     session_id = auth.open_portal(token)
     if session_id is None:
-        auth.failures.failed(client_address(request))
-        return _framed(render("portal_closed.html", status_code=410, message=LINK_GONE), settings)
+        return _gone(request, settings)
     response = RedirectResponse("/portal", status_code=303)
     response.headers.append("set-cookie", _portal_cookie(session_id, settings, _secure(request, settings)))
     return _framed(response, settings)
@@ -91,11 +138,6 @@ def portal(request: Request) -> Response:
         return _framed(render("portal_closed.html", status_code=401, message=SESSION_OVER), settings)
     dsp = get_dispatcher(request)
     return _framed(page(dsp, auth.open, portal=dsp.get_tenant(tenant_id)), settings)
-
-
-@router.post("/portal/logout", status_code=204)
-def portal_logout(request: Request) -> Response:
-    return end_cookie_session(request, PORTAL_COOKIE, get_auth(request).end_portal)
 
 
 def install_portal(app: FastAPI) -> None:

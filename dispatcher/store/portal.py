@@ -1,7 +1,8 @@
 """The consumer portal's links and sessions: a short-lived single-use link opens a session scoped to one tenant.
 
-``portal:link:<sha256 of the token>`` -> tenant id, TTL'd; opening the link reads and deletes it in one
-command (GETDEL), so two browsers racing with the same link cannot both get in. The token itself is never
+``portal:link:<sha256 of the token>`` -> tenant id, TTL'd; looking at a link (``link_tenant``) leaves it,
+opening it reads and deletes it in one command (GETDEL), so two browsers racing with the same link cannot
+both get in. The token itself is never
 stored. ``portal:session:<id>`` -> tenant id, TTL'd; deleted when the portal logs out.
 """
 
@@ -39,6 +40,13 @@ class PortalSessions:
         token = PORTAL_LINK_PREFIX + secrets.token_urlsafe(32)
         self._r.set(self._k.portal_link(_link_digest(token)), tenant_id, ex=ttl_s)
         return token
+
+    def link_tenant(self, token: str) -> str | None:
+        """The tenant of a link that can still be opened, leaving it as it is; None when unknown, expired or used."""
+        if not _plausible(token) or not token.startswith(PORTAL_LINK_PREFIX):
+            return None
+        found = self._r.get(self._k.portal_link(_link_digest(token)))
+        return cast(bytes, found).decode() if found is not None else None
 
     def consume_link(self, token: str) -> str | None:
         """The link's tenant, deleting the link in the same command; None when it is unknown, expired or used."""

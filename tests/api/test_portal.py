@@ -44,7 +44,7 @@ def open_portal(api: TestClient, api_factory: Callable[..., TestClient]) -> Call
     def open_(tenant: str) -> TestClient:
         link = api.post(f"/v1/tenants/{tenant}/portal-link").json()["url"]
         browser = api_factory(auth=False)
-        opened = browser.get(link_path(link), follow_redirects=False)
+        opened = browser.post(link_path(link), follow_redirects=False)
         assert opened.status_code == 303 and opened.headers["location"] == "/portal", opened.text
         return browser
 
@@ -89,7 +89,7 @@ def test_a_link_opens_the_portal_once(
 ) -> None:
     link = link_path(api.post("/v1/tenants/acme/portal-link").json()["url"])
     first = api_factory(auth=False)
-    opened = first.get(link, follow_redirects=False)
+    opened = first.post(link, follow_redirects=False)
     assert opened.status_code == 303 and opened.headers["location"] == "/portal"
     cookie = opened.headers["set-cookie"]
     assert cookie.startswith("dispatcher_portal=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
@@ -98,12 +98,13 @@ def test_a_link_opens_the_portal_once(
     (session,) = portal_keys(raw_redis, store_keys)
     assert b":portal:session:" in session and raw_redis.get(session) == b"acme"
 
-    again = api_factory(auth=False).get(link, follow_redirects=False)  # the same link, another browser
+    again = api_factory(auth=False).post(link, follow_redirects=False)  # the same link, another browser
     assert again.status_code == 410 and "set-cookie" not in again.headers
     assert "expired or was used already" in again.text
     assert portal_keys(raw_redis, store_keys) == [session]  # nothing written
     for bad in ("whpl_" + "A" * 43, "not-a-link", "x" * 500):
         assert api_factory(auth=False).get(f"/portal/{bad}").status_code == 410, bad
+        assert api_factory(auth=False).post(f"/portal/{bad}").status_code == 410, bad
 
     page = first.get("/portal")
     assert page.status_code == 200 and 'data-portal="acme"' in page.text
@@ -120,13 +121,40 @@ def test_a_link_opens_the_portal_once(
     assert 'data-portal-tenant="acme"' in operator_page.text and 'data-portal-tenant="globex"' in operator_page.text
 
 
+def test_looking_at_a_link_leaves_it_and_only_a_post_from_its_own_page_opens_it(
+    api: TestClient,
+    api_factory: Callable[..., TestClient],
+    two_tenants: dict[str, str],
+    raw_redis: redis.Redis,
+    store_keys: Keys,
+) -> None:
+    """A chat app's preview (a GET) does not use a link up; another site cannot post it for a visitor."""
+    link = link_path(api.post("/v1/tenants/acme/portal-link").json()["url"])
+    for _ in range(2):
+        preview = api_factory(auth=False).get(link, follow_redirects=False)
+        assert preview.status_code == 200 and "set-cookie" not in preview.headers
+        assert f'<form method="post" action="{link}" id="portal-open">' in preview.text
+        assert "frame-ancestors 'self'" in preview.headers["content-security-policy"]
+    assert portal_keys(raw_redis, store_keys) and all(b":portal:link:" in k for k in portal_keys(raw_redis, store_keys))
+    browser = api_factory(auth=False)
+    cross = browser.post(link, headers={"origin": "https://evil.example"}, follow_redirects=False)
+    assert cross.status_code == 403 and "set-cookie" not in cross.headers
+    fetched = browser.post(link, headers={"sec-fetch-site": "cross-site", "origin": "null"}, follow_redirects=False)
+    assert fetched.status_code == 403 and "set-cookie" not in fetched.headers
+    own = {"origin": "null", "sec-fetch-site": "same-origin"}  # a browser's post from the link's page
+    opened = browser.post(link, headers=own, follow_redirects=False)
+    assert opened.status_code == 303 and opened.headers["set-cookie"].startswith("dispatcher_portal=")
+    assert api_factory(auth=False).get(link).status_code == 410  # used: even looking at it says so
+
+
 def test_an_expired_link_is_refused_and_writes_nothing(
     api_factory: Callable[..., TestClient], two_tenants: dict[str, str], raw_redis: redis.Redis, store_keys: Keys
 ) -> None:
     operator = api_factory(portal_link_ttl_s=1)
     link = link_path(operator.post("/v1/tenants/acme/portal-link").json()["url"])
     time.sleep(1.2)
-    late = api_factory(auth=False).get(link, follow_redirects=False)
+    assert api_factory(auth=False).get(link).status_code == 410
+    late = api_factory(auth=False).post(link, follow_redirects=False)
     assert late.status_code == 410 and "expired or was used already" in late.text
     assert portal_keys(raw_redis, store_keys) == []
 
@@ -189,7 +217,7 @@ def test_over_https_the_cookie_works_in_another_sites_iframe(
     link = link_path(api.post("/v1/tenants/acme/portal-link").json()["url"])
     framed = api_factory(auth=False, portal_frame_ancestors="https://app.example.com 'self'")
     framed.base_url = framed.base_url.copy_with(scheme="https")
-    opened = framed.get(link, follow_redirects=False)
+    opened = framed.post(link, follow_redirects=False)
     cookie = opened.headers["set-cookie"]
     assert "SameSite=None" in cookie and "Secure" in cookie and "Partitioned" in cookie
     page = framed.get("/portal")

@@ -152,6 +152,7 @@ def test_a_tenants_portal_manages_its_own_endpoints_and_never_sees_another_tenan
     log = api_server.log_path.read_text(errors="replace")
     token = link.rsplit("/", 1)[1]
     assert "GET /portal/whpl_*** " in log and token not in log  # the link is a credential: masked in the log
+    assert "POST /portal/whpl_*** " in log
 
 
 def test_the_portal_embeds_in_the_allowed_site_only_and_the_operator_opens_it(

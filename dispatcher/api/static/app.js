@@ -324,6 +324,9 @@ function setupTenants(section) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // A portal link's page: open the portal at once (a preview that fetches the link runs no script).
+  const portalOpen = document.getElementById("portal-open");
+  if (portalOpen) { portalOpen.requestSubmit(); return; }
   const login = document.getElementById("login-form");
   if (login) { setupLogin(login); return; }
   const subscribe = document.getElementById("subscribe-form");
