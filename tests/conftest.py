@@ -756,11 +756,14 @@ class RedisTopology:
         self._dir = directory
         self.procs: list[RedisProc] = []
 
-    def server(self, replica_of: RedisProc | None = None) -> RedisProc:
+    def server(self, replica_of: RedisProc | None = None, cluster_node: bool = False) -> RedisProc:
+        """A server (a replica of ``replica_of``; a Redis Cluster node, with no slots yet, for ``cluster_node``)."""
         port = free_port()
         args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of.port)]
+        if cluster_node:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", str(self._dir / f"nodes-{port}.conf")]
         proc = RedisProc(self._dir / f"redis-{port}", args, port)
         self.procs.append(proc)
         return proc

@@ -19,6 +19,7 @@ import click
 
 from dispatcher.cli.config import cli_settings
 from dispatcher.cli.processes import exec_process as _exec  # the seam tests replace
+from dispatcher.store import connect
 
 DEFAULT_MAX_TASKS = 10_000  # tasks Flower keeps in memory (its own default); older ones are dropped
 AUTH_ENV = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH")
@@ -56,7 +57,8 @@ def flower(address: str, port: int, max_tasks: int, flower_args: tuple[str, ...]
     On a non-loopback --address, set FLOWER_BASIC_AUTH=user:password (or FLOWER_AUTH) first. On loopback
     without authentication its API is open to local scripts. Extra arguments go to `celery flower`.
     """
-    cli_settings()  # fail here, cleanly, on a bad environment (or no Redis)
+    settings = cli_settings()  # fail here, cleanly, on a bad environment (or no Redis)
+    connect(settings).close()  # or a Redis the dispatcher cannot run on (a Cluster node, an unknown Sentinel name)
     authenticated = has_auth(dict(os.environ), flower_args)
     if not is_loopback(address) and not authenticated:
         raise click.UsageError(

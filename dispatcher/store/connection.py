@@ -88,12 +88,34 @@ def _no_primary(address: SentinelAddress) -> ConfigError:
     )
 
 
+NO_CLUSTER = (
+    "DISPATCHER_REDIS_URL points at a node of a Redis Cluster, which the dispatcher does not run on yet (its "
+    "scripts move work between keys of different slots): use one Redis primary, with Sentinel for failover "
+    "(redis+sentinel://, see the README's 'Running at scale')"
+)
+
+
+def refuse_cluster(client: redis.Redis) -> None:
+    """``ConfigError`` when ``client``'s server is a Redis Cluster node (``INFO cluster``). A server that
+    cannot be asked now (down, or ``INFO`` renamed away) is left to fail, or work, when first used."""
+    try:
+        info = client.info("cluster")
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+        return
+    if int(info.get("cluster_enabled", 0) or 0):
+        client.close()
+        raise ConfigError(NO_CLUSTER)
+
+
 def connect_sync(url: str, **options: Any) -> redis.Redis:
     """A client of the Redis at ``url`` (``options``: redis-py's, e.g. timeouts). For a Sentinel URL the
-    primary is looked up once now, so a wrong name or unreachable sentinels fail at start."""
+    primary is looked up once now, so a wrong name or unreachable sentinels fail at start; a Redis Cluster
+    node fails at start too (``refuse_cluster``)."""
     address = parse_sentinel(url)
     if address is None:
-        return redis.Redis.from_url(url, **options)
+        client = redis.Redis.from_url(url, **options)
+        refuse_cluster(client)
+        return client
     sentinel = Sentinel(address.sentinels, sentinel_kwargs=_sentinel_kwargs(), **_timeouts(options))
     try:
         sentinel.discover_master(address.primary)

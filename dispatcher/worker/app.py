@@ -90,9 +90,9 @@ def _convert_earlier_layout(**_: Any) -> None:
     one clear line, having written nothing); then pending work of an earlier version, converted once."""
     try:
         check_broker(app, settings)
+        store = Store(settings)
     except ConfigError as exc:
         raise SystemExit(f"dispatcher worker: {exc}") from None
-    store = Store(settings)
     try:
         with contextlib.suppress(StoreError), translated():
             store.migrate()

@@ -58,10 +58,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings()
         app = make_celery(settings, "dispatcher-scheduler")
         check_broker(app, settings)  # a broker that does not answer: one clear line, nothing written
+        store = Store(settings)  # a Redis it cannot run on (a Cluster node, a Sentinel name nobody knows): too
     except ConfigError as exc:
         raise SystemExit(f"dispatcher scheduler: {exc}") from None
     every = args.interval if args.interval is not None else settings.scheduler_interval_s
-    store = Store(settings)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

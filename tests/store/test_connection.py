@@ -105,3 +105,16 @@ def test_replicated_enqueue_waits_for_a_replica_and_refuses_without_one(
     # ENQUEUE_REPLICAS=0 (the default): every replica holds it on return, so any promotion keeps it
     assert all(r.client().exists(Keys(settings.key_prefix).event(event_id)) for r in (replica, second))
     dsp.close()
+
+
+def test_a_redis_cluster_node_fails_at_start_with_what_to_use_instead(
+    redis_topology: RedisTopology, settings_for: Callable[..., Settings]
+) -> None:
+    node = redis_topology.server(cluster_node=True)
+    url = f"redis://:s3cret@127.0.0.1:{node.port}/0"
+    with pytest.raises(ConfigError, match=r"Redis Cluster.*Sentinel") as info:
+        Store(settings_for(redis_url=url))
+    assert "s3cret" not in str(info.value) and "DISPATCHER_REDIS_URL" in str(info.value)
+    plain = redis_topology.server()
+    Store(settings_for(redis_url=f"redis://127.0.0.1:{plain.port}/0")).close()  # a plain server is fine
+    Store(settings_for(redis_url=f"redis://127.0.0.1:{free_port()}/0")).close()  # one down now: fails when used

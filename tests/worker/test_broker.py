@@ -35,7 +35,7 @@ from dispatcher.settings import Settings
 from dispatcher.store.work import Stage
 
 if TYPE_CHECKING:
-    from tests.conftest import Flower, Receiver, SchedulerProcess, Worker
+    from tests.conftest import Flower, Receiver, RedisTopology, SchedulerProcess, Worker
 
 RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
 PASSWORD = "guest"  # the machine's RabbitMQ account is guest/guest
@@ -259,6 +259,29 @@ def test_a_worker_whose_broker_does_not_answer_stops_naming_the_setting_masking_
         assert f"cannot reach the broker amqp://guest:***@127.0.0.1:{port}// (from DISPATCHER_BROKER_URL)" in out
         assert "hunter2" not in out and "Traceback" not in out, out
     assert not list(raw_redis.scan_iter(match=f"{prefix}*"))  # nothing written
+
+
+def test_every_process_refuses_a_redis_cluster_node_at_start_with_one_line(
+    settings_for: Callable[..., Settings],
+    settings_env: Callable[[Settings], dict[str, str]],
+    redis_topology: RedisTopology,
+) -> None:
+    """Not yet supported: say so at start (and what to use), instead of MOVED errors once work arrives."""
+    node = redis_topology.server(cluster_node=True)
+    settings = settings_for(redis_url=f"redis://:hunter2-secret@127.0.0.1:{node.port}/0")
+    cli = [sys.executable, "-m", "dispatcher"]
+    for argv in (
+        [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-c", "1"],
+        [*cli, "scheduler"],
+        [*cli, "flower", "--port", "1"],
+        [*cli, "enqueue", "order.paid", "{}"],
+    ):
+        done = _run(argv, settings, settings_env)
+        out = done.stdout + done.stderr
+        assert done.returncode != 0, out
+        assert "DISPATCHER_REDIS_URL points at a node of a Redis Cluster" in out and "Sentinel" in out, out
+        assert "hunter2" not in out and "Traceback" not in out, out
+    assert node.client().dbsize() == 0  # nothing written
 
 
 # -- end to end through RabbitMQ --------------------------------------------------------------------
