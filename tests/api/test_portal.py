@@ -79,15 +79,21 @@ def test_a_link_is_made_by_the_operator_only_and_stores_only_its_digest(
     assert public["url"].startswith("https://hooks.example.com/portal/whpl_")
 
 
+@pytest.fixture
+def acme_link(api: TestClient, two_tenants: dict[str, str]) -> str:
+    """The path of a fresh portal link of acme (of ``two_tenants``)."""
+    return link_path(api.post("/v1/tenants/acme/portal-link").json()["url"])
+
+
 def test_a_link_opens_the_portal_once(
-    api: TestClient,
+    acme_link: str,
     api_key: str,
     api_factory: Callable[..., TestClient],
     two_tenants: dict[str, str],
     raw_redis: redis.Redis,
     store_keys: Keys,
 ) -> None:
-    link = link_path(api.post("/v1/tenants/acme/portal-link").json()["url"])
+    link = acme_link
     first = api_factory(auth=False)
     opened = first.post(link, follow_redirects=False)
     assert opened.status_code == 303 and opened.headers["location"] == "/portal"
@@ -122,14 +128,10 @@ def test_a_link_opens_the_portal_once(
 
 
 def test_looking_at_a_link_leaves_it_and_only_a_post_from_its_own_page_opens_it(
-    api: TestClient,
-    api_factory: Callable[..., TestClient],
-    two_tenants: dict[str, str],
-    raw_redis: redis.Redis,
-    store_keys: Keys,
+    acme_link: str, api_factory: Callable[..., TestClient], raw_redis: redis.Redis, store_keys: Keys
 ) -> None:
     """A chat app's preview (a GET) does not use a link up; another site cannot post it for a visitor."""
-    link = link_path(api.post("/v1/tenants/acme/portal-link").json()["url"])
+    link = acme_link
     for _ in range(2):
         preview = api_factory(auth=False).get(link, follow_redirects=False)
         assert preview.status_code == 200 and "set-cookie" not in preview.headers

@@ -17,13 +17,7 @@
 -- the caller to report.
 --#include now
 --#include lanes
-local version = redis.call('GET', KEYS[3]) or ''
-local head = index_head(tonumber(ARGV[5]))
-if ARGV[6] == '1' and lanes_stale(head, 7, 7) then return {now, version, 2, head} end
-local claimed = claim_lanes(tonumber(ARGV[1]), now + tonumber(ARGV[2]), 7, 7)
-local flag = settle_slot(#claimed > 0)
-if #KEYS >= 7 then head = index_head(tonumber(ARGV[5])) end  -- the claim put the lanes' entries right
-local out = {now, version, flag, head}
+local claimed, out = claim(redis.call('GET', KEYS[3]) or '', 7)
 for _, lane in ipairs(claimed) do
   local ids = lane[3]
   local jobs = redis.call('HMGET', KEYS[5], unpack(ids))

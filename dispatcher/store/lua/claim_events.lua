@@ -16,13 +16,7 @@
 -- stale (nothing claimed, the slot untouched), the index's head after the claim (tenants), entries...}
 --#include now
 --#include lanes
-local version = redis.call('GET', KEYS[3]) or ''
-local head = index_head(tonumber(ARGV[5]))
-if ARGV[6] == '1' and lanes_stale(head, 5, 7) then return {now, version, 2, head} end
-local claimed = claim_lanes(tonumber(ARGV[1]), now + tonumber(ARGV[2]), 5, 7)
-local flag = settle_slot(#claimed > 0)
-if #KEYS >= 5 then head = index_head(tonumber(ARGV[5])) end  -- the claim put the lanes' entries right
-local out = {now, version, flag, head}
+local claimed, out = claim(redis.call('GET', KEYS[3]) or '', 5)
 for _, lane in ipairs(claimed) do
   for _, entry in ipairs(lane[3]) do out[#out + 1] = entry end
 end

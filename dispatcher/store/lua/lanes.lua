@@ -15,6 +15,10 @@
 --                             tenants from ARGV[first_arg]
 -- index_head(count) returns the index's first `count` tenants; lanes_stale(head, first, first_arg) is true
 -- when the lanes passed are not those tenants' lanes (in any order).
+-- claim(version, first) is the claim both scripts make, with their shared ARGV (ARGV[1] limit, ARGV[2]
+-- lease_ms, ARGV[5] how many of the index's first tenants to look at, ARGV[6] 1: check the lanes passed,
+-- ARGV[7..] their tenants): it returns the lanes claimed and the reply's head {now, version, 0 | 1 | 2, the
+-- index's head}, with nothing claimed and the slot untouched when the lanes passed were stale (2).
 -- claim_lanes(limit, until_ms, first, first_arg) returns {{position in KEYS, tenant or '', members}...}
 -- (lanes that gave nothing left out); settle_slot(claimed) leaves the caller's slot running ('r', unless the
 -- mode is 'none'), or frees it ('release_if_empty') when nothing was claimed and no lane not passed may hold
@@ -60,4 +64,12 @@ local function settle_slot(claimed)
   if mode == 'release_if_empty' and not claimed and not elsewhere then redis.call('DEL', KEYS[2])
   elseif mode ~= 'none' then redis.call('SET', KEYS[2], 'r', 'PX', ARGV[3]) end
   return elsewhere and 1 or 0
+end
+local function claim(version, first)
+  local head = index_head(tonumber(ARGV[5]))
+  if ARGV[6] == '1' and lanes_stale(head, first, 7) then return {}, {now, version, 2, head} end
+  local claimed = claim_lanes(tonumber(ARGV[1]), now + tonumber(ARGV[2]), first, 7)
+  local flag = settle_slot(#claimed > 0)
+  if #KEYS >= first then head = index_head(tonumber(ARGV[5])) end  -- the claim put the lanes' entries right
+  return claimed, {now, version, flag, head}
 end
