@@ -749,6 +749,21 @@ class RedisProc:
             self.process.wait(10)
 
 
+def cluster_port() -> int:
+    """A free port for a cluster node whose bus port (10,000 higher) is free too, so at most 55535."""
+    for _ in range(200):
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 class RedisTopology:
     """Servers, replicas and sentinels this test starts (and stops): never the machine's Redis."""
 
@@ -758,7 +773,7 @@ class RedisTopology:
 
     def server(self, replica_of: RedisProc | None = None, cluster_node: bool = False) -> RedisProc:
         """A server (a replica of ``replica_of``; a Redis Cluster node, with no slots yet, for ``cluster_node``)."""
-        port = free_port()
+        port = cluster_port() if cluster_node else free_port()
         args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of.port)]
