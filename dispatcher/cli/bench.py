@@ -37,7 +37,7 @@ def bench(
     (aiohttp, reqwest) posting with no Redis/Celery, and (b) one Celery task per delivery doing
     requests.post, then the scenarios (fan-out, one-to-one, enqueue(), latency, isolation from hanging
     endpoints, a backlog of retries), all on one signature-checking receiver. The workers deliver with
-    DISPATCHER_HTTP_ENGINE (default aiohttp).
+    DISPATCHER_HTTP_ENGINE (default reqwest).
 
     Results go to stdout, progress to stderr (a bar on a terminal, plain lines otherwise).
     """
